@@ -1,0 +1,78 @@
+# secrets-manager-agent — developer entry points.
+#
+#   make demo    build the agent, start a local Secrets Manager emulator (moto), fetch a secret
+#   make test    unit tests (cargo test) + integration tests (pytest against moto)
+#   make lint    rustfmt --check + clippy with warnings denied
+#   make static  fully static musl release binary (needs musl-tools and the musl rustup target)
+#   make build   optimised release binary for the host (glibc)
+#   make clean   remove build output, the Python venv and logs
+
+SHELL       := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+CARGO       ?= cargo
+PYTHON      ?= python3
+VENV        := .venv
+BIN_NAME    := secrets-manager-agent
+MUSL_TARGET := x86_64-unknown-linux-musl
+STATIC_BIN  := target/$(MUSL_TARGET)/release/$(BIN_NAME)
+DEBUG_BIN   := $(CURDIR)/target/debug/$(BIN_NAME)
+# Extra arguments for pytest, e.g. `make test PYTEST_ARGS="-k cache -x"`.
+PYTEST_ARGS ?=
+
+.PHONY: all build venv test unit-test integration-test lint static demo clean
+
+all: build
+
+build:
+	$(CARGO) build --release
+	@echo "built target/release/$(BIN_NAME)"
+
+# The venv is rebuilt only when tests/requirements.txt changes (stamp file inside the venv).
+venv: $(VENV)/.stamp
+
+$(VENV)/.stamp: tests/requirements.txt
+	@echo "==> installing tests/requirements.txt into $(VENV)"
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	@touch $@
+
+test: unit-test integration-test
+
+unit-test:
+	@echo "==> cargo test (unit tests)"
+	$(CARGO) test
+
+# pytest exits 5 when it collects no test; that is reported loudly but is not a failure.
+integration-test: venv
+	@echo "==> cargo build (debug binary for the integration tests)"
+	$(CARGO) build
+	@echo "==> pytest tests/integration against $(DEBUG_BIN)"
+	@rc=0; AGENT_BIN="$(DEBUG_BIN)" $(VENV)/bin/pytest tests/integration -q $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "WARNING: pytest collected no integration tests"; rc=0; fi; \
+	exit $$rc
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+# aws-lc-sys compiles C code: for the musl target it needs musl-gcc (Debian package musl-tools).
+static:
+	@command -v musl-gcc >/dev/null || { echo "musl-gcc not found: apt-get install musl-tools" >&2; exit 1; }
+	@rustup target list --installed 2>/dev/null | grep -qx $(MUSL_TARGET) || \
+	  { echo "rust target missing: rustup target add $(MUSL_TARGET)" >&2; exit 1; }
+	CC_x86_64_unknown_linux_musl=musl-gcc $(CARGO) build --release --target $(MUSL_TARGET)
+	@echo "static binary: $(CURDIR)/$(STATIC_BIN)"
+	@file $(STATIC_BIN)
+	@bytes=$$(stat -c %s $(STATIC_BIN)); \
+	  echo "size: $$bytes bytes ($$(awk -v b=$$bytes 'BEGIN { printf "%.2f", b / 1048576 }') MiB)"
+	@if file $(STATIC_BIN) | grep -q 'dynamically linked'; then \
+	  echo "ERROR: $(STATIC_BIN) is dynamically linked" >&2; exit 1; fi
+
+# scripts/demo.sh runs `make venv` itself, so it also works when started directly.
+demo:
+	scripts/demo.sh
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV) logs .pytest_cache

@@ -1,0 +1,431 @@
+//! The HTTP surface of AWS's agent: routes, the order of checks, status codes
+//! and bodies (`compat.md`). Knows nothing about sockets; the server hands it a
+//! parsed request and writes back what it returns.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::aws::SecretQuery;
+use crate::cache::{Body, Cache, Upstream};
+use crate::query::{parse_query, percent_decode};
+use crate::token::Token;
+
+/// Requests beyond `max_conn` that `/ping` may still use, so health checks
+/// answer while the agent is saturated.
+const PING_HEADROOM: usize = 4;
+
+pub struct Request<'a> {
+    pub method: &'a str,
+    /// Path and query, as sent.
+    pub target: &'a str,
+    pub headers: &'a [httparse::Header<'a>],
+}
+
+pub struct Response {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: ResponseBody,
+}
+
+pub enum ResponseBody {
+    Static(&'static str),
+    Owned(String),
+    Shared(Body),
+}
+
+impl ResponseBody {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            ResponseBody::Static(s) => s.as_bytes(),
+            ResponseBody::Owned(s) => s.as_bytes(),
+            ResponseBody::Shared(b) => b,
+        }
+    }
+}
+
+const JSON: &str = "application/json";
+const TEXT: &str = "text/plain; charset=utf-8";
+
+fn text(status: u16, body: &'static str) -> Response {
+    Response {
+        status,
+        content_type: TEXT,
+        body: ResponseBody::Static(body),
+    }
+}
+
+fn owned_text(status: u16, body: String) -> Response {
+    Response {
+        status,
+        content_type: TEXT,
+        body: ResponseBody::Owned(body),
+    }
+}
+
+pub struct Settings {
+    pub token: Token,
+    /// Lower-cased header names that may carry the token.
+    pub ssrf_headers: Vec<String>,
+    pub path_prefix: String,
+    pub max_conn: usize,
+}
+
+pub struct Api<U> {
+    settings: Settings,
+    cache: Cache<U>,
+    in_flight: AtomicUsize,
+}
+
+/// Holds one in-flight slot until dropped.
+struct Slot<'a>(&'a AtomicUsize);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl<U: Upstream> Api<U> {
+    pub fn new(mut settings: Settings, cache: Cache<U>) -> Api<U> {
+        for h in &mut settings.ssrf_headers {
+            h.make_ascii_lowercase();
+        }
+        Api {
+            settings,
+            cache,
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn handle(&self, request: &Request) -> Response {
+        let (path, query) = request
+            .target
+            .split_once('?')
+            .unwrap_or((request.target, ""));
+        let is_ping = path == "/ping";
+
+        let limit = self.settings.max_conn + if is_ping { PING_HEADROOM } else { 0 };
+        let Some(_slot) = self.take_slot(limit) else {
+            return text(429, "Connection limit exceeded");
+        };
+        if !is_ping {
+            if let Err(response) = self.check_token(request.headers) {
+                return response;
+            }
+        }
+        if request.method != "GET" {
+            return text(405, "Not allowed");
+        }
+        if is_ping {
+            return text(200, "healthy");
+        }
+        let parsed = if path == "/secretsmanager/get" {
+            parse_get(query)
+        } else if let Some(id) = path.strip_prefix(self.settings.path_prefix.as_str()) {
+            parse_prefixed(id, query)
+        } else {
+            return text(404, "Not found");
+        };
+        match parsed {
+            Ok((secret, refresh_now)) => self.secret(&secret, refresh_now),
+            Err(response) => response,
+        }
+    }
+
+    fn take_slot(&self, limit: usize) -> Option<Slot<'_>> {
+        let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let slot = Slot(&self.in_flight);
+        (before < limit).then_some(slot)
+    }
+
+    fn check_token(&self, headers: &[httparse::Header]) -> Result<(), Response> {
+        if headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
+        {
+            return Err(text(400, "Forwarded"));
+        }
+        let ok = headers.iter().any(|h| {
+            self.settings
+                .ssrf_headers
+                .iter()
+                .any(|name| h.name.eq_ignore_ascii_case(name))
+                && self.settings.token.matches(h.value)
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(text(403, "Bad Token"))
+        }
+    }
+
+    fn secret(&self, query: &SecretQuery, refresh_now: bool) -> Response {
+        match self.cache.get(query, refresh_now) {
+            Ok(body) => Response {
+                status: 200,
+                content_type: JSON,
+                body: ResponseBody::Shared(body),
+            },
+            Err(e) => {
+                log::warn!("request for {} failed: {e}", query.secret_id);
+                Response {
+                    status: e.status(),
+                    content_type: JSON,
+                    body: ResponseBody::Owned(e.body()),
+                }
+            }
+        }
+    }
+}
+
+type Parsed = Result<(SecretQuery, bool), Response>;
+
+/// `/secretsmanager/get?secretId=...`
+fn parse_get(query: &str) -> Parsed {
+    let mut secret_id = None;
+    let options = parse_options(query, |key, value| match key {
+        "secretId" => {
+            secret_id = Some(value);
+            true
+        }
+        _ => false,
+    })?;
+    let secret_id = secret_id
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| text(400, "missing parameter secretId"))?;
+    finish(secret_id, options)
+}
+
+/// `{path_prefix}ID?...`: the ID is the rest of the path, percent-decoded.
+fn parse_prefixed(raw_id: &str, query: &str) -> Parsed {
+    let options = parse_options(query, |_, _| false)?;
+    let secret_id = percent_decode(raw_id, false)
+        .ok_or_else(|| text(400, "invalid percent-encoding in secret ID"))?;
+    if secret_id.is_empty() {
+        return Err(text(400, "missing secret ID"));
+    }
+    finish(secret_id, options)
+}
+
+struct Options {
+    version_id: Option<String>,
+    version_stage: Option<String>,
+    refresh_now: Option<String>,
+}
+
+/// Reads the query keys both routes share; `extra` claims route-specific keys.
+fn parse_options(
+    query: &str,
+    mut extra: impl FnMut(&str, String) -> bool,
+) -> Result<Options, Response> {
+    let pairs = parse_query(query).map_err(|_| text(400, "invalid percent-encoding in query"))?;
+    let mut options = Options {
+        version_id: None,
+        version_stage: None,
+        refresh_now: None,
+    };
+    for (key, value) in pairs {
+        let non_empty = |v: String| Some(v).filter(|v| !v.is_empty());
+        match key.as_str() {
+            "versionId" => options.version_id = non_empty(value),
+            "versionStage" => options.version_stage = non_empty(value),
+            "refreshNow" => options.refresh_now = Some(value),
+            _ if extra(&key, value) => {}
+            _ => return Err(owned_text(400, format!("unknown parameter: {key}"))),
+        }
+    }
+    Ok(options)
+}
+
+fn finish(secret_id: String, options: Options) -> Parsed {
+    let refresh_now = match options.refresh_now.as_deref() {
+        None => false,
+        Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => true,
+        Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => false,
+        Some(_) => return Err(text(400, "invalid refreshNow value")),
+    };
+    let query = SecretQuery {
+        secret_id,
+        version_id: options.version_id,
+        version_stage: options.version_stage,
+    };
+    Ok((query, refresh_now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::secrets_manager::Description;
+    use crate::aws::{SecretValue, UpstreamError};
+    use crate::cache;
+    use std::time::Duration;
+
+    /// Answers every GetSecretValue with the query echoed back.
+    struct Echo;
+
+    impl Upstream for Echo {
+        fn get_secret_value(&self, q: &SecretQuery) -> Result<SecretValue, UpstreamError> {
+            if q.secret_id == "missing" {
+                return Err(UpstreamError::Service {
+                    status: 400,
+                    code: "ResourceNotFoundException".into(),
+                    message: "no \"such\" secret".into(),
+                });
+            }
+            Ok(SecretValue {
+                body: format!("{}|{:?}|{:?}", q.secret_id, q.version_id, q.version_stage)
+                    .into_bytes(),
+                version_id: "v1".into(),
+            })
+        }
+        fn describe_secret(&self, _: &str) -> Result<Description, UpstreamError> {
+            Err(UpstreamError::Timeout)
+        }
+    }
+
+    fn api(prefix: &str) -> Api<Echo> {
+        let cache = Cache::new(
+            Echo,
+            cache::Settings {
+                ttl: Duration::from_secs(60),
+                capacity: 10,
+                ignore_transient_errors: true,
+            },
+        );
+        Api::new(
+            Settings {
+                token: Token::new("tok"),
+                ssrf_headers: vec![
+                    "X-Aws-Parameters-Secrets-Token".into(),
+                    "X-Vault-Token".into(),
+                ],
+                path_prefix: prefix.into(),
+                max_conn: 2,
+            },
+            cache,
+        )
+    }
+
+    fn call(
+        api: &Api<Echo>,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, String) {
+        let headers: Vec<httparse::Header> = headers
+            .iter()
+            .map(|(n, v)| httparse::Header {
+                name: n,
+                value: v.as_bytes(),
+            })
+            .collect();
+        let r = api.handle(&Request {
+            method,
+            target,
+            headers: &headers,
+        });
+        (
+            r.status,
+            String::from_utf8(r.body.as_bytes().to_vec()).unwrap(),
+        )
+    }
+
+    const TOK: &[(&str, &str)] = &[("x-aws-parameters-secrets-token", "tok")];
+
+    #[test]
+    fn ping_needs_no_token() {
+        let api = api("/v1/");
+        assert_eq!(call(&api, "GET", "/ping", &[]), (200, "healthy".into()));
+        assert_eq!(call(&api, "POST", "/ping", &[]).0, 405);
+    }
+
+    #[test]
+    fn token_checks_come_first() {
+        let api = api("/v1/");
+        let get = "/secretsmanager/get?secretId=a";
+        assert_eq!(call(&api, "GET", get, &[]), (403, "Bad Token".into()));
+        assert_eq!(call(&api, "GET", get, &[("X-Vault-Token", "nope")]).0, 403);
+        assert_eq!(call(&api, "GET", get, &[("X-VAULT-TOKEN", "tok")]).0, 200);
+        assert_eq!(call(&api, "GET", get, &[("Other", "tok")]).0, 403);
+        let forwarded = [TOK[0], ("X-Forwarded-For", "1.2.3.4")];
+        assert_eq!(
+            call(&api, "GET", get, &forwarded),
+            (400, "Forwarded".into())
+        );
+        assert_eq!(call(&api, "POST", get, &[]).0, 403);
+        assert_eq!(call(&api, "POST", get, TOK), (405, "Not allowed".into()));
+        assert_eq!(call(&api, "GET", "/nope", &[]).0, 403);
+        assert_eq!(call(&api, "GET", "/nope", TOK), (404, "Not found".into()));
+    }
+
+    #[test]
+    fn query_rules() {
+        let api = api("/v1/");
+        let c = |t: &str| call(&api, "GET", t, TOK);
+        assert_eq!(
+            c("/secretsmanager/get?secretId=a&x=1"),
+            (400, "unknown parameter: x".into())
+        );
+        assert_eq!(
+            c("/secretsmanager/get"),
+            (400, "missing parameter secretId".into())
+        );
+        assert_eq!(
+            c("/secretsmanager/get?secretId="),
+            (400, "missing parameter secretId".into())
+        );
+        assert_eq!(c("/v1/"), (400, "missing secret ID".into()));
+        assert_eq!(
+            c("/v1/a?secretId=b"),
+            (400, "unknown parameter: secretId".into())
+        );
+        assert_eq!(
+            c("/secretsmanager/get?secretId=a&refreshNow=maybe"),
+            (400, "invalid refreshNow value".into())
+        );
+        for ok in ["TRUE", "1", "false", "0", "True"] {
+            assert_eq!(c(&format!("/v1/a?refreshNow={ok}")).0, 200, "{ok}");
+        }
+        assert_eq!(
+            c("/secretsmanager/get?secretId=a+b%2Fc&versionStage=AWSPREVIOUS").1,
+            "a b/c|None|Some(\"AWSPREVIOUS\")"
+        );
+        assert_eq!(
+            c("/v1/prod%2Fdb/pass+word?versionId=v9").1,
+            "prod/db/pass+word|Some(\"v9\")|None"
+        );
+    }
+
+    #[test]
+    fn upstream_errors_become_json() {
+        let api = api("/v1/");
+        let (status, body) = call(&api, "GET", "/v1/missing", TOK);
+        assert_eq!(status, 400);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["__type"], "ResourceNotFoundException");
+        assert_eq!(v["message"], "no \"such\" secret");
+    }
+
+    #[test]
+    fn connection_limit_with_ping_headroom() {
+        let api = api("/v1/");
+        let _a = api.take_slot(2).unwrap();
+        let _b = api.take_slot(2).unwrap();
+        assert_eq!(
+            call(&api, "GET", "/v1/a", TOK),
+            (429, "Connection limit exceeded".into())
+        );
+        assert_eq!(call(&api, "GET", "/ping", &[]).0, 200);
+        drop(_b);
+        assert_eq!(call(&api, "GET", "/v1/a", TOK).0, 200);
+    }
+
+    #[test]
+    fn custom_prefix_and_root_prefix() {
+        let custom = api("/secrets/");
+        assert_eq!(call(&custom, "GET", "/secrets/x", TOK).0, 200);
+        assert_eq!(call(&custom, "GET", "/v1/x", TOK).0, 404);
+        let root = api("/");
+        assert_eq!(call(&root, "GET", "/ping", &[]).0, 200);
+        assert_eq!(call(&root, "GET", "/x/y", TOK).1, "x/y|None|None");
+    }
+}

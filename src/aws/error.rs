@@ -1,0 +1,247 @@
+//! What can go wrong talking to AWS, and how each failure is told to the client.
+//!
+//! The status/body pairs are the drop-in contract of AWS's agent
+//! (`compat.md`), except that every body here is valid JSON.
+
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum UpstreamError {
+    /// AWS answered with a non-2xx status.
+    Service {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// No answer within the timeout (connect or whole call).
+    Timeout,
+    /// Could not connect, or the connection broke while reading.
+    Connection(String),
+    /// An answer arrived that could not be understood.
+    Response(String),
+    /// No credentials to sign with.
+    Credentials(String),
+    /// Anything else (e.g. the request could not be signed).
+    Internal(String),
+}
+
+impl UpstreamError {
+    /// The status the agent answers its client with.
+    pub fn status(&self) -> u16 {
+        match self {
+            UpstreamError::Service { status, .. } => *status,
+            UpstreamError::Timeout => 504,
+            UpstreamError::Connection(_) | UpstreamError::Response(_) => 502,
+            UpstreamError::Credentials(_) | UpstreamError::Internal(_) => 500,
+        }
+    }
+
+    /// The JSON body the agent answers its client with.
+    pub fn body(&self) -> String {
+        let pair = |code: &str, message: &str| {
+            serde_json::json!({ "__type": code, "message": message }).to_string()
+        };
+        match self {
+            UpstreamError::Service { code, message, .. } => pair(code, message),
+            UpstreamError::Timeout => pair("TimeoutError", "Timeout"),
+            UpstreamError::Connection(_) => pair("ConnectionError", "Read Error"),
+            UpstreamError::Response(_) => pair("ConnectionError", "Response Error"),
+            UpstreamError::Credentials(why) => pair("CredentialsError", why),
+            UpstreamError::Internal(_) => r#"{"__type":"InternalFailure"}"#.to_string(),
+        }
+    }
+
+    /// Failures that a later attempt may not see: the ones worth a retry, and the
+    /// ones for which a cached value may be served instead.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            UpstreamError::Timeout | UpstreamError::Connection(_) => true,
+            UpstreamError::Service { status, code, .. } => {
+                matches!(status, 500 | 502 | 503 | 504)
+                    || TRANSIENT_CODES.contains(&code.as_str())
+                    || THROTTLING_CODES.contains(&code.as_str())
+            }
+            UpstreamError::Response(_)
+            | UpstreamError::Credentials(_)
+            | UpstreamError::Internal(_) => false,
+        }
+    }
+}
+
+const TRANSIENT_CODES: &[&str] = &[
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "PriorRequestNotComplete",
+    "InternalFailure",
+    "InternalServiceError",
+    "ServiceUnavailable",
+];
+
+const THROTTLING_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "TransactionInProgressException",
+    "RequestLimitExceeded",
+    "BandwidthLimitExceeded",
+    "LimitExceededException",
+    "RequestThrottled",
+    "SlowDown",
+    "EC2ThrottledException",
+];
+
+impl fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpstreamError::Service {
+                status,
+                code,
+                message,
+            } => write!(f, "AWS answered {status} {code}: {message}"),
+            UpstreamError::Timeout => f.write_str("AWS did not answer in time"),
+            UpstreamError::Connection(why) => write!(f, "connection to AWS failed: {why}"),
+            UpstreamError::Response(why) => write!(f, "unreadable answer from AWS: {why}"),
+            UpstreamError::Credentials(why) => f.write_str(why),
+            UpstreamError::Internal(why) => write!(f, "internal error: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for UpstreamError {}
+
+/// Builds a `Service` error from a non-2xx answer. JSON bodies (the AWS JSON
+/// protocols) give `__type`/`message`; XML bodies (STS, proxies, some emulators)
+/// give `<Code>`/`<Message>`; anything else keeps the status as `UnknownError`.
+pub fn service_error(status: u16, error_type_header: Option<&str>, body: &[u8]) -> UpstreamError {
+    let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let text = String::from_utf8_lossy(body);
+    let from_json = |keys: &[&str]| {
+        let obj = json.as_ref()?.as_object()?;
+        keys.iter()
+            .find_map(|k| obj.get(*k).and_then(|v| v.as_str()))
+            .map(str::to_string)
+    };
+    let code = error_type_header
+        .map(str::to_string)
+        .or_else(|| from_json(&["__type", "code", "Code"]))
+        .or_else(|| xml_element(&text, "Code"))
+        .map(|c| clean_code(&c))
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| "UnknownError".to_string());
+    let message = from_json(&["message", "Message", "errorMessage"])
+        .or_else(|| xml_element(&text, "Message"))
+        .unwrap_or_default();
+    UpstreamError::Service {
+        status,
+        code,
+        message,
+    }
+}
+
+/// `aws.protocol#ResourceNotFoundException:http://...` → `ResourceNotFoundException`.
+fn clean_code(raw: &str) -> String {
+    let after_hash = raw.rsplit('#').next().unwrap_or(raw);
+    after_hash
+        .split(':')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+/// The text of the first `<name>...</name>`, entity-decoded. Enough for AWS's
+/// flat error documents; not a general XML parser.
+pub fn xml_element(text: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let close = format!("</{name}>");
+    let start = text.find(&open)? + open.len();
+    let len = text[start..].find(&close)?;
+    Some(xml_unescape(text[start..start + len].trim()))
+}
+
+fn xml_unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_errors_keep_status_code_and_message() {
+        let e = service_error(
+            400,
+            None,
+            br#"{"__type":"com.amazonaws#ResourceNotFoundException","message":"Secrets Manager can't find \"x\""}"#,
+        );
+        assert_eq!(e.status(), 400);
+        let body: serde_json::Value = serde_json::from_str(&e.body()).unwrap();
+        assert_eq!(body["__type"], "ResourceNotFoundException");
+        assert_eq!(body["message"], "Secrets Manager can't find \"x\"");
+        assert!(!e.is_transient());
+    }
+
+    #[test]
+    fn header_code_wins_and_suffix_is_dropped() {
+        let e = service_error(
+            400,
+            Some("ThrottlingException:http://internal"),
+            br#"{"Message":"slow down"}"#,
+        );
+        assert_eq!(
+            e,
+            UpstreamError::Service {
+                status: 400,
+                code: "ThrottlingException".into(),
+                message: "slow down".into()
+            }
+        );
+        assert!(e.is_transient());
+    }
+
+    #[test]
+    fn xml_and_html_bodies_still_give_json() {
+        let e = service_error(
+            403,
+            None,
+            b"<ErrorResponse><Error><Code>SignatureDoesNotMatch</Code><Message>a &amp; b</Message></Error></ErrorResponse>",
+        );
+        assert_eq!(e.status(), 403);
+        let body: serde_json::Value = serde_json::from_str(&e.body()).unwrap();
+        assert_eq!(body["__type"], "SignatureDoesNotMatch");
+        assert_eq!(body["message"], "a & b");
+
+        let e = service_error(502, None, b"<html><body>Bad gateway</body></html>");
+        let body: serde_json::Value = serde_json::from_str(&e.body()).unwrap();
+        assert_eq!(body["__type"], "UnknownError");
+        assert_eq!(e.status(), 502);
+        assert!(e.is_transient());
+    }
+
+    #[test]
+    fn fixed_bodies_match_the_contract() {
+        assert_eq!(
+            UpstreamError::Timeout.body(),
+            r#"{"__type":"TimeoutError","message":"Timeout"}"#
+        );
+        assert_eq!(
+            UpstreamError::Connection("refused".into()).body(),
+            r#"{"__type":"ConnectionError","message":"Read Error"}"#
+        );
+        assert_eq!(
+            UpstreamError::Response("garbage".into()).body(),
+            r#"{"__type":"ConnectionError","message":"Response Error"}"#
+        );
+        assert_eq!(
+            UpstreamError::Internal("x".into()).body(),
+            r#"{"__type":"InternalFailure"}"#
+        );
+    }
+}

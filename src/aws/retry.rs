@@ -1,0 +1,182 @@
+//! The SDKs' "standard" retry mode: at most three attempts, exponential backoff
+//! with full jitter, and a shared retry budget so an outage does not turn every
+//! request into three.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use super::error::UpstreamError;
+
+const MAX_ATTEMPTS: u32 = 3;
+const BUDGET: u32 = 500;
+const RETRY_COST: u32 = 5;
+const TIMEOUT_RETRY_COST: u32 = 10;
+const MAX_BACKOFF: Duration = Duration::from_secs(20);
+
+/// One per client; shared by all threads.
+pub struct Retry {
+    budget: AtomicU32,
+}
+
+/// What an attempt reported besides its result: an `x-amz-retry-after` hint.
+pub struct Attempt<T> {
+    pub result: Result<T, UpstreamError>,
+    pub retry_after: Option<Duration>,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            budget: AtomicU32::new(BUDGET),
+        }
+    }
+}
+
+impl Retry {
+    /// Runs `attempt` until it succeeds, fails for good, runs out of attempts
+    /// or the budget is empty.
+    pub fn run<T>(&self, mut attempt: impl FnMut(u32) -> Attempt<T>) -> Result<T, UpstreamError> {
+        let mut spent = 0;
+        for n in 1.. {
+            let Attempt {
+                result,
+                retry_after,
+            } = attempt(n);
+            let err = match result {
+                Ok(value) => {
+                    self.refund(if spent == 0 { 1 } else { spent });
+                    return Ok(value);
+                }
+                Err(err) => err,
+            };
+            if n >= MAX_ATTEMPTS || !err.is_transient() {
+                return Err(err);
+            }
+            let cost = if err == UpstreamError::Timeout {
+                TIMEOUT_RETRY_COST
+            } else {
+                RETRY_COST
+            };
+            if !self.withdraw(cost) {
+                log::warn!("retry budget exhausted; not retrying: {err}");
+                return Err(err);
+            }
+            spent = cost;
+            let delay = retry_after.unwrap_or_else(|| backoff(n));
+            log::debug!("attempt {n} failed ({err}); retrying in {delay:?}");
+            std::thread::sleep(delay);
+        }
+        unreachable!("the attempt loop only ends by returning")
+    }
+
+    fn withdraw(&self, cost: u32) -> bool {
+        self.budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                b.checked_sub(cost)
+            })
+            .is_ok()
+    }
+
+    fn refund(&self, amount: u32) {
+        let _ = self
+            .budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                (b < BUDGET).then(|| (b + amount).min(BUDGET))
+            });
+    }
+}
+
+/// `random[0,1) * min(2^(attempt-1) s, 20 s)`.
+fn backoff(attempt: u32) -> Duration {
+    let cap = Duration::from_secs(1u64 << (attempt - 1).min(5)).min(MAX_BACKOFF);
+    cap.mul_f64(random_unit())
+}
+
+/// A uniform float in [0, 1); falls back to 0.5 if the OS has no randomness.
+pub fn random_unit() -> f64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        return 0.5;
+    }
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(status: u16, code: &str) -> UpstreamError {
+        UpstreamError::Service {
+            status,
+            code: code.into(),
+            message: String::new(),
+        }
+    }
+
+    fn attempt<T>(result: Result<T, UpstreamError>) -> Attempt<T> {
+        Attempt {
+            result,
+            retry_after: Some(Duration::ZERO),
+        }
+    }
+
+    #[test]
+    fn retries_transient_then_succeeds() {
+        let retry = Retry::default();
+        let mut calls = 0;
+        let r = retry.run(|_| {
+            calls += 1;
+            attempt(if calls < 3 {
+                Err(service(503, "ServiceUnavailable"))
+            } else {
+                Ok(7)
+            })
+        });
+        assert_eq!(r, Ok(7));
+        assert_eq!(calls, 3);
+    }
+
+    #[test]
+    fn stops_after_three_attempts_and_on_final_errors() {
+        let retry = Retry::default();
+        let mut calls = 0;
+        let r: Result<(), _> = retry.run(|_| {
+            calls += 1;
+            attempt(Err(service(400, "ThrottlingException")))
+        });
+        assert!(r.is_err());
+        assert_eq!(calls, 3);
+
+        let mut calls = 0;
+        let r: Result<(), _> = retry.run(|_| {
+            calls += 1;
+            attempt(Err(service(400, "ResourceNotFoundException")))
+        });
+        assert!(r.is_err());
+        assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn empty_budget_means_no_retry() {
+        let retry = Retry::default();
+        let mut calls = 0;
+        for _ in 0..60 {
+            let _: Result<(), _> = retry.run(|_| {
+                calls += 1;
+                attempt(Err(UpstreamError::Timeout))
+            });
+        }
+        // 500 / 10 = 50 timeout retries are affordable, then every call is one attempt.
+        assert_eq!(calls, 25 * 3 + 35);
+    }
+
+    #[test]
+    fn backoff_is_capped() {
+        for attempt in 1..10 {
+            let d = backoff(attempt);
+            assert!(d < Duration::from_secs(1u64 << (attempt - 1)).min(MAX_BACKOFF));
+        }
+        let u = random_unit();
+        assert!((0.0..1.0).contains(&u));
+    }
+}

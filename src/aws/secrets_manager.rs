@@ -1,0 +1,241 @@
+//! The two Secrets Manager operations the agent uses, GetSecretValue and
+//! DescribeSecret, over the JSON 1.1 protocol: request bodies, signing,
+//! retries, and the answer turned into the body the agent serves.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::UpstreamError;
+use super::retry::{Attempt, Retry};
+use super::sign::sign_request;
+use super::transport::Transport;
+use crate::credentials::ProvideCredentials;
+
+/// What a client asked for: the cache key and the GetSecretValue input.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SecretQuery {
+    pub secret_id: String,
+    pub version_id: Option<String>,
+    pub version_stage: Option<String>,
+}
+
+/// A GetSecretValue answer, already rendered as the body the agent serves.
+/// No `Debug`: the body holds the secret.
+pub struct SecretValue {
+    pub body: Vec<u8>,
+    pub version_id: String,
+}
+
+/// The part of DescribeSecret the cache needs.
+#[derive(Debug)]
+pub struct Description {
+    pub version_ids_to_stages: Option<HashMap<String, Vec<String>>>,
+}
+
+pub struct SecretsManager {
+    transport: Transport,
+    retry: Retry,
+    endpoint: String,
+    region: String,
+    credentials: Arc<dyn ProvideCredentials>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Input<'a> {
+    secret_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version_stage: Option<&'a str>,
+}
+
+/// Upstream's GetSecretValue output, and (with `CreatedDate` as a string) the
+/// body AWS's agent serves: same keys, same order.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Output {
+    #[serde(rename = "ARN")]
+    arn: Option<String>,
+    name: Option<String>,
+    version_id: Option<String>,
+    secret_string: Option<String>,
+    secret_binary: Option<String>,
+    version_stages: Option<Vec<String>>,
+    created_date: Option<f64>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Served<'a> {
+    #[serde(rename = "ARN", skip_serializing_if = "Option::is_none")]
+    arn: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret_string: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret_binary: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version_stages: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created_date: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DescribeOutput {
+    version_ids_to_stages: Option<HashMap<String, Vec<String>>>,
+}
+
+impl SecretsManager {
+    pub fn new(
+        transport: Transport,
+        endpoint: String,
+        region: String,
+        credentials: Arc<dyn ProvideCredentials>,
+    ) -> SecretsManager {
+        SecretsManager {
+            transport,
+            retry: Retry::default(),
+            endpoint,
+            region,
+            credentials,
+        }
+    }
+
+    pub fn get_secret_value(&self, query: &SecretQuery) -> Result<SecretValue, UpstreamError> {
+        let input = Input {
+            secret_id: &query.secret_id,
+            version_id: query.version_id.as_deref(),
+            version_stage: query.version_stage.as_deref(),
+        };
+        let reply = self.call("GetSecretValue", &input)?;
+        render(&reply)
+    }
+
+    pub fn describe_secret(&self, secret_id: &str) -> Result<Description, UpstreamError> {
+        let input = Input {
+            secret_id,
+            version_id: None,
+            version_stage: None,
+        };
+        let reply = self.call("DescribeSecret", &input)?;
+        let out: DescribeOutput = serde_json::from_slice(&reply)
+            .map_err(|e| UpstreamError::Response(format!("DescribeSecret answer: {e}")))?;
+        Ok(Description {
+            version_ids_to_stages: out.version_ids_to_stages,
+        })
+    }
+
+    fn call(&self, operation: &str, input: &Input) -> Result<Vec<u8>, UpstreamError> {
+        let body = serde_json::to_vec(input)
+            .map_err(|e| UpstreamError::Internal(format!("cannot encode {operation}: {e}")))?;
+        let target = format!("secretsmanager.{operation}");
+        let url = format!("{}/", self.endpoint);
+        self.retry.run(|attempt| {
+            log::debug!("{operation} attempt {attempt} for {}", input.secret_id);
+            let creds = match self.credentials.credentials() {
+                Ok(creds) => creds,
+                Err(e) => {
+                    return Attempt {
+                        result: Err(UpstreamError::Credentials(e.to_string())),
+                        retry_after: None,
+                    }
+                }
+            };
+            let mut headers = vec![
+                (
+                    "content-type".to_string(),
+                    "application/x-amz-json-1.1".to_string(),
+                ),
+                ("x-amz-target".to_string(), target.clone()),
+            ];
+            let to_sign: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            match sign_request(
+                &creds,
+                &self.region,
+                "secretsmanager",
+                &url,
+                &to_sign,
+                &body,
+            ) {
+                Ok(signed) => headers.extend(signed),
+                Err(why) => {
+                    return Attempt {
+                        result: Err(UpstreamError::Internal(why)),
+                        retry_after: None,
+                    }
+                }
+            }
+            let outcome = self.transport.post(&url, &headers, &body);
+            Attempt {
+                result: outcome.result.map(|reply| reply.body),
+                retry_after: outcome.retry_after,
+            }
+        })
+    }
+}
+
+/// Upstream JSON → the agent's body. `CreatedDate` becomes a string holding the
+/// number as Rust's `f64` Display prints it, as AWS's agent does.
+fn render(reply: &[u8]) -> Result<SecretValue, UpstreamError> {
+    let out: Output = serde_json::from_slice(reply)
+        .map_err(|e| UpstreamError::Response(format!("GetSecretValue answer: {e}")))?;
+    let served = Served {
+        arn: out.arn.as_deref(),
+        name: out.name.as_deref(),
+        version_id: out.version_id.as_deref(),
+        secret_string: out.secret_string.as_deref(),
+        secret_binary: out.secret_binary.as_deref(),
+        version_stages: out.version_stages.as_deref(),
+        created_date: out.created_date.map(|d| d.to_string()),
+    };
+    let body = serde_json::to_vec(&served)
+        .map_err(|e| UpstreamError::Internal(format!("cannot render secret: {e}")))?;
+    Ok(SecretValue {
+        body,
+        version_id: out.version_id.unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_in_agent_order_with_string_date() {
+        let upstream =
+            br#"{"CreatedDate":1.795900097E9,"Name":"MyTest","VersionStages":["AWSCURRENT"],
+            "SecretString":"{\"user\":\"admin\"}","VersionId":"v1",
+            "ARN":"arn:aws:secretsmanager:us-east-1:123456789012:secret:MyTest-tKAqXa"}"#;
+        let v = render(upstream).unwrap();
+        assert_eq!(
+            String::from_utf8(v.body).unwrap(),
+            r#"{"ARN":"arn:aws:secretsmanager:us-east-1:123456789012:secret:MyTest-tKAqXa","Name":"MyTest","VersionId":"v1","SecretString":"{\"user\":\"admin\"}","VersionStages":["AWSCURRENT"],"CreatedDate":"1795900097"}"#
+        );
+        assert_eq!(v.version_id, "v1");
+    }
+
+    #[test]
+    fn binary_and_fractional_dates() {
+        let v =
+            render(br#"{"Name":"b","SecretBinary":"AAEC","CreatedDate":1523477145.713}"#).unwrap();
+        assert_eq!(
+            String::from_utf8(v.body).unwrap(),
+            r#"{"Name":"b","SecretBinary":"AAEC","CreatedDate":"1523477145.713"}"#
+        );
+    }
+
+    #[test]
+    fn garbage_is_a_response_error() {
+        assert!(matches!(render(b"<html>"), Err(UpstreamError::Response(_))));
+    }
+}

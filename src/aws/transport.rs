@@ -1,0 +1,129 @@
+//! The HTTPS client every AWS call goes through: TLS set-up, timeouts, the
+//! User-Agent, and turning transport failures into [`UpstreamError`]s.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ureq::tls::{RootCerts, TlsConfig, TlsProvider};
+
+use super::error::{service_error, UpstreamError};
+
+/// Largest response body read from AWS. A secret is at most 64 KiB (binary ones
+/// grow by a third in base64); anything far larger is not a real answer.
+const MAX_BODY: u64 = 2 * 1024 * 1024;
+
+pub const USER_AGENT: &str = concat!("secrets-manager-agent/", env!("CARGO_PKG_VERSION"));
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub call: Duration,
+}
+
+pub struct Transport {
+    agent: ureq::Agent,
+}
+
+/// A 2xx answer; the status and headers of other answers become errors.
+pub struct Reply {
+    pub body: Vec<u8>,
+}
+
+/// A finished exchange: the result plus the server's `x-amz-retry-after` hint.
+pub struct Outcome {
+    pub result: Result<Reply, UpstreamError>,
+    pub retry_after: Option<Duration>,
+}
+
+impl Transport {
+    pub fn new(timeouts: Timeouts) -> Transport {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = TlsConfig::builder()
+            .provider(TlsProvider::Rustls)
+            .root_certs(RootCerts::WebPki)
+            .unversioned_rustls_crypto_provider(provider)
+            .build();
+        let config = ureq::Agent::config_builder()
+            .tls_config(tls)
+            .timeout_connect(Some(timeouts.connect))
+            .timeout_global(Some(timeouts.call))
+            .http_status_as_error(false)
+            .user_agent(USER_AGENT)
+            .max_idle_connections_per_host(16)
+            .build();
+        Transport {
+            agent: config.new_agent(),
+        }
+    }
+
+    /// POSTs `body` with `headers` (already signed) and reads the whole answer.
+    pub fn post(&self, url: &str, headers: &[(String, String)], body: &[u8]) -> Outcome {
+        let mut request = self.agent.post(url);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let mut response = match request.send(body) {
+            Ok(response) => response,
+            Err(e) => {
+                return Outcome {
+                    result: Err(classify(e)),
+                    retry_after: None,
+                }
+            }
+        };
+        let status = response.status().as_u16();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let retry_after = header("x-amz-retry-after")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_millis);
+        let error_type = header("x-amzn-errortype");
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_BODY)
+            .read_to_vec();
+        let result = match body {
+            Err(e) => Err(classify(e)),
+            Ok(body) if (200..300).contains(&status) => Ok(Reply { body }),
+            Ok(body) => Err(service_error(status, error_type.as_deref(), &body)),
+        };
+        Outcome {
+            result,
+            retry_after,
+        }
+    }
+}
+
+fn classify(e: ureq::Error) -> UpstreamError {
+    match e {
+        ureq::Error::Timeout(_) => UpstreamError::Timeout,
+        ureq::Error::Io(io) if is_timeout(&io) => UpstreamError::Timeout,
+        ureq::Error::Io(io) => UpstreamError::Connection(io.to_string()),
+        ureq::Error::HostNotFound => UpstreamError::Connection("host not found".into()),
+        ureq::Error::ConnectionFailed => UpstreamError::Connection("connection failed".into()),
+        ureq::Error::ConnectProxyFailed(why) => {
+            UpstreamError::Connection(format!("proxy CONNECT failed: {why}"))
+        }
+        ureq::Error::Tls(why) => UpstreamError::Connection(format!("TLS: {why}")),
+        ureq::Error::Rustls(e) => UpstreamError::Connection(format!("TLS: {e}")),
+        ureq::Error::BodyExceedsLimit(n) => {
+            UpstreamError::Response(format!("body larger than {n} bytes"))
+        }
+        ureq::Error::BadUri(uri) => UpstreamError::Internal(format!("bad URI {uri}")),
+        other => UpstreamError::Response(other.to_string()),
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+    )
+}

@@ -1,0 +1,186 @@
+//! Log output: one line per event to stderr or to a size-rotated file.
+//!
+//! Other crates (rustls, ureq) log through the same facade but only at WARN and
+//! above: their debug output includes request headers, and those carry
+//! credentials. Our own call sites never format a secret value or the token.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+pub const LOG_DIR: &str = "logs";
+pub const LOG_FILE: &str = "secrets_manager_agent.log";
+const ROTATE_BYTES: u64 = 10 * 1024 * 1024;
+const KEEP_FILES: u32 = 5;
+
+enum Sink {
+    Stderr,
+    File {
+        path: PathBuf,
+        file: File,
+        size: u64,
+    },
+}
+
+struct Logger {
+    level: LevelFilter,
+    sink: Mutex<Sink>,
+}
+
+/// Installs the global logger. Fails only when the log file cannot be opened.
+pub fn init(level: LevelFilter, to_file: bool) -> io::Result<()> {
+    let sink = if to_file {
+        let dir = Path::new(LOG_DIR);
+        fs::create_dir_all(dir)?;
+        let path = dir.join(LOG_FILE);
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let size = file.metadata()?.len();
+        Sink::File { path, file, size }
+    } else {
+        Sink::Stderr
+    };
+    let logger = Logger {
+        level,
+        sink: Mutex::new(sink),
+    };
+    // Only fails if a logger is already set, which `main` never does twice.
+    let _ = log::set_boxed_logger(Box::new(logger));
+    log::set_max_level(level);
+    Ok(())
+}
+
+impl Log for Logger {
+    fn enabled(&self, meta: &Metadata) -> bool {
+        let ours = meta.target().starts_with(env!("CARGO_CRATE_NAME"));
+        let limit = if ours {
+            self.level
+        } else {
+            self.level.min(LevelFilter::Warn)
+        };
+        meta.level() <= limit
+    }
+
+    fn log(&self, record: &Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let line = format!(
+            "{} {:<5} [{}] {}\n",
+            timestamp(SystemTime::now()),
+            level_name(record.level()),
+            record.target(),
+            record.args()
+        );
+        let Ok(mut sink) = self.sink.lock() else {
+            return;
+        };
+        match &mut *sink {
+            Sink::Stderr => {
+                let _ = io::stderr().write_all(line.as_bytes());
+            }
+            Sink::File { path, file, size } => {
+                if *size + line.len() as u64 > ROTATE_BYTES {
+                    if let Ok(fresh) = rotate(path) {
+                        *file = fresh;
+                        *size = 0;
+                    }
+                }
+                if file.write_all(line.as_bytes()).is_ok() {
+                    *size += line.len() as u64;
+                }
+            }
+        }
+    }
+
+    fn flush(&self) {
+        if let Ok(mut sink) = self.sink.lock() {
+            if let Sink::File { file, .. } = &mut *sink {
+                let _ = file.flush();
+            }
+        }
+    }
+}
+
+fn level_name(level: Level) -> &'static str {
+    match level {
+        Level::Error => "ERROR",
+        Level::Warn => "WARN",
+        Level::Info => "INFO",
+        Level::Debug => "DEBUG",
+        Level::Trace => "TRACE",
+    }
+}
+
+/// `x.log` → `x.log.1` → ... → `x.log.5`; the oldest falls off.
+fn rotate(path: &Path) -> io::Result<File> {
+    let numbered = |n: u32| PathBuf::from(format!("{}.{n}", path.display()));
+    let _ = fs::remove_file(numbered(KEEP_FILES));
+    for n in (1..KEEP_FILES).rev() {
+        let _ = fs::rename(numbered(n), numbered(n + 1));
+    }
+    fs::rename(path, numbered(1))?;
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// RFC 3339 UTC with milliseconds, without a date crate.
+pub fn timestamp(now: SystemTime) -> String {
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn formats_utc_timestamps() {
+        assert_eq!(timestamp(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_900_097_123);
+        assert_eq!(timestamp(t), "2026-11-28T21:08:17.123Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(&timestamp(leap)[..10], "2000-02-29");
+    }
+
+    #[test]
+    fn rotation_keeps_five_old_files() {
+        let dir = std::env::temp_dir().join(format!("sma-log-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.log");
+        for i in 0..8 {
+            fs::write(&path, format!("gen{i}")).unwrap();
+            rotate(&path).unwrap();
+        }
+        assert_eq!(fs::read_to_string(dir.join("a.log.1")).unwrap(), "gen7");
+        assert_eq!(fs::read_to_string(dir.join("a.log.5")).unwrap(), "gen3");
+        assert!(!dir.join("a.log.6").exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

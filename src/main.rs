@@ -1,0 +1,251 @@
+//! secrets-manager-agent: serves AWS Secrets Manager secrets, cached, on
+//! http://127.0.0.1:2773, as a drop-in replacement for AWS's agent.
+//!
+//! This file is start-up only: read the command line and config, find the
+//! token, region, endpoint and credentials, then hand over to the server.
+//! A request's path: `server` (socket) → `api` (checks, routes) → `cache` →
+//! `aws::secrets_manager` (signed call) and back.
+
+mod api;
+mod aws;
+mod cache;
+mod config;
+mod credentials;
+mod logger;
+mod query;
+mod server;
+mod token;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws::endpoint;
+use aws::transport::{Timeouts, Transport};
+use config::Config;
+use credentials::{Chain, ProvideCredentials};
+
+const NAME: &str = "secrets-manager-agent";
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+const USAGE: &str = "\
+Serves AWS Secrets Manager secrets, cached, on http://127.0.0.1:2773.
+
+Usage: secrets-manager-agent [--config FILE]
+
+Options:
+  --config FILE   TOML config file (keys as AWS's agent; all optional)
+  -h, --help      Print this help
+  -V, --version   Print the version
+
+Requests need the token from AWS_TOKEN (or AWS_SESSION_TOKEN,
+AWS_CONTAINER_AUTHORIZATION_TOKEN; `file:///path` reads it from a file) in the
+X-Aws-Parameters-Secrets-Token header:
+  curl -H \"X-Aws-Parameters-Secrets-Token: $AWS_TOKEN\" \\
+       'http://localhost:2773/secretsmanager/get?secretId=MySecret'
+";
+
+#[derive(Debug)]
+enum Command {
+    Run { config: Option<PathBuf> },
+    Help,
+    Version,
+}
+
+fn parse_args(args: impl Iterator<Item = String>) -> Result<Command, String> {
+    let mut config = None;
+    let mut args = args.peekable();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            "--config" | "-c" => {
+                let path = args.next().ok_or("--config needs a file path")?;
+                config = Some(PathBuf::from(path));
+            }
+            _ => match arg.strip_prefix("--config=") {
+                Some(path) => config = Some(PathBuf::from(path)),
+                None => return Err(format!("unknown argument `{arg}`")),
+            },
+        }
+    }
+    Ok(Command::Run { config })
+}
+
+fn main() -> ExitCode {
+    match parse_args(std::env::args().skip(1)) {
+        Ok(Command::Help) => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Ok(Command::Version) => {
+            println!("{NAME} {VERSION}");
+            ExitCode::SUCCESS
+        }
+        Ok(Command::Run { config }) => match run(config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                log::error!("{message}");
+                eprintln!("{NAME}: error: {message}");
+                ExitCode::from(1)
+            }
+        },
+        Err(message) => {
+            eprintln!("{NAME}: error: {message}\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(config_path: Option<PathBuf>) -> Result<(), String> {
+    let config = match &config_path {
+        Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    logger::init(config.log_level.to_filter(), config.log_to_file).map_err(|e| {
+        format!(
+            "cannot open the log file {}/{}: {e} (set log_to_file = false to log to stderr)",
+            logger::LOG_DIR,
+            logger::LOG_FILE
+        )
+    })?;
+    raise_fd_limit();
+
+    let (token, token_var) =
+        token::Token::from_env(&config.ssrf_env_variables).map_err(|e| e.to_string())?;
+    let region = config
+        .region
+        .clone()
+        .or_else(|| env_non_empty("AWS_REGION"))
+        .or_else(|| env_non_empty("AWS_DEFAULT_REGION"))
+        .ok_or("no AWS region: set `region` in the config file, or AWS_REGION")?;
+    let endpoint =
+        endpoint::resolve(endpoint::SECRETS_MANAGER, &region).map_err(|e| e.to_string())?;
+    let credentials: Arc<dyn ProvideCredentials> = Arc::new(Chain::default_chain());
+    if config.validate_credentials {
+        credentials
+            .credentials()
+            .map_err(|e| format!("{e} (set validate_credentials = false to start anyway)"))?;
+    }
+    let timeouts = Timeouts {
+        connect: env_millis("SMA_UPSTREAM_CONNECT_TIMEOUT_MS", 3_000)?,
+        call: env_millis("SMA_UPSTREAM_TIMEOUT_MS", 10_000)?,
+    };
+    let client_timeout = env_millis("SMA_CLIENT_TIMEOUT_MS", 10_000)?;
+
+    let client = aws::SecretsManager::new(
+        Transport::new(timeouts),
+        endpoint.clone(),
+        region.clone(),
+        credentials,
+    );
+    let cache = cache::Cache::new(
+        client,
+        cache::Settings {
+            ttl: Duration::from_secs(config.ttl_seconds),
+            capacity: config.cache_size,
+            ignore_transient_errors: config.ignore_transient_errors,
+        },
+    );
+    let api = api::Api::new(
+        api::Settings {
+            token,
+            ssrf_headers: config.ssrf_headers.clone(),
+            path_prefix: config.path_prefix.clone(),
+            max_conn: config.max_conn,
+        },
+        cache,
+    );
+
+    let listener = server::bind(config.http_port)
+        .map_err(|e| format!("cannot listen on 127.0.0.1:{}: {e}", config.http_port))?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    log::info!(
+        "{NAME} {VERSION}: region {region}, endpoint {endpoint}, token from {token_var}, ttl {}s, cache size {}, max_conn {}",
+        config.ttl_seconds,
+        config.cache_size,
+        config.max_conn
+    );
+    log::info!("listening on http://127.0.0.1:{port}");
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(
+        stdout,
+        "{NAME} {VERSION} listening on http://127.0.0.1:{port}"
+    );
+    let _ = stdout.flush();
+
+    server::run(
+        listener,
+        server::Settings {
+            client_timeout,
+            max_conn: config.max_conn,
+        },
+        move |request| api.handle(request),
+    )
+    .map_err(|e| format!("server stopped: {e}"))
+}
+
+fn env_non_empty(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// A duration knob in milliseconds from the environment; 1 ms to 10 minutes.
+fn env_millis(name: &str, default: u64) -> Result<Duration, String> {
+    match env_non_empty(name) {
+        None => Ok(Duration::from_millis(default)),
+        Some(v) => match v.parse::<u64>() {
+            Ok(ms) if (1..=600_000).contains(&ms) => Ok(Duration::from_millis(ms)),
+            _ => Err(format!(
+                "{name}={v} is not valid: expected milliseconds from 1 to 600000"
+            )),
+        },
+    }
+}
+
+/// Idle keep-alive clients each hold a descriptor; the default soft limit
+/// (often 1024) would cap them well below what the hard limit allows.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                log::debug!("could not raise the open-file limit");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Result<Command, String> {
+        parse_args(list.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn command_line() {
+        assert!(matches!(args(&[]), Ok(Command::Run { config: None })));
+        assert!(
+            matches!(args(&["--config", "a.toml"]), Ok(Command::Run { config: Some(p) }) if p.as_os_str() == "a.toml")
+        );
+        assert!(
+            matches!(args(&["--config=b.toml"]), Ok(Command::Run { config: Some(p) }) if p.as_os_str() == "b.toml")
+        );
+        assert!(matches!(args(&["--help"]), Ok(Command::Help)));
+        assert!(matches!(args(&["--version"]), Ok(Command::Version)));
+        assert!(args(&["--config"]).is_err());
+        assert!(args(&["--bogus"]).unwrap_err().contains("--bogus"));
+    }
+}

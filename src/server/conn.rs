@@ -1,0 +1,240 @@
+//! One client connection: read a request head (bounded in size), hand it to the
+//! API, write the answer, and decide whether the connection stays open.
+//!
+//! A worker reads at most once per wake-up: the poller only dispatches a
+//! connection when it is readable, so that read never blocks, and a client that
+//! trickles its head is parked again instead of holding a thread.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::api::{Request, Response};
+use crate::server::pool::Scratch;
+
+/// Largest request head accepted; larger ones get 431 without being buffered.
+pub const MAX_HEAD: usize = 64 * 1024;
+const MAX_HEADERS: usize = 64;
+const READ_CHUNK: usize = 16 * 1024;
+/// After refusing a request, how much of the rest we swallow so the client can
+/// read our answer instead of a reset.
+const DRAIN_BYTES: usize = 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_millis(500);
+
+pub struct Conn {
+    pub stream: TcpStream,
+    /// Bytes of a request head not yet complete (or a pipelined next request).
+    pending: Vec<u8>,
+    /// When the current wait began: the first byte of a partial head, or the
+    /// moment the connection went idle. The poller closes it `timeout` later.
+    pub since: Instant,
+}
+
+pub enum Next {
+    Park(Conn),
+    Close,
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream) -> Conn {
+        Conn {
+            stream,
+            pending: Vec::new(),
+            since: Instant::now(),
+        }
+    }
+}
+
+enum Head {
+    Complete {
+        len: usize,
+        keep_alive: bool,
+        has_body: bool,
+    },
+    Partial,
+    TooLarge,
+    Invalid,
+}
+
+/// Serves what the connection has sent; returns whether to keep it.
+pub fn serve(mut conn: Conn, handle: &dyn Fn(&Request) -> Response, scratch: &mut Scratch) -> Next {
+    let buf = &mut scratch.input;
+    buf.clear();
+    buf.append(&mut conn.pending);
+    let was_partial = !buf.is_empty();
+    let mut read = false;
+    loop {
+        let head = if buf.is_empty() {
+            Head::Partial
+        } else {
+            parse(buf, handle, &mut scratch.output)
+        };
+        match head {
+            Head::Complete {
+                len,
+                keep_alive,
+                has_body,
+            } => {
+                if conn.stream.write_all(&scratch.output).is_err() {
+                    return Next::Close;
+                }
+                if !keep_alive || has_body {
+                    // A body we did not read would be taken for the next request.
+                    let _ = conn.stream.shutdown(Shutdown::Write);
+                    return Next::Close;
+                }
+                buf.drain(..len);
+                if buf.is_empty() {
+                    conn.since = Instant::now();
+                    return Next::Park(conn);
+                }
+            }
+            Head::Partial if read => {
+                if !was_partial {
+                    conn.since = Instant::now();
+                }
+                conn.pending.extend_from_slice(buf);
+                return Next::Park(conn);
+            }
+            Head::Partial => {
+                read = true;
+                let room = (MAX_HEAD + 1 - buf.len()).min(READ_CHUNK);
+                let start = buf.len();
+                buf.resize(start + room, 0);
+                match conn.stream.read(&mut buf[start..]) {
+                    Ok(0) => return Next::Close,
+                    Ok(n) => buf.truncate(start + n),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(start),
+                    Err(_) => return Next::Close,
+                }
+            }
+            Head::TooLarge => {
+                refuse(
+                    &mut conn.stream,
+                    &mut scratch.output,
+                    431,
+                    "Request header fields too large",
+                );
+                return Next::Close;
+            }
+            Head::Invalid => {
+                refuse(&mut conn.stream, &mut scratch.output, 400, "Bad request");
+                return Next::Close;
+            }
+        }
+    }
+}
+
+/// Parses one head from `buf`; when complete, runs the API and renders the
+/// answer into `out`.
+fn parse(buf: &[u8], handle: &dyn Fn(&Request) -> Response, out: &mut Vec<u8>) -> Head {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Head::TooLarge,
+        Ok(httparse::Status::Partial) => return Head::Partial,
+        Err(httparse::Error::TooManyHeaders) => return Head::TooLarge,
+        Err(_) => return Head::Invalid,
+    };
+    if len > MAX_HEAD {
+        return Head::TooLarge;
+    }
+    let (Some(method), Some(target)) = (req.method, req.path) else {
+        return Head::Invalid;
+    };
+    let header = |name: &'static str| header_values(req.headers, name);
+    let connection_has = |token: &str| {
+        header("connection").any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    let keep_alive = match req.version {
+        Some(1) => !connection_has("close"),
+        _ => connection_has("keep-alive"),
+    };
+    let has_body = header("transfer-encoding").next().is_some()
+        || header("content-length").any(|v| v.trim() != "0");
+    let response = handle(&Request {
+        method,
+        target,
+        headers: req.headers,
+    });
+    render(out, &response, keep_alive && !has_body);
+    Head::Complete {
+        len,
+        keep_alive,
+        has_body,
+    }
+}
+
+fn header_values<'h>(
+    headers: &'h [httparse::Header<'h>],
+    name: &'static str,
+) -> impl Iterator<Item = std::borrow::Cow<'h, str>> {
+    headers
+        .iter()
+        .filter(move |h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| String::from_utf8_lossy(h.value))
+}
+
+fn render(out: &mut Vec<u8>, response: &Response, keep_alive: bool) {
+    let body = response.body.as_bytes();
+    out.clear();
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}\r\n",
+        response.status,
+        reason(response.status),
+        response.content_type,
+        body.len(),
+        if keep_alive {
+            ""
+        } else {
+            "Connection: close\r\n"
+        }
+    );
+    out.extend_from_slice(body);
+}
+
+/// Answers a request we will not serve, then closes gently: the client gets the
+/// answer rather than a reset from unread bytes.
+fn refuse(stream: &mut TcpStream, out: &mut Vec<u8>, status: u16, message: &'static str) {
+    let response = Response {
+        status,
+        content_type: "text/plain; charset=utf-8",
+        body: crate::api::ResponseBody::Static(message),
+    };
+    render(out, &response, false);
+    if stream.write_all(out).is_err() {
+        return;
+    }
+    let _ = stream.shutdown(Shutdown::Write);
+    let deadline = Instant::now() + DRAIN_TIME;
+    let _ = stream.set_read_timeout(Some(DRAIN_TIME));
+    let mut sink = [0u8; 8192];
+    let mut drained = 0;
+    while drained < DRAIN_BYTES && Instant::now() < deadline {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    }
+}

@@ -1,0 +1,206 @@
+//! The listener: a loopback socket, one poller thread that accepts connections
+//! and parks idle ones, and a bounded pool of workers that serve requests.
+//!
+//! tiny_http was the first choice; it spawns a thread per connection and reads
+//! heads without a size or time limit (README, "Design notes"). This small
+//! std::net + httparse server keeps idle connections in `poll(2)` instead, so a
+//! thousand idle clients cost a thousand file descriptors, not a thousand threads.
+
+mod conn;
+mod pool;
+
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::api::{Request, Response};
+use conn::{Conn, Next};
+use pool::Pool;
+
+/// Open connections beyond this are closed on accept; bounds memory and fds.
+const MAX_CONNECTIONS: usize = 8192;
+/// Workers kept even when idle.
+const MIN_WORKERS: usize = 4;
+/// Workers beyond `max_conn`, so that a saturated agent can still read a
+/// request and answer it with 429 or serve `/ping`.
+const EXTRA_WORKERS: usize = 8;
+const STACK_SIZE: usize = if cfg!(debug_assertions) {
+    4 << 20
+} else {
+    1 << 20
+};
+
+pub struct Settings {
+    /// Idle or stalled connections are closed after this long.
+    pub client_timeout: Duration,
+    pub max_conn: usize,
+}
+
+/// Binds `127.0.0.1:port` (loopback only: the agent must not be reachable
+/// from the network).
+pub fn bind(port: u16) -> io::Result<TcpListener> {
+    TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+}
+
+/// Serves forever on `listener`.
+pub fn run<H>(listener: TcpListener, settings: Settings, handler: H) -> io::Result<()>
+where
+    H: Fn(&Request) -> Response + Send + Sync + 'static,
+{
+    listener.set_nonblocking(true)?;
+    let (wake_rx, wake_tx) = UnixStream::pair()?;
+    wake_rx.set_nonblocking(true)?;
+    wake_tx.set_nonblocking(true)?;
+    let (park_tx, park_rx) = mpsc::channel();
+    let returns = Returns {
+        park: park_tx,
+        wake: wake_tx,
+    };
+    let handler = Arc::new(handler);
+    let pool = Pool::new(
+        MIN_WORKERS,
+        settings.max_conn + EXTRA_WORKERS,
+        STACK_SIZE,
+        move |conn: Conn, scratch: &mut pool::Scratch| {
+            if let Next::Park(conn) = conn::serve(conn, &*handler, scratch) {
+                returns.park(conn);
+            }
+        },
+    );
+    Poller {
+        listener,
+        wake: wake_rx,
+        parked_rx: park_rx,
+        parked: Vec::new(),
+        pool,
+        timeout: settings.client_timeout,
+        accept_paused_until: None,
+    }
+    .run()
+}
+
+/// How workers hand a connection back to the poller.
+struct Returns {
+    park: Sender<Conn>,
+    wake: UnixStream,
+}
+
+impl Returns {
+    fn park(&self, conn: Conn) {
+        if self.park.send(conn).is_ok() {
+            // A full wake buffer means a wake-up is already pending.
+            let _ = (&self.wake).write(&[1]);
+        }
+    }
+}
+
+struct Poller {
+    listener: TcpListener,
+    wake: UnixStream,
+    parked_rx: Receiver<Conn>,
+    parked: Vec<Conn>,
+    pool: Pool<Conn>,
+    timeout: Duration,
+    accept_paused_until: Option<Instant>,
+}
+
+impl Poller {
+    fn run(mut self) -> io::Result<()> {
+        let mut fds: Vec<libc::pollfd> = Vec::new();
+        loop {
+            self.parked.extend(self.parked_rx.try_iter());
+            let now = Instant::now();
+            let timeout = self.timeout;
+            self.parked
+                .retain(|c| now.duration_since(c.since) < timeout);
+            if self.accept_paused_until.is_some_and(|t| now >= t) {
+                self.accept_paused_until = None;
+            }
+
+            let poll_in = |fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            fds.clear();
+            fds.push(poll_in(self.wake.as_raw_fd()));
+            let listen_fd = if self.accept_paused_until.is_none() {
+                self.listener.as_raw_fd()
+            } else {
+                -1 // poll ignores negative fds
+            };
+            fds.push(poll_in(listen_fd));
+            fds.extend(self.parked.iter().map(|c| poll_in(c.stream.as_raw_fd())));
+
+            let next_expiry = self
+                .parked
+                .iter()
+                .map(|c| (c.since + timeout).saturating_duration_since(now))
+                .min()
+                .unwrap_or(Duration::from_secs(1));
+            let wait_ms = next_expiry.min(Duration::from_secs(1)).as_millis() as libc::c_int + 1;
+            // SAFETY: `fds` is a live, correctly sized array of pollfd.
+            let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait_ms) };
+            if ready < 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+                continue;
+            }
+            if fds[0].revents != 0 {
+                let mut sink = [0u8; 256];
+                while matches!((&self.wake).read(&mut sink), Ok(n) if n > 0) {}
+            }
+            // Dispatch before accepting: `fds` indexes the parked list as it was.
+            for i in (0..self.parked.len()).rev() {
+                if fds[i + 2].revents != 0 {
+                    let conn = self.parked.swap_remove(i);
+                    self.pool.submit(conn);
+                }
+            }
+            if fds[1].revents != 0 {
+                self.accept();
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    if self.parked.len() >= MAX_CONNECTIONS {
+                        log::warn!("{MAX_CONNECTIONS} connections open; refusing a new one");
+                        continue;
+                    }
+                    match prepare(&stream, self.timeout) {
+                        Ok(()) => self.parked.push(Conn::new(stream)),
+                        Err(e) => log::debug!("dropping a new connection: {e}"),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Typically out of file descriptors: back off instead of spinning.
+                    log::warn!("accept failed: {e}; pausing new connections for 100 ms");
+                    self.accept_paused_until = Some(Instant::now() + Duration::from_millis(100));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Per-connection socket options: TTL 1 so no packet crosses a router, no
+/// Nagle delay, and timeouts so a client that stops reading cannot hold a worker.
+fn prepare(stream: &TcpStream, timeout: Duration) -> io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_ttl(1)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))
+}

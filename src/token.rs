@@ -1,0 +1,157 @@
+//! The SSRF token: where it comes from at start-up and how a request's header
+//! is checked against it.
+//!
+//! The token never appears in a log line or an error message; only the name of
+//! the variable it came from does.
+
+use std::fmt;
+
+/// The token every secret request must carry. `Debug` is redacted on purpose.
+pub struct Token(Vec<u8>);
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+#[derive(Debug)]
+pub enum TokenError {
+    NoneSet {
+        tried: Vec<String>,
+    },
+    File {
+        var: String,
+        path: String,
+        reason: String,
+    },
+    Empty {
+        var: String,
+    },
+}
+
+impl fmt::Display for TokenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenError::NoneSet { tried } => write!(
+                f,
+                "no SSRF token found: set one of {} (a value `file:///path` reads the token from that file)",
+                tried.join(", ")
+            ),
+            TokenError::File { var, path, reason } => {
+                write!(f, "cannot read the token file {path} named by {var}: {reason}")
+            }
+            TokenError::Empty { var } => write!(f, "the token from {var} is empty"),
+        }
+    }
+}
+
+impl std::error::Error for TokenError {}
+
+impl Token {
+    /// The first variable of `vars` that is set (and not blank) wins.
+    pub fn from_env(vars: &[String]) -> Result<(Token, String), TokenError> {
+        Token::from_lookup(vars, |name| std::env::var(name).ok())
+    }
+
+    fn from_lookup(
+        vars: &[String],
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<(Token, String), TokenError> {
+        for var in vars {
+            let Some(value) = lookup(var).filter(|v| !v.trim().is_empty()) else {
+                continue;
+            };
+            let token = match value.strip_prefix("file://") {
+                Some(path) => std::fs::read_to_string(path)
+                    .map_err(|e| TokenError::File {
+                        var: var.clone(),
+                        path: path.to_string(),
+                        reason: e.to_string(),
+                    })?
+                    .trim()
+                    .to_string(),
+                None => value,
+            };
+            if token.is_empty() {
+                return Err(TokenError::Empty { var: var.clone() });
+            }
+            return Ok((Token(token.into_bytes()), var.clone()));
+        }
+        Err(TokenError::NoneSet {
+            tried: vars.to_vec(),
+        })
+    }
+
+    #[cfg(test)]
+    pub fn new(value: &str) -> Token {
+        Token(value.as_bytes().to_vec())
+    }
+
+    /// Compares in time that depends only on the candidate's length, so response
+    /// timing does not reveal how many leading bytes were right.
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        let mut diff = (self.0.len() ^ candidate.len()) as u64;
+        for (i, byte) in candidate.iter().enumerate() {
+            let expected = self.0.get(i % self.0.len().max(1)).copied().unwrap_or(0);
+            diff |= u64::from(expected ^ byte);
+        }
+        diff == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compares_exactly() {
+        let t = Token::new("s3cret");
+        assert!(t.matches(b"s3cret"));
+        assert!(!t.matches(b"s3cre"));
+        assert!(!t.matches(b"s3cret!"));
+        assert!(!t.matches(b"S3cret"));
+        assert!(!t.matches(b""));
+        assert!(!t.matches(b"s3crets3cret"));
+    }
+
+    #[test]
+    fn first_set_variable_wins_and_blank_is_unset() {
+        let vars = vec!["A".to_string(), "B".to_string()];
+        let (t, var) = Token::from_lookup(&vars, |n| match n {
+            "A" => Some("  ".into()),
+            "B" => Some("tok".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(var, "B");
+        assert!(t.matches(b"tok"));
+    }
+
+    #[test]
+    fn reads_file_indirection_trimmed() {
+        let dir = std::env::temp_dir().join(format!("sma-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, "abc123\n").unwrap();
+        let vars = vec!["T".to_string()];
+        let value = format!("file://{}", file.display());
+        let (t, _) = Token::from_lookup(&vars, |_| Some(value.clone())).unwrap();
+        assert!(t.matches(b"abc123"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn missing_sources_are_named() {
+        let vars = vec!["AWS_TOKEN".to_string(), "OTHER".to_string()];
+        let e = Token::from_lookup(&vars, |_| None).unwrap_err().to_string();
+        assert!(e.contains("AWS_TOKEN, OTHER"), "{e}");
+        let e = Token::from_lookup(&vars, |_| Some("file:///nonexistent/x".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/nonexistent/x") && e.contains("AWS_TOKEN"),
+            "{e}"
+        );
+    }
+}
