@@ -25,6 +25,7 @@ use std::time::Duration;
 use aws::endpoint;
 use aws::transport::{Timeouts, Transport};
 use config::Config;
+use credentials::file::CredentialsFile;
 use credentials::{Chain, ProvideCredentials};
 
 const NAME: &str = "secrets-manager-agent";
@@ -123,24 +124,30 @@ fn run(config_path: Option<PathBuf>) -> Result<(), String> {
         .ok_or("no AWS region: set `region` in the config file, or AWS_REGION")?;
     let endpoint =
         endpoint::resolve(endpoint::SECRETS_MANAGER, &region).map_err(|e| e.to_string())?;
-    let credentials: Arc<dyn ProvideCredentials> = Arc::new(Chain::default_chain());
-    if config.validate_credentials {
-        credentials
-            .credentials()
-            .map_err(|e| format!("{e} (set validate_credentials = false to start anyway)"))?;
-    }
     let timeouts = Timeouts {
         connect: env_millis("SMA_UPSTREAM_CONNECT_TIMEOUT_MS", 3_000)?,
         call: env_millis("SMA_UPSTREAM_TIMEOUT_MS", 10_000)?,
     };
     let client_timeout = env_millis("SMA_CLIENT_TIMEOUT_MS", 10_000)?;
 
-    let client = aws::SecretsManager::new(
+    let credentials: Arc<dyn ProvideCredentials> = match &config.credentials_file_path {
+        Some(path) => {
+            let profile = env_non_empty("AWS_PROFILE").unwrap_or_else(|| "default".into());
+            Arc::new(CredentialsFile::new(path.clone(), profile))
+        }
+        None => Arc::new(Chain::default_chain()),
+    };
+    let client = Arc::new(aws::client::Client::new(
         Transport::new(timeouts),
-        endpoint.clone(),
         region.clone(),
         credentials,
-    );
+    ));
+    // The file may legitimately appear later (a rotation tool writes it), so
+    // AWS's agent skips the check when it is configured; so do we.
+    if config.validate_credentials && config.credentials_file_path.is_none() {
+        validate_credentials(&client, &region, config.ignore_transient_errors)?;
+    }
+    let client = aws::SecretsManager::new(client, endpoint.clone());
     let cache = cache::Cache::new(
         client,
         cache::Settings {
@@ -185,6 +192,29 @@ fn run(config_path: Option<PathBuf>) -> Result<(), String> {
         move |request| api.handle(request),
     )
     .map_err(|e| format!("server stopped: {e}"))
+}
+
+/// STS GetCallerIdentity with the credentials the agent will use, so a bad
+/// key fails at start rather than on the first request.
+fn validate_credentials(
+    client: &Arc<aws::client::Client>,
+    region: &str,
+    ignore_transient: bool,
+) -> Result<(), String> {
+    let endpoint = endpoint::resolve(endpoint::STS, region).map_err(|e| e.to_string())?;
+    match aws::sts::Sts::new(client.clone(), endpoint).get_caller_identity() {
+        Ok(arn) => {
+            log::info!("credentials validated: calling as {arn}");
+            Ok(())
+        }
+        Err(e) if e.is_transient() && ignore_transient => {
+            log::warn!("could not validate credentials ({e}); starting anyway because ignore_transient_errors is on");
+            Ok(())
+        }
+        Err(e) => Err(format!(
+            "credentials check (STS GetCallerIdentity) failed: {e} (set validate_credentials = false to skip it)"
+        )),
+    }
 }
 
 fn env_non_empty(name: &str) -> Option<String> {

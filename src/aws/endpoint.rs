@@ -16,6 +16,11 @@ pub const SECRETS_MANAGER: Service = Service {
     env_id: "SECRETS_MANAGER",
 };
 
+pub const STS: Service = Service {
+    host_prefix: "sts",
+    env_id: "STS",
+};
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EndpointError {
     BadUrl { var: String, url: String },

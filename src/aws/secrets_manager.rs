@@ -7,11 +7,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::client::Client;
 use super::error::UpstreamError;
-use super::retry::{Attempt, Retry};
-use super::sign::sign_request;
-use super::transport::Transport;
-use crate::credentials::ProvideCredentials;
 
 /// What a client asked for: the cache key and the GetSecretValue input.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -35,11 +32,8 @@ pub struct Description {
 }
 
 pub struct SecretsManager {
-    transport: Transport,
-    retry: Retry,
+    client: Arc<Client>,
     endpoint: String,
-    region: String,
-    credentials: Arc<dyn ProvideCredentials>,
 }
 
 #[derive(Serialize)]
@@ -93,19 +87,8 @@ struct DescribeOutput {
 }
 
 impl SecretsManager {
-    pub fn new(
-        transport: Transport,
-        endpoint: String,
-        region: String,
-        credentials: Arc<dyn ProvideCredentials>,
-    ) -> SecretsManager {
-        SecretsManager {
-            transport,
-            retry: Retry::default(),
-            endpoint,
-            region,
-            credentials,
-        }
+    pub fn new(client: Arc<Client>, endpoint: String) -> SecretsManager {
+        SecretsManager { client, endpoint }
     }
 
     pub fn get_secret_value(&self, query: &SecretQuery) -> Result<SecretValue, UpstreamError> {
@@ -137,50 +120,12 @@ impl SecretsManager {
             .map_err(|e| UpstreamError::Internal(format!("cannot encode {operation}: {e}")))?;
         let target = format!("secretsmanager.{operation}");
         let url = format!("{}/", self.endpoint);
-        self.retry.run(|attempt| {
-            log::debug!("{operation} attempt {attempt} for {}", input.secret_id);
-            let creds = match self.credentials.credentials() {
-                Ok(creds) => creds,
-                Err(e) => {
-                    return Attempt {
-                        result: Err(UpstreamError::Credentials(e.to_string())),
-                        retry_after: None,
-                    }
-                }
-            };
-            let mut headers = vec![
-                (
-                    "content-type".to_string(),
-                    "application/x-amz-json-1.1".to_string(),
-                ),
-                ("x-amz-target".to_string(), target.clone()),
-            ];
-            let to_sign: Vec<(&str, &str)> = headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            match sign_request(
-                &creds,
-                &self.region,
-                "secretsmanager",
-                &url,
-                &to_sign,
-                &body,
-            ) {
-                Ok(signed) => headers.extend(signed),
-                Err(why) => {
-                    return Attempt {
-                        result: Err(UpstreamError::Internal(why)),
-                        retry_after: None,
-                    }
-                }
-            }
-            let outcome = self.transport.post(&url, &headers, &body);
-            Attempt {
-                result: outcome.result.map(|reply| reply.body),
-                retry_after: outcome.retry_after,
-            }
-        })
+        log::debug!("{operation} for {}", input.secret_id);
+        let headers = [
+            ("content-type", "application/x-amz-json-1.1"),
+            ("x-amz-target", target.as_str()),
+        ];
+        self.client.post("secretsmanager", &url, &headers, &body)
     }
 }
 

@@ -356,12 +356,24 @@ def test_no_region_fails(tmp_path):
     assert "region" in res["stderr"].lower(), res
 
 
-def test_no_credentials_is_500_internal_failure(tmp_path):
+def test_no_credentials_is_500_credentials_error(tmp_path):
+    """No source has credentials: 500, `CredentialsError` naming every source tried (issue 3)."""
     env = {k: v for k, v in NETNS_ENV.items() if not k.startswith("AWS_ACCESS") and not k.startswith("AWS_SECRET")}
     res = run_in_netns(tmp_path, "http_port = 0\nlog_to_file = false\nvalidate_credentials = false\n", env,
                        requests=[("/v1/nocreds", TOKEN_HDR)])
     assert res["port"], res
     status, body = res["responses"][0]
     assert status == 500, res
-    assert json.loads(body)["__type"] == "InternalFailure"
+    error = json.loads(body)
+    assert error["__type"] == "CredentialsError"
+    assert "AWS_ACCESS_KEY_ID" in error["message"], error
     assert res["sm_calls"] == 0
+
+
+def test_config_with_only_http_port(tmp_path):
+    """Every other key at its default (log file on, credentials validated)."""
+    res = run_in_netns(tmp_path, "http_port = 0\n", NETNS_ENV, requests=[("/ping", {}), ("/v1/only-port", TOKEN_HDR)])
+    assert res["port"] and res["port"] != 2773, res
+    assert res["responses"][0] == [200, "healthy"], res
+    assert res["responses"][1][0] == 200, res
+    assert (tmp_path / "logs" / "secrets_manager_agent.log").exists()

@@ -269,3 +269,61 @@ def test_max_conn_limit(agent, fake_upstream):
     # once the slow one is done, requests are served again
     status, _, body = ag.secret("fast")
     assert status == 200, body
+
+
+def test_head_is_405(ag):
+    status, _, _ = ag.get("/secretsmanager/get?secretId=a", method="HEAD")
+    assert status == 405
+
+
+def test_listener_is_bound_to_loopback_only(ag):
+    port_hex = f"{ag.port:04X}"
+    listening = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state = fields[1], fields[3]
+            if state == "0A" and local.endswith(":" + port_hex):  # 0A = LISTEN
+                listening.append((table, local))
+    assert listening, "listening socket not found"
+    for table, local in listening:
+        assert table == "/proc/net/tcp" and local == "0100007F:" + port_hex, listening
+
+
+def test_stdout_has_only_the_startup_line(ag):
+    for path in ("/ping", "/v1/quiet", "/nope"):
+        ag.get(path)
+    ag.stop()
+    lines = [l for l in ag.stdout.splitlines() if l.strip()]
+    assert len(lines) == 1 and "listening on http://127.0.0.1:" in lines[0], lines
+
+
+def test_created_date_fraction_and_key_order(ag, fake_upstream):
+    doc = ag.secret_json("frac")
+    assert list(doc) == ["ARN", "Name", "VersionId", "SecretString", "VersionStages", "CreatedDate"]
+    assert doc["CreatedDate"] == "1523477145.713"
+
+
+def test_whole_float_created_date_and_extra_fields(ag, fake_upstream):
+    from conftest import respond
+
+    body = {
+        "Extra": {"x": 1},
+        "CreatedDate": 1795900097.0,
+        "VersionStages": ["AWSCURRENT", "CUSTOM"],
+        "SecretString": "s",
+        "VersionId": "v-1",
+        "Name": "whole",
+        "ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:whole-AbCdEf",
+    }
+    fake_upstream.set_default("GetSecretValue", respond(200, body), secret="whole")
+    status, _, raw = ag.secret("whole")
+    assert status == 200, raw
+    doc = json.loads(raw)
+    assert list(doc) == ["ARN", "Name", "VersionId", "SecretString", "VersionStages", "CreatedDate"]
+    assert doc["CreatedDate"] == "1795900097"
+    assert doc["VersionStages"] == ["AWSCURRENT", "CUSTOM"]

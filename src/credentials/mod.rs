@@ -4,6 +4,9 @@
 //! source that refreshes (IMDS, container, web identity) slots in here without
 //! touching the client.
 
+pub mod file;
+mod ini;
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
