@@ -103,16 +103,8 @@ r = sm.create_secret(Name=os.environ["SECRET_ID"], SecretString=os.environ["SECR
 print("created", r["ARN"])
 PY
 
-step "generating a random token"
-# Prefer the agent's own `token` subcommand where the binary has one.
-TOKEN=""
-if "$AGENT_BIN" --help 2>/dev/null | grep -qE '^[[:space:]]*token([[:space:]]|$)'; then
-  TOKEN="$(timeout 5 "$AGENT_BIN" token 2>/dev/null | tail -n 1 | tr -d '[:space:]')" || TOKEN=""
-  [[ "$TOKEN" =~ ^[A-Za-z0-9_.~+/=-]{16,}$ ]] || TOKEN=""
-fi
-if [ -z "$TOKEN" ]; then
-  TOKEN="$("$VENV/bin/python" -c 'import secrets; print(secrets.token_hex(32))')"
-fi
+step "generating a random token ($AGENT_BIN token)"
+TOKEN="$("$AGENT_BIN" token)"
 echo "token: ${TOKEN:0:8}... (${#TOKEN} characters)"
 
 CONFIG="$WORK/agent.toml"

@@ -35,6 +35,7 @@ const USAGE: &str = "\
 Serves AWS Secrets Manager secrets, cached, on http://127.0.0.1:2773.
 
 Usage: secrets-manager-agent [--config FILE]
+       secrets-manager-agent token     Print a fresh random token (64 hex digits)
 
 Options:
   --config FILE   TOML config file (keys as AWS's agent; all optional)
@@ -51,6 +52,7 @@ X-Aws-Parameters-Secrets-Token header:
 #[derive(Debug)]
 enum Command {
     Run { config: Option<PathBuf> },
+    Token,
     Help,
     Version,
 }
@@ -62,6 +64,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Command, String> {
         match arg.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
+            "token" if config.is_none() && args.peek().is_none() => return Ok(Command::Token),
             "--config" | "-c" => {
                 let path = args.next().ok_or("--config needs a file path")?;
                 config = Some(PathBuf::from(path));
@@ -85,6 +88,16 @@ fn main() -> ExitCode {
             println!("{NAME} {VERSION}");
             ExitCode::SUCCESS
         }
+        Ok(Command::Token) => match token::generate() {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{NAME}: error: cannot generate a token: {e}");
+                ExitCode::from(1)
+            }
+        },
         Ok(Command::Run { config }) => match run(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => {
@@ -275,6 +288,8 @@ mod tests {
         );
         assert!(matches!(args(&["--help"]), Ok(Command::Help)));
         assert!(matches!(args(&["--version"]), Ok(Command::Version)));
+        assert!(matches!(args(&["token"]), Ok(Command::Token)));
+        assert!(args(&["token", "extra"]).is_err());
         assert!(args(&["--config"]).is_err());
         assert!(args(&["--bogus"]).unwrap_err().contains("--bogus"));
     }
