@@ -11,6 +11,7 @@ mod aws;
 mod cache;
 mod config;
 mod credentials;
+mod iso8601;
 mod logger;
 mod query;
 mod server;
@@ -26,7 +27,7 @@ use aws::endpoint;
 use aws::transport::{Timeouts, Transport};
 use config::Config;
 use credentials::file::CredentialsFile;
-use credentials::{Chain, ProvideCredentials};
+use credentials::ProvideCredentials;
 
 const NAME: &str = "secrets-manager-agent";
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -129,36 +130,42 @@ fn run(config_path: Option<PathBuf>) -> Result<(), String> {
 
     let (token, token_var) =
         token::Token::from_env(&config.ssrf_env_variables).map_err(|e| e.to_string())?;
-    let region = config
-        .region
-        .clone()
-        .or_else(|| env_non_empty("AWS_REGION"))
-        .or_else(|| env_non_empty("AWS_DEFAULT_REGION"))
-        .ok_or("no AWS region: set `region` in the config file, or AWS_REGION")?;
-    let endpoint =
-        endpoint::resolve(endpoint::SECRETS_MANAGER, &region).map_err(|e| e.to_string())?;
     let timeouts = Timeouts {
         connect: env_millis("SMA_UPSTREAM_CONNECT_TIMEOUT_MS", 3_000)?,
         call: env_millis("SMA_UPSTREAM_TIMEOUT_MS", 10_000)?,
     };
+    let profile_name = env_non_empty("AWS_PROFILE").unwrap_or_else(|| "default".into());
+    let profiles = Arc::new(credentials::profile::Profiles::from_env());
+    let imds = Arc::new(credentials::imds::Imds::from_env());
+    let region = resolve_region(&config, &profiles, &profile_name, &imds)?;
+    let endpoint =
+        endpoint::resolve(endpoint::SECRETS_MANAGER, &region).map_err(|e| e.to_string())?;
+    let sts_endpoint = endpoint::resolve(endpoint::STS, &region).map_err(|e| e.to_string())?;
     let client_timeout = env_millis("SMA_CLIENT_TIMEOUT_MS", 10_000)?;
 
+    let transport = Transport::new(timeouts);
     let credentials: Arc<dyn ProvideCredentials> = match &config.credentials_file_path {
-        Some(path) => {
-            let profile = env_non_empty("AWS_PROFILE").unwrap_or_else(|| "default".into());
-            Arc::new(CredentialsFile::new(path.clone(), profile))
-        }
-        None => Arc::new(Chain::default_chain()),
+        Some(path) => Arc::new(CredentialsFile::new(path.clone(), profile_name)),
+        None => Arc::new(credentials::default_chain(&Arc::new(
+            credentials::Context {
+                sts_endpoint: sts_endpoint.clone(),
+                region: region.clone(),
+                transport: transport.clone(),
+                imds,
+                profiles,
+                profile_name,
+            },
+        ))),
     };
     let client = Arc::new(aws::client::Client::new(
-        Transport::new(timeouts),
+        transport,
         region.clone(),
         credentials,
     ));
     // The file may legitimately appear later (a rotation tool writes it), so
     // AWS's agent skips the check when it is configured; so do we.
     if config.validate_credentials && config.credentials_file_path.is_none() {
-        validate_credentials(&client, &region, config.ignore_transient_errors)?;
+        validate_credentials(&client, sts_endpoint, config.ignore_transient_errors)?;
     }
     let client = aws::SecretsManager::new(client, endpoint.clone());
     let cache = cache::Cache::new(
@@ -211,10 +218,9 @@ fn run(config_path: Option<PathBuf>) -> Result<(), String> {
 /// key fails at start rather than on the first request.
 fn validate_credentials(
     client: &Arc<aws::client::Client>,
-    region: &str,
+    endpoint: String,
     ignore_transient: bool,
 ) -> Result<(), String> {
-    let endpoint = endpoint::resolve(endpoint::STS, region).map_err(|e| e.to_string())?;
     match aws::sts::Sts::new(client.clone(), endpoint).get_caller_identity() {
         Ok(arn) => {
             log::info!("credentials validated: calling as {arn}");
@@ -228,6 +234,30 @@ fn validate_credentials(
             "credentials check (STS GetCallerIdentity) failed: {e} (set validate_credentials = false to skip it)"
         )),
     }
+}
+
+/// Config `region`, `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's
+/// `region`, then the instance's region from IMDS.
+fn resolve_region(
+    config: &Config,
+    profiles: &credentials::profile::Profiles,
+    profile_name: &str,
+    imds: &credentials::imds::Imds,
+) -> Result<String, String> {
+    let found = config
+        .region
+        .clone()
+        .or_else(|| env_non_empty("AWS_REGION"))
+        .or_else(|| env_non_empty("AWS_DEFAULT_REGION"))
+        .or_else(|| profiles.region(profile_name));
+    if let Some(region) = found {
+        return Ok(region);
+    }
+    imds.region().map_err(|why| {
+        format!(
+            "no AWS region: set `region` in the config file, AWS_REGION, or `region` in profile {profile_name} (IMDS: {why})"
+        )
+    })
 }
 
 fn env_non_empty(name: &str) -> Option<String> {

@@ -34,6 +34,31 @@ pub fn percent_decode(input: &str, plus_is_space: bool) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// `application/x-www-form-urlencoded` body from pairs, escaping all but the
+/// RFC 3986 unreserved characters (what STS's query protocol expects).
+pub fn form_encode(pairs: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    for (i, (key, value)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        percent_encode_into(&mut out, key);
+        out.push('=');
+        percent_encode_into(&mut out, value);
+    }
+    out
+}
+
+fn percent_encode_into(out: &mut String, text: &str) {
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+}
+
 fn hex(b: &u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
@@ -72,6 +97,20 @@ mod tests {
         assert_eq!(percent_decode("100%", false).unwrap(), "100%");
         assert_eq!(percent_decode("%zz%4", false).unwrap(), "%zz%4");
         assert_eq!(percent_decode("%FF", false), None);
+    }
+
+    #[test]
+    fn form_encoding_round_trips() {
+        let body = form_encode(&[
+            ("Action", "AssumeRole"),
+            ("RoleArn", "arn:aws:iam::1:role/a b+c"),
+        ]);
+        assert_eq!(
+            body,
+            "Action=AssumeRole&RoleArn=arn%3Aaws%3Aiam%3A%3A1%3Arole%2Fa%20b%2Bc"
+        );
+        let back = parse_query(&body).unwrap();
+        assert_eq!(back[1].1, "arn:aws:iam::1:role/a b+c");
     }
 
     #[test]

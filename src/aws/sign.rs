@@ -63,7 +63,7 @@ mod tests {
             secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
             session_token: Some("session".into()),
             expiry: None,
-            source: "test",
+            source: "test".into(),
         };
         let headers = sign_request(
             &creds,

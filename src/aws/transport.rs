@@ -21,6 +21,8 @@ pub struct Timeouts {
     pub call: Duration,
 }
 
+/// Cheap to clone: clones share one connection pool.
+#[derive(Clone)]
 pub struct Transport {
     agent: ureq::Agent,
 }
@@ -37,7 +39,18 @@ pub struct Outcome {
 }
 
 impl Transport {
+    /// For AWS APIs: honours `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`.
     pub fn new(timeouts: Timeouts) -> Transport {
+        Transport::build(timeouts, ureq::Proxy::try_from_env())
+    }
+
+    /// For instance metadata and container credentials: link-local or loopback
+    /// endpoints that a proxy must never see.
+    pub fn without_proxy(timeouts: Timeouts) -> Transport {
+        Transport::build(timeouts, None)
+    }
+
+    fn build(timeouts: Timeouts, proxy: Option<ureq::Proxy>) -> Transport {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let tls = TlsConfig::builder()
             .provider(TlsProvider::Rustls)
@@ -46,6 +59,7 @@ impl Transport {
             .build();
         let config = ureq::Agent::config_builder()
             .tls_config(tls)
+            .proxy(proxy)
             .timeout_connect(Some(timeouts.connect))
             .timeout_global(Some(timeouts.call))
             .http_status_as_error(false)
@@ -59,15 +73,41 @@ impl Transport {
 
     /// POSTs `body` with `headers` (already signed) and reads the whole answer.
     pub fn post(&self, url: &str, headers: &[(String, String)], body: &[u8]) -> Outcome {
-        let mut request = self.agent.post(url);
+        self.send("POST", url, headers, body)
+    }
+
+    /// Sends one request and reads the whole answer; non-2xx answers become
+    /// [`UpstreamError::Service`] with their status.
+    pub fn send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Outcome {
+        let mut request = ureq::http::Request::builder().method(method).uri(url);
         for (name, value) in headers {
             request = request.header(name, value);
         }
-        let mut response = match request.send(body) {
-            Ok(response) => response,
-            Err(e) => {
+        // A GET or PUT without a body must not announce one.
+        let sent = if body.is_empty() && method != "POST" {
+            request.body(()).map(|r| self.agent.run(r))
+        } else {
+            request.body(body).map(|r| self.agent.run(r))
+        };
+        let mut response = match sent {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => {
                 return Outcome {
                     result: Err(classify(e)),
+                    retry_after: None,
+                }
+            }
+            Err(e) => {
+                return Outcome {
+                    result: Err(UpstreamError::Internal(format!(
+                        "bad request to {url}: {e}"
+                    ))),
                     retry_after: None,
                 }
             }

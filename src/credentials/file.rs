@@ -58,7 +58,7 @@ impl CredentialsFile {
                 secret_access_key,
                 session_token: get("aws_session_token"),
                 expiry: None,
-                source: SOURCE,
+                source: SOURCE.into(),
             })),
             _ => Err(format!(
                 "[{}] lacks aws_access_key_id or aws_secret_access_key",
@@ -93,7 +93,10 @@ impl ProvideCredentials for CredentialsFile {
         match (&state.good, &state.error) {
             (Some(creds), _) => Ok(creds.clone()),
             (None, why) => Err(CredentialsError {
-                tried: vec![(SOURCE, why.clone().unwrap_or_else(|| "not read yet".into()))],
+                tried: vec![(
+                    SOURCE.into(),
+                    why.clone().unwrap_or_else(|| "not read yet".into()),
+                )],
             }),
         }
     }

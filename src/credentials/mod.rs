@@ -1,15 +1,27 @@
-//! Where AWS credentials come from: the provider seam and its sources.
+//! Where AWS credentials come from: the provider seam, the default chain of
+//! sources, and the cache that refreshes them ahead of expiry.
 //!
-//! The signer asks a [`ProvideCredentials`] for credentials on every call, so a
-//! source that refreshes (IMDS, container, web identity) slots in here without
-//! touching the client.
+//! The signer asks a [`ProvideCredentials`] for credentials before every call;
+//! each source is one module here, and [`refresh::Refreshing`] in front of the
+//! chain decides when a source is asked again.
 
+pub mod container;
+pub mod env;
 pub mod file;
+pub mod imds;
 mod ini;
+pub mod process;
+pub mod profile;
+pub mod refresh;
+pub mod web_identity;
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
+
+use serde::Deserialize;
+
+use crate::aws::transport::Transport;
 
 /// A set of AWS credentials. `Debug` never prints the secret parts.
 #[derive(Clone)]
@@ -19,7 +31,7 @@ pub struct Credentials {
     pub session_token: Option<String>,
     pub expiry: Option<SystemTime>,
     /// Which source produced them, for log lines.
-    pub source: &'static str,
+    pub source: String,
 }
 
 impl fmt::Debug for Credentials {
@@ -40,7 +52,15 @@ impl fmt::Debug for Credentials {
 /// Why no credentials could be had: every source tried, and why each failed.
 #[derive(Debug, Clone)]
 pub struct CredentialsError {
-    pub tried: Vec<(&'static str, String)>,
+    pub tried: Vec<(String, String)>,
+}
+
+impl CredentialsError {
+    pub fn new(source: impl Into<String>, why: impl Into<String>) -> CredentialsError {
+        CredentialsError {
+            tried: vec![(source.into(), why.into())],
+        }
+    }
 }
 
 impl fmt::Display for CredentialsError {
@@ -60,44 +80,12 @@ pub trait ProvideCredentials: Send + Sync {
     fn credentials(&self) -> Result<Arc<Credentials>, CredentialsError>;
 }
 
-/// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and optional `AWS_SESSION_TOKEN`,
-/// read once at start-up (a process's environment does not change under it).
-pub struct Environment {
-    found: Result<Arc<Credentials>, String>,
-}
+/// Fixed credentials, e.g. a source profile's keys used to sign AssumeRole.
+pub struct Static(pub Arc<Credentials>);
 
-impl Environment {
-    pub fn from_env() -> Environment {
-        Environment::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Environment {
-        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let found = match (get("AWS_ACCESS_KEY_ID"), get("AWS_SECRET_ACCESS_KEY")) {
-            (Some(access_key_id), Some(secret_access_key)) => Ok(Arc::new(Credentials {
-                access_key_id,
-                secret_access_key,
-                session_token: get("AWS_SESSION_TOKEN"),
-                expiry: None,
-                source: "environment",
-            })),
-            (Some(_), None) => {
-                Err("AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not".into())
-            }
-            (None, Some(_)) => {
-                Err("AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not".into())
-            }
-            (None, None) => Err("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set".into()),
-        };
-        Environment { found }
-    }
-}
-
-impl ProvideCredentials for Environment {
+impl ProvideCredentials for Static {
     fn credentials(&self) -> Result<Arc<Credentials>, CredentialsError> {
-        self.found.clone().map_err(|why| CredentialsError {
-            tried: vec![("environment", why)],
-        })
+        Ok(self.0.clone())
     }
 }
 
@@ -107,12 +95,8 @@ pub struct Chain {
 }
 
 impl Chain {
-    /// The default chain. Only the environment for now; profiles, web identity,
-    /// container and IMDS sources join it here.
-    pub fn default_chain() -> Chain {
-        Chain {
-            sources: vec![Box::new(Environment::from_env())],
-        }
+    pub fn new(sources: Vec<Box<dyn ProvideCredentials>>) -> Chain {
+        Chain { sources }
     }
 }
 
@@ -129,29 +113,109 @@ impl ProvideCredentials for Chain {
     }
 }
 
+/// What the sources need from start-up: where STS is, how to reach AWS, the
+/// metadata client and the profile files.
+pub struct Context {
+    pub sts_endpoint: String,
+    pub region: String,
+    pub transport: Transport,
+    pub imds: Arc<imds::Imds>,
+    pub profiles: Arc<profile::Profiles>,
+    pub profile_name: String,
+}
+
+/// The SDKs' default chain: environment, profile, web identity, container,
+/// instance metadata; cached and refreshed ahead of expiry.
+pub fn default_chain(ctx: &Arc<Context>) -> refresh::Refreshing<Chain> {
+    let chain = Chain::new(vec![
+        Box::new(env::Environment::from_env()),
+        Box::new(profile::ProfileProvider::new(ctx.clone())),
+        Box::new(web_identity::WebIdentity::from_env(ctx.clone())),
+        Box::new(container::Container::from_env()),
+        Box::new(imds::ImdsProvider::new(ctx.imds.clone())),
+    ]);
+    refresh::Refreshing::new(chain, refresh::Timing::from_env())
+}
+
+/// The JSON shape shared by the container endpoint, IMDS and
+/// `credential_process` (which says `SessionToken` where the others say `Token`).
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct JsonCredentials {
+    code: Option<String>,
+    message: Option<String>,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    #[serde(alias = "SessionToken")]
+    token: Option<String>,
+    expiration: Option<String>,
+}
+
+pub(crate) fn from_json(body: &[u8], source: &str) -> Result<Credentials, String> {
+    let parsed: JsonCredentials =
+        serde_json::from_slice(body).map_err(|e| format!("answer is not credentials JSON: {e}"))?;
+    if let Some(code) = parsed.code.filter(|c| c != "Success") {
+        let message = parsed.message.unwrap_or_default();
+        return Err(format!("answered {code}: {message}"));
+    }
+    let non_empty = |v: Option<String>| v.filter(|v| !v.is_empty());
+    let (Some(access_key_id), Some(secret_access_key)) = (
+        non_empty(parsed.access_key_id),
+        non_empty(parsed.secret_access_key),
+    ) else {
+        return Err("answer lacks AccessKeyId or SecretAccessKey".into());
+    };
+    let expiry = match parsed.expiration {
+        None => None,
+        Some(text) => Some(
+            crate::iso8601::parse(&text)
+                .ok_or_else(|| format!("Expiration `{text}` is not an ISO-8601 time"))?,
+        ),
+    };
+    Ok(Credentials {
+        access_key_id,
+        secret_access_key,
+        session_token: non_empty(parsed.token),
+        expiry,
+        source: source.to_string(),
+    })
+}
+
+/// The `<Credentials>` element of an STS AssumeRole* answer.
+pub(crate) fn from_sts_xml(body: &[u8], source: &str) -> Result<Credentials, String> {
+    use crate::aws::error::xml_element;
+    let text = String::from_utf8_lossy(body);
+    let creds = xml_element(&text, "Credentials").ok_or("STS answer has no <Credentials>")?;
+    let get = |name| xml_element(&creds, name).filter(|v| !v.is_empty());
+    let (Some(access_key_id), Some(secret_access_key)) =
+        (get("AccessKeyId"), get("SecretAccessKey"))
+    else {
+        return Err("STS answer lacks AccessKeyId or SecretAccessKey".into());
+    };
+    Ok(Credentials {
+        access_key_id,
+        secret_access_key,
+        session_token: get("SessionToken"),
+        expiry: get("Expiration").and_then(|e| crate::iso8601::parse(&e)),
+        source: source.to_string(),
+    })
+}
+
+/// Reads an environment variable; blank counts as unset.
+pub(crate) fn env_var(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+pub(crate) fn env_flag(name: &str) -> bool {
+    env_var(name).is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn environment_needs_both_keys_and_blank_is_unset() {
-        let env = Environment::from_lookup(|n| match n {
-            "AWS_ACCESS_KEY_ID" => Some("AKID".into()),
-            "AWS_SECRET_ACCESS_KEY" => Some("SECRET".into()),
-            "AWS_SESSION_TOKEN" => Some(" ".into()),
-            _ => None,
-        });
-        let c = env.credentials().unwrap();
-        assert_eq!(c.access_key_id, "AKID");
-        assert_eq!(c.session_token, None);
-
-        let env = Environment::from_lookup(|n| (n == "AWS_ACCESS_KEY_ID").then(|| "AKID".into()));
-        let e = env.credentials().unwrap_err().to_string();
-        assert!(
-            e.contains("environment: AWS_ACCESS_KEY_ID is set but"),
-            "{e}"
-        );
-    }
 
     #[test]
     fn debug_redacts_secrets() {
@@ -160,12 +224,67 @@ mod tests {
             secret_access_key: "very-secret".into(),
             session_token: Some("tok-secret".into()),
             expiry: None,
-            source: "test",
+            source: "test".into(),
         };
         let s = format!("{c:?}");
         assert!(
             !s.contains("very-secret") && !s.contains("tok-secret"),
             "{s}"
+        );
+    }
+
+    #[test]
+    fn json_shapes() {
+        let c = from_json(
+            br#"{"Code":"Success","AccessKeyId":"A","SecretAccessKey":"S","Token":"T","Expiration":"2026-11-28T21:08:17Z"}"#,
+            "imds",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.access_key_id.as_str(), c.session_token.as_deref()),
+            ("A", Some("T"))
+        );
+        assert!(c.expiry.is_some());
+        let c = from_json(
+            br#"{"Version":1,"AccessKeyId":"A","SecretAccessKey":"S","SessionToken":"X"}"#,
+            "p",
+        )
+        .unwrap();
+        assert_eq!(c.session_token.as_deref(), Some("X"));
+        assert!(from_json(br#"{"Code":"Failure","Message":"no"}"#, "imds")
+            .unwrap_err()
+            .contains("Failure"));
+        assert!(from_json(br#"{"AccessKeyId":"A"}"#, "x").is_err());
+        assert!(from_json(
+            br#"{"AccessKeyId":"A","SecretAccessKey":"S","Expiration":"soon"}"#,
+            "x"
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn sts_xml() {
+        let body = b"<AssumeRoleResponse><AssumeRoleResult><Credentials><AccessKeyId>ASIA</AccessKeyId>\
+            <SecretAccessKey>S</SecretAccessKey><SessionToken>T</SessionToken>\
+            <Expiration>2026-11-28T21:08:17Z</Expiration></Credentials></AssumeRoleResult></AssumeRoleResponse>";
+        let c = from_sts_xml(body, "sts").unwrap();
+        assert_eq!(c.access_key_id, "ASIA");
+        assert!(c.expiry.is_some());
+        assert!(from_sts_xml(b"<x/>", "sts").is_err());
+    }
+
+    #[test]
+    fn chain_collects_every_reason() {
+        struct Fails(&'static str);
+        impl ProvideCredentials for Fails {
+            fn credentials(&self) -> Result<Arc<Credentials>, CredentialsError> {
+                Err(CredentialsError::new(self.0, "nope"))
+            }
+        }
+        let chain = Chain::new(vec![Box::new(Fails("a")), Box::new(Fails("b"))]);
+        assert_eq!(
+            chain.credentials().unwrap_err().to_string(),
+            "no AWS credentials found: a: nope; b: nope"
         );
     }
 }

@@ -1,0 +1,108 @@
+//! `credential_process`: run a command and read credentials from its stdout
+//! (the path IAM Roles Anywhere uses through `aws_signing_helper`).
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::Credentials;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+/// Credentials JSON is small; more output than this is not credentials.
+const MAX_OUTPUT: u64 = 64 * 1024;
+
+/// Runs `command` through `sh -c` and parses its JSON output.
+pub fn run(command: &str, source: &str) -> Result<Credentials, String> {
+    run_with_timeout(command, source, TIMEOUT)
+}
+
+fn run_with_timeout(command: &str, source: &str, timeout: Duration) -> Result<Credentials, String> {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run credential_process: {e}"))?;
+    // Read both pipes on their own threads so a chatty child cannot block on a full pipe.
+    let reader = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            if let Some(pipe) = pipe {
+                let _ = pipe.take(MAX_OUTPUT).read_to_end(&mut out);
+            }
+            out
+        })
+    };
+    let stdout = reader(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = reader(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "credential_process did not finish within {} s",
+                    timeout.as_secs()
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(format!("credential_process: {e}")),
+        }
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    if !status.success() {
+        // The first line of stderr usually says what went wrong; it is the
+        // helper's own message, not credentials.
+        let first = String::from_utf8_lossy(&stderr);
+        let first = first
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(200)
+            .collect::<String>();
+        return Err(format!("credential_process exited with {status}: {first}"));
+    }
+    let version = serde_json::from_slice::<serde_json::Value>(&stdout)
+        .ok()
+        .and_then(|v| v.get("Version").and_then(|v| v.as_i64()));
+    if version != Some(1) {
+        return Err("credential_process output is not JSON with \"Version\": 1".into());
+    }
+    super::from_json(&stdout, source).map_err(|e| format!("credential_process: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_output_and_reports_failures() {
+        let ok = r#"echo '{"Version":1,"AccessKeyId":"A","SecretAccessKey":"S","SessionToken":"T","Expiration":"2030-01-01T00:00:00Z"}'"#;
+        let c = run(ok, "profile p").unwrap();
+        assert_eq!(c.access_key_id, "A");
+        assert_eq!(c.session_token.as_deref(), Some("T"));
+        assert!(c.expiry.is_some());
+
+        let e = run("echo oops >&2; exit 3", "p").unwrap_err();
+        assert!(e.contains("exit status: 3") && e.contains("oops"), "{e}");
+        assert!(run("echo '{}'", "p").unwrap_err().contains("Version"));
+        let e = run_with_timeout("sleep 5", "p", Duration::from_millis(200)).unwrap_err();
+        assert!(e.contains("did not finish"), "{e}");
+    }
+}
