@@ -167,3 +167,13 @@ fn is_timeout(e: &io::Error) -> bool {
         io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
     )
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn post_quantum_key_exchange_is_offered_first() {
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        let first = provider.kx_groups.first().map(|g| g.name());
+        assert_eq!(first, Some(rustls::NamedGroup::X25519MLKEM768));
+    }
+}

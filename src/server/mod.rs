@@ -204,3 +204,21 @@ fn prepare(stream: &TcpStream, timeout: Duration) -> io::Result<()> {
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_sockets_get_ttl_one_and_timeouts() {
+        let listener = bind(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert!(addr.ip().is_loopback());
+        let _client = TcpStream::connect(addr).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        prepare(&accepted, Duration::from_millis(1500)).unwrap();
+        assert_eq!(accepted.ttl().unwrap(), 1);
+        assert!(accepted.nodelay().unwrap());
+        assert_eq!(accepted.read_timeout().unwrap(), Some(Duration::from_millis(1500)));
+    }
+}
