@@ -6,11 +6,12 @@
 //! delays a hit on another.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::aws::secrets_manager::Description;
 use crate::aws::{SecretQuery, SecretValue, SecretsManager, UpstreamError};
+use crate::sync::lock;
 
 /// The stage a request without `versionId`/`versionStage` asks for.
 const CURRENT: &str = "AWSCURRENT";
@@ -67,11 +68,6 @@ enum Lookup {
     Fresh(Body),
     Expired { body: Body, version_id: String },
     Missing,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding a cache lock leaves plain data, still usable.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl<U: Upstream> Cache<U> {

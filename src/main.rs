@@ -15,6 +15,7 @@ mod iso8601;
 mod logger;
 mod query;
 mod server;
+mod sync;
 mod token;
 
 use std::io::Write;
@@ -134,28 +135,36 @@ fn run(config_path: Option<PathBuf>) -> Result<(), String> {
         connect: env_millis("SMA_UPSTREAM_CONNECT_TIMEOUT_MS", 3_000)?,
         call: env_millis("SMA_UPSTREAM_TIMEOUT_MS", 10_000)?,
     };
-    let profile_name = env_non_empty("AWS_PROFILE").unwrap_or_else(|| "default".into());
+    let profile_name = credentials::env_var("AWS_PROFILE").unwrap_or_else(|| "default".into());
     let profiles = Arc::new(credentials::profile::Profiles::from_env());
     let imds = Arc::new(credentials::imds::Imds::from_env());
     let region = resolve_region(&config, &profiles, &profile_name, &imds)?;
-    let endpoint =
-        endpoint::resolve(endpoint::SECRETS_MANAGER, &region).map_err(|e| e.to_string())?;
-    let sts_endpoint = endpoint::resolve(endpoint::STS, &region).map_err(|e| e.to_string())?;
+    let profile_endpoint = profiles
+        .get(&profile_name)
+        .and_then(|p| p.get("endpoint_url"))
+        .map(String::as_str);
+    let endpoint = endpoint::resolve(endpoint::SECRETS_MANAGER, &region, profile_endpoint)
+        .map_err(|e| e.to_string())?;
+    let sts_endpoint =
+        endpoint::resolve(endpoint::STS, &region, profile_endpoint).map_err(|e| e.to_string())?;
     let client_timeout = env_millis("SMA_CLIENT_TIMEOUT_MS", 10_000)?;
 
-    let transport = Transport::new(timeouts);
+    let transport = Transport::new(timeouts, aws::transport::roots_from_env()?);
     let credentials: Arc<dyn ProvideCredentials> = match &config.credentials_file_path {
         Some(path) => Arc::new(CredentialsFile::new(path.clone(), profile_name)),
-        None => Arc::new(credentials::default_chain(&Arc::new(
-            credentials::Context {
+        None => {
+            let context = Arc::new(credentials::Context {
                 sts_endpoint: sts_endpoint.clone(),
                 region: region.clone(),
                 transport: transport.clone(),
                 imds,
                 profiles,
                 profile_name,
-            },
-        ))),
+                retry: Default::default(),
+            });
+            let timing = credentials::refresh::Timing::from_env()?;
+            Arc::new(credentials::default_chain(&context, timing))
+        }
     };
     let client = Arc::new(aws::client::Client::new(
         transport,
@@ -247,8 +256,8 @@ fn resolve_region(
     let found = config
         .region
         .clone()
-        .or_else(|| env_non_empty("AWS_REGION"))
-        .or_else(|| env_non_empty("AWS_DEFAULT_REGION"))
+        .or_else(|| credentials::env_var("AWS_REGION"))
+        .or_else(|| credentials::env_var("AWS_DEFAULT_REGION"))
         .or_else(|| profiles.region(profile_name));
     if let Some(region) = found {
         return Ok(region);
@@ -260,16 +269,9 @@ fn resolve_region(
     })
 }
 
-fn env_non_empty(name: &str) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-}
-
 /// A duration knob in milliseconds from the environment; 1 ms to 10 minutes.
 fn env_millis(name: &str, default: u64) -> Result<Duration, String> {
-    match env_non_empty(name) {
+    match credentials::env_var(name) {
         None => Ok(Duration::from_millis(default)),
         Some(v) => match v.parse::<u64>() {
             Ok(ms) if (1..=600_000).contains(&ms) => Ok(Duration::from_millis(ms)),

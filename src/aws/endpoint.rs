@@ -49,13 +49,21 @@ impl fmt::Display for EndpointError {
 impl std::error::Error for EndpointError {}
 
 /// Resolves the endpoint URL (no trailing slash) from the process environment.
-pub fn resolve(service: Service, region: &str) -> Result<String, EndpointError> {
-    resolve_with(service, region, |name| std::env::var(name).ok())
+/// `profile_endpoint` is the active profile's `endpoint_url`, the weakest override.
+pub fn resolve(
+    service: Service,
+    region: &str,
+    profile_endpoint: Option<&str>,
+) -> Result<String, EndpointError> {
+    resolve_with(service, region, profile_endpoint, |name| {
+        std::env::var(name).ok()
+    })
 }
 
 pub fn resolve_with(
     service: Service,
     region: &str,
+    profile_endpoint: Option<&str>,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<String, EndpointError> {
     let get = |name: &str| {
@@ -79,8 +87,13 @@ pub fn resolve_with(
 
     if !flag("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")? {
         let specific = format!("AWS_ENDPOINT_URL_{}", service.env_id);
-        for var in [specific.as_str(), "AWS_ENDPOINT_URL"] {
-            if let Some(url) = get(var) {
+        let candidates = [
+            (specific.as_str(), get(&specific)),
+            ("AWS_ENDPOINT_URL", get("AWS_ENDPOINT_URL")),
+            ("profile endpoint_url", profile_endpoint.map(str::to_string)),
+        ];
+        for (var, url) in candidates {
+            if let Some(url) = url.filter(|u| !u.trim().is_empty()) {
                 if fips || dual_stack {
                     return Err(EndpointError::CustomWithVariant {
                         var: var.to_string(),
@@ -99,8 +112,8 @@ pub fn resolve_with(
         "amazonaws.com"
     };
     // The Secrets Manager and STS names in these partitions already answer on
-    // IPv4 and IPv6, so dual-stack changes nothing in the host name.
-    let _ = dual_stack;
+    // IPv4 and IPv6, so dual-stack changes nothing in the host name; the flag
+    // still matters above, where it conflicts with a custom endpoint.
     let fips_part = if fips { "-fips" } else { "" };
     Ok(format!(
         "https://{}{fips_part}.{region}.{suffix}",
@@ -129,7 +142,7 @@ mod tests {
     use super::*;
 
     fn resolve_env(region: &str, vars: &[(&str, &str)]) -> Result<String, EndpointError> {
-        resolve_with(SECRETS_MANAGER, region, |name| {
+        resolve_with(SECRETS_MANAGER, region, None, |name| {
             vars.iter()
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| v.to_string())
@@ -178,6 +191,21 @@ mod tests {
         assert_eq!(
             resolve_env("us-east-1", &ignored).unwrap(),
             "https://secretsmanager.us-east-1.amazonaws.com"
+        );
+    }
+
+    #[test]
+    fn profile_endpoint_is_the_weakest_override() {
+        let from_profile = Some("http://127.0.0.1:3");
+        let env = |_: &str| None;
+        assert_eq!(
+            resolve_with(SECRETS_MANAGER, "us-east-1", from_profile, env).unwrap(),
+            "http://127.0.0.1:3"
+        );
+        let env = |n: &str| (n == "AWS_ENDPOINT_URL").then(|| "http://127.0.0.1:1".to_string());
+        assert_eq!(
+            resolve_with(SECRETS_MANAGER, "us-east-1", from_profile, env).unwrap(),
+            "http://127.0.0.1:1"
         );
     }
 

@@ -57,7 +57,8 @@ impl UpstreamError {
         match self {
             UpstreamError::Timeout | UpstreamError::Connection(_) => true,
             UpstreamError::Service { status, code, .. } => {
-                matches!(status, 500 | 502 | 503 | 504)
+                *status >= 500
+                    || *status == 429
                     || TRANSIENT_CODES.contains(&code.as_str())
                     || THROTTLING_CODES.contains(&code.as_str())
             }

@@ -62,7 +62,8 @@ impl Retry {
                 return Err(err);
             }
             spent = cost;
-            let delay = retry_after.unwrap_or_else(|| backoff(n));
+            // A server's hint is honoured, but never beyond the backoff cap.
+            let delay = retry_after.map_or_else(|| backoff(n), |d| d.min(MAX_BACKOFF));
             log::debug!("attempt {n} failed ({err}); retrying in {delay:?}");
             std::thread::sleep(delay);
         }

@@ -64,6 +64,7 @@ impl Sts {
 /// is not signed.
 pub fn assume_role_with_web_identity(
     transport: &Transport,
+    retry: &Retry,
     endpoint: &str,
     role_arn: &str,
     session_name: &str,
@@ -78,7 +79,7 @@ pub fn assume_role_with_web_identity(
     ]);
     let url = format!("{endpoint}/");
     let headers = [("content-type".to_string(), FORM.to_string())];
-    let reply = Retry::default().run(|_| {
+    let reply = retry.run(|_| {
         let outcome = transport.post(&url, &headers, body.as_bytes());
         Attempt {
             result: outcome.result.map(|r| r.body),

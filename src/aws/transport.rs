@@ -39,22 +39,23 @@ pub struct Outcome {
 }
 
 impl Transport {
-    /// For AWS APIs: honours `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`.
-    pub fn new(timeouts: Timeouts) -> Transport {
-        Transport::build(timeouts, ureq::Proxy::try_from_env())
+    /// For AWS APIs: honours `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` and trusts
+    /// `roots` (see [`roots_from_env`]).
+    pub fn new(timeouts: Timeouts, roots: RootCerts) -> Transport {
+        Transport::build(timeouts, ureq::Proxy::try_from_env(), roots)
     }
 
     /// For instance metadata and container credentials: link-local or loopback
     /// endpoints that a proxy must never see.
     pub fn without_proxy(timeouts: Timeouts) -> Transport {
-        Transport::build(timeouts, None)
+        Transport::build(timeouts, None, RootCerts::WebPki)
     }
 
-    fn build(timeouts: Timeouts, proxy: Option<ureq::Proxy>) -> Transport {
+    fn build(timeouts: Timeouts, proxy: Option<ureq::Proxy>, roots: RootCerts) -> Transport {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let tls = TlsConfig::builder()
             .provider(TlsProvider::Rustls)
-            .root_certs(RootCerts::WebPki)
+            .root_certs(roots)
             .unversioned_rustls_crypto_provider(provider)
             .build();
         let config = ureq::Agent::config_builder()
@@ -141,6 +142,35 @@ impl Transport {
     }
 }
 
+/// The trust roots for AWS APIs: Mozilla's, compiled in (scratch containers
+/// have no CA files), or the PEM bundle named by `AWS_CA_BUNDLE` instead, for
+/// networks whose proxy re-signs TLS.
+pub fn roots_from_env() -> Result<RootCerts, String> {
+    match crate::credentials::env_var("AWS_CA_BUNDLE") {
+        None => Ok(RootCerts::WebPki),
+        Some(path) => {
+            let pem = std::fs::read(&path)
+                .map_err(|e| format!("cannot read AWS_CA_BUNDLE={path}: {e}"))?;
+            roots_from_pem(&pem).map_err(|why| format!("AWS_CA_BUNDLE={path}: {why}"))
+        }
+    }
+}
+
+fn roots_from_pem(pem: &[u8]) -> Result<RootCerts, String> {
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(pem) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(cert)) => certs.push(cert),
+            Ok(_) => {}
+            Err(e) => return Err(format!("not a PEM bundle: {e}")),
+        }
+    }
+    if certs.is_empty() {
+        return Err("no certificates in the bundle".into());
+    }
+    Ok(RootCerts::new_with_certs(&certs))
+}
+
 fn classify(e: ureq::Error) -> UpstreamError {
     match e {
         ureq::Error::Timeout(_) => UpstreamError::Timeout,
@@ -170,6 +200,16 @@ fn is_timeout(e: &io::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_bundles_need_certificates() {
+        assert!(roots_from_pem(b"").unwrap_err().contains("no certificates"));
+        assert!(roots_from_pem(b"hello").is_err());
+        let bogus = b"-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n";
+        assert!(roots_from_pem(bogus).is_err());
+    }
+
     #[test]
     fn post_quantum_key_exchange_is_offered_first() {
         let provider = rustls::crypto::aws_lc_rs::default_provider();

@@ -18,6 +18,8 @@ const ATTEMPTS: u32 = 3;
 pub struct Container {
     /// The endpoint, or why there is none.
     uri: Result<String, String>,
+    /// Neither URI variable is set: not a container, the chain moves on.
+    not_configured: bool,
     token_file: Option<PathBuf>,
     token: Option<String>,
     transport: Transport,
@@ -29,10 +31,10 @@ impl Container {
     }
 
     fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Container {
-        let uri = match (
-            get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"),
-            get("AWS_CONTAINER_CREDENTIALS_FULL_URI"),
-        ) {
+        let relative = get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
+        let full = get("AWS_CONTAINER_CREDENTIALS_FULL_URI");
+        let not_configured = relative.is_none() && full.is_none();
+        let uri = match (relative, full) {
             (Some(relative), _) => Ok(format!("{ECS_HOST}/{}", relative.trim_start_matches('/'))),
             (None, Some(full)) => check_full_uri(&full).map(|()| full),
             (None, None) => Err(
@@ -42,6 +44,7 @@ impl Container {
         };
         Container {
             uri,
+            not_configured,
             token_file: get("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE").map(PathBuf::from),
             token: get("AWS_CONTAINER_AUTHORIZATION_TOKEN"),
             transport: Transport::without_proxy(Timeouts {
@@ -131,9 +134,14 @@ fn check_full_uri(full: &str) -> Result<(), String> {
 
 impl ProvideCredentials for Container {
     fn credentials(&self) -> Result<Arc<Credentials>, CredentialsError> {
+        if let Err(why) = &self.uri {
+            if self.not_configured {
+                return Err(CredentialsError::new(SOURCE, why.clone()));
+            }
+        }
         self.fetch()
             .map(Arc::new)
-            .map_err(|why| CredentialsError::new(SOURCE, why))
+            .map_err(|why| CredentialsError::failed(SOURCE, why))
     }
 }
 

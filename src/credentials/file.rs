@@ -5,12 +5,13 @@
 //! good credentials stay in use.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use super::{ini, Credentials, CredentialsError, ProvideCredentials};
+use crate::sync::lock;
 
 const SOURCE: &str = "credentials_file_path";
 
@@ -22,8 +23,9 @@ pub struct CredentialsFile {
 
 #[derive(Default)]
 struct State {
-    /// Modification time of the version last read (good or not).
-    seen: Option<SystemTime>,
+    read_once: bool,
+    /// The version last read, good or not.
+    seen: Version,
     good: Option<Arc<Credentials>>,
     error: Option<String>,
 }
@@ -68,12 +70,22 @@ impl CredentialsFile {
     }
 }
 
+/// What identifies one version of the file: a rewrite in place changes the
+/// length or the time, a rename-over changes the inode. `None`: missing.
+type Version = Option<(SystemTime, u64, u64)>;
+
+fn version(path: &std::path::Path) -> Version {
+    let meta = fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len(), meta.ino()))
+}
+
 impl ProvideCredentials for CredentialsFile {
     fn credentials(&self) -> Result<Arc<Credentials>, CredentialsError> {
-        let modified = fs::metadata(&self.path).and_then(|m| m.modified()).ok();
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if state.seen.is_none() || modified != state.seen {
-            state.seen = modified;
+        let current = version(&self.path);
+        let mut state = lock(&self.state);
+        if !state.read_once || current != state.seen {
+            state.read_once = true;
+            state.seen = current;
             match self.load() {
                 Ok(creds) => {
                     log::info!("read credentials from {}", self.path.display());
@@ -92,12 +104,10 @@ impl ProvideCredentials for CredentialsFile {
         }
         match (&state.good, &state.error) {
             (Some(creds), _) => Ok(creds.clone()),
-            (None, why) => Err(CredentialsError {
-                tried: vec![(
-                    SOURCE.into(),
-                    why.clone().unwrap_or_else(|| "not read yet".into()),
-                )],
-            }),
+            (None, why) => Err(CredentialsError::failed(
+                SOURCE,
+                why.clone().unwrap_or_else(|| "not read yet".into()),
+            )),
         }
     }
 }

@@ -6,12 +6,13 @@
 //! that times out usually means a container one network hop too far (the
 //! instance's hop limit), and falling back would only hide that.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{Credentials, CredentialsError, ProvideCredentials};
 use crate::aws::transport::{Timeouts, Transport};
 use crate::aws::UpstreamError;
+use crate::sync::lock;
 
 const SOURCE: &str = "IMDS";
 const TOKEN_TTL_SECS: u64 = 21_600;
@@ -75,7 +76,7 @@ impl Imds {
             match self.transport.send("GET", &url, &headers, b"").result {
                 Ok(reply) => return Ok(String::from_utf8_lossy(&reply.body).into_owned()),
                 Err(UpstreamError::Service { status: 401, .. }) if attempt == 0 => {
-                    *self.token.lock().unwrap_or_else(PoisonError::into_inner) = Token::Unknown;
+                    *lock(&self.token) = Token::Unknown;
                 }
                 Err(e) => return Err(self.explain(path, e)),
             }
@@ -85,7 +86,7 @@ impl Imds {
 
     /// The session token, or `None` for IMDSv1.
     fn token(&self) -> Result<Option<String>, String> {
-        let mut token = self.token.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut token = lock(&self.token);
         match &*token {
             Token::Session { value, renew_at } if Instant::now() < *renew_at => {
                 return Ok(Some(value.clone()))

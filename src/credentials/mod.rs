@@ -53,12 +53,26 @@ impl fmt::Debug for Credentials {
 #[derive(Debug, Clone)]
 pub struct CredentialsError {
     pub tried: Vec<(String, String)>,
+    /// A source that is configured but failed ends the chain, as in the SDKs:
+    /// falling through would silently switch to another identity (e.g. from a
+    /// pod's IRSA role to the node's instance role).
+    pub configured: bool,
 }
 
 impl CredentialsError {
+    /// The source is not set up here; the chain moves on.
     pub fn new(source: impl Into<String>, why: impl Into<String>) -> CredentialsError {
         CredentialsError {
             tried: vec![(source.into(), why.into())],
+            configured: false,
+        }
+    }
+
+    /// The source is set up but failed; the chain stops here.
+    pub fn failed(source: impl Into<String>, why: impl Into<String>) -> CredentialsError {
+        CredentialsError {
+            configured: true,
+            ..CredentialsError::new(source, why)
         }
     }
 }
@@ -89,7 +103,8 @@ impl ProvideCredentials for Static {
     }
 }
 
-/// Tries each source in order; the first that yields credentials wins.
+/// Tries each source in order; the first that yields credentials wins, and
+/// the first that is configured but fails ends the search.
 pub struct Chain {
     sources: Vec<Box<dyn ProvideCredentials>>,
 }
@@ -106,10 +121,21 @@ impl ProvideCredentials for Chain {
         for source in &self.sources {
             match source.credentials() {
                 Ok(creds) => return Ok(creds),
-                Err(e) => tried.extend(e.tried),
+                Err(e) => {
+                    tried.extend(e.tried);
+                    if e.configured {
+                        return Err(CredentialsError {
+                            tried,
+                            configured: true,
+                        });
+                    }
+                }
             }
         }
-        Err(CredentialsError { tried })
+        Err(CredentialsError {
+            tried,
+            configured: false,
+        })
     }
 }
 
@@ -122,11 +148,13 @@ pub struct Context {
     pub imds: Arc<imds::Imds>,
     pub profiles: Arc<profile::Profiles>,
     pub profile_name: String,
+    /// Retry budget for unsigned STS calls (signed ones use their client's).
+    pub retry: crate::aws::retry::Retry,
 }
 
 /// The SDKs' default chain: environment, profile, web identity, container,
 /// instance metadata; cached and refreshed ahead of expiry.
-pub fn default_chain(ctx: &Arc<Context>) -> refresh::Refreshing<Chain> {
+pub fn default_chain(ctx: &Arc<Context>, timing: refresh::Timing) -> refresh::Refreshing<Chain> {
     let chain = Chain::new(vec![
         Box::new(env::Environment::from_env()),
         Box::new(profile::ProfileProvider::new(ctx.clone())),
@@ -134,7 +162,7 @@ pub fn default_chain(ctx: &Arc<Context>) -> refresh::Refreshing<Chain> {
         Box::new(container::Container::from_env()),
         Box::new(imds::ImdsProvider::new(ctx.imds.clone())),
     ]);
-    refresh::Refreshing::new(chain, refresh::Timing::from_env())
+    refresh::Refreshing::new(chain, timing)
 }
 
 /// The JSON shape shared by the container endpoint, IMDS and
@@ -285,6 +313,30 @@ mod tests {
         assert_eq!(
             chain.credentials().unwrap_err().to_string(),
             "no AWS credentials found: a: nope; b: nope"
+        );
+    }
+
+    #[test]
+    fn a_configured_source_that_fails_ends_the_chain() {
+        struct Broken;
+        impl ProvideCredentials for Broken {
+            fn credentials(&self) -> Result<Arc<Credentials>, CredentialsError> {
+                Err(CredentialsError::failed("web identity", "STS timed out"))
+            }
+        }
+        let fallback = Static(Arc::new(Credentials {
+            access_key_id: "NODE".into(),
+            secret_access_key: "S".into(),
+            session_token: None,
+            expiry: None,
+            source: "IMDS".into(),
+        }));
+        let chain = Chain::new(vec![Box::new(Broken), Box::new(fallback)]);
+        let e = chain.credentials().unwrap_err();
+        assert!(e.configured);
+        assert_eq!(
+            e.to_string(),
+            "no AWS credentials found: web identity: STS timed out"
         );
     }
 }

@@ -200,9 +200,30 @@ impl ProfileProvider {
 impl ProvideCredentials for ProfileProvider {
     fn credentials(&self) -> Result<Arc<Credentials>, CredentialsError> {
         let name = &self.ctx.profile_name;
+        let source = format!("profile {name}");
+        // A profile that only sets a region (common on EC2) is no credential
+        // source; the chain moves on.
+        let Some(profile) = self.ctx.profiles.get(name) else {
+            return Err(CredentialsError::new(
+                source,
+                self.ctx.profiles.not_found(name),
+            ));
+        };
+        const CREDENTIAL_KEYS: [&str; 4] = [
+            "aws_access_key_id",
+            "role_arn",
+            "credential_process",
+            "web_identity_token_file",
+        ];
+        if !CREDENTIAL_KEYS.iter().any(|k| profile.contains_key(*k)) {
+            return Err(CredentialsError::new(
+                source,
+                format!("profile {name} has no credentials (no aws_access_key_id, role_arn or credential_process)"),
+            ));
+        }
         self.resolve(name, &mut Vec::new())
             .map(Arc::new)
-            .map_err(|why| CredentialsError::new(format!("profile {name}"), why))
+            .map_err(|why| CredentialsError::failed(source, why))
     }
 }
 

@@ -8,11 +8,12 @@
 //! grace period, as the AWS SDKs do, and the source is retried at most every
 //! few seconds.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::time::{Duration, SystemTime};
 
 use super::{Credentials, CredentialsError, ProvideCredentials};
 use crate::aws::retry::random_unit;
+use crate::sync::lock;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
@@ -23,17 +24,27 @@ pub struct Timing {
 }
 
 impl Timing {
-    /// Defaults, overridable by `SMA_CREDENTIALS_GRACE_SECS` and
-    /// `SMA_CREDENTIALS_RETRY_SECS`.
-    pub fn from_env() -> Timing {
-        let secs = |name: &str, default: u64| {
-            let value = super::env_var(name).and_then(|v| v.parse::<u64>().ok());
-            Duration::from_secs(value.unwrap_or(default))
-        };
-        Timing {
-            grace: secs("SMA_CREDENTIALS_GRACE_SECS", 900),
-            retry_every: secs("SMA_CREDENTIALS_RETRY_SECS", 10),
-        }
+    /// Defaults, overridable by `SMA_CREDENTIALS_GRACE_SECS` (0 to 1 day) and
+    /// `SMA_CREDENTIALS_RETRY_SECS` (1 s to 1 hour).
+    pub fn from_env() -> Result<Timing, String> {
+        let secs =
+            |name: &str, default: u64, range: std::ops::RangeInclusive<u64>| match super::env_var(
+                name,
+            ) {
+                None => Ok(Duration::from_secs(default)),
+                Some(v) => match v.parse::<u64>() {
+                    Ok(n) if range.contains(&n) => Ok(Duration::from_secs(n)),
+                    _ => Err(format!(
+                        "{name}={v} is not valid: expected seconds from {} to {}",
+                        range.start(),
+                        range.end()
+                    )),
+                },
+            };
+        Ok(Timing {
+            grace: secs("SMA_CREDENTIALS_GRACE_SECS", 900, 0..=86_400)?,
+            retry_every: secs("SMA_CREDENTIALS_RETRY_SECS", 10, 1..=3_600)?,
+        })
     }
 }
 
@@ -53,10 +64,6 @@ struct State {
     /// End of the static-stability grace, once the current ones have expired.
     grace_until: Option<SystemTime>,
     last_failure: Option<(SystemTime, CredentialsError)>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl<P: ProvideCredentials> Refreshing<P> {
@@ -126,7 +133,8 @@ impl<P: ProvideCredentials> ProvideCredentials for Refreshing<P> {
         }
         let _refreshing = match self.refreshing.try_lock() {
             Ok(guard) => guard,
-            Err(_) => {
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => {
                 // Someone else is asking the source: use what we have if it is
                 // still valid, else wait for their answer.
                 {
@@ -163,7 +171,12 @@ impl<P: ProvideCredentials> ProvideCredentials for Refreshing<P> {
                         creds.access_key_id
                     );
                 }
-                state.refresh_at = creds.expiry.map(|e| refresh_time(now, e));
+                state.refresh_at = creds.expiry.map(|e| match e > now {
+                    true => refresh_time(now, e),
+                    // Already expired when handed out (IMDS does this during
+                    // outages): ask again, but not on every request.
+                    false => now + self.timing.retry_every,
+                });
                 state.current = Some(creds.clone());
                 state.grace_until = None;
                 state.last_failure = None;

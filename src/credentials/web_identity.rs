@@ -52,8 +52,15 @@ pub fn assume(
     let session = session_name
         .map(str::to_string)
         .unwrap_or_else(sts::default_session_name);
-    sts::assume_role_with_web_identity(&ctx.transport, &ctx.sts_endpoint, role_arn, &session, token)
-        .map_err(|e| format!("AssumeRoleWithWebIdentity for {role_arn}: {e}"))
+    sts::assume_role_with_web_identity(
+        &ctx.transport,
+        &ctx.retry,
+        &ctx.sts_endpoint,
+        role_arn,
+        &session,
+        token,
+    )
+    .map_err(|e| format!("AssumeRoleWithWebIdentity for {role_arn}: {e}"))
 }
 
 impl ProvideCredentials for WebIdentity {
@@ -64,6 +71,6 @@ impl ProvideCredentials for WebIdentity {
             .map_err(|why| CredentialsError::new(SOURCE, why.clone()))?;
         assume(&self.ctx, file, role, session.as_deref())
             .map(Arc::new)
-            .map_err(|why| CredentialsError::new(SOURCE, why))
+            .map_err(|why| CredentialsError::failed(SOURCE, why))
     }
 }

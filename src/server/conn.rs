@@ -36,6 +36,11 @@ pub enum Next {
 }
 
 impl Conn {
+    /// Bytes held for an incomplete head.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
     pub fn new(stream: TcpStream) -> Conn {
         Conn {
             stream,
@@ -78,8 +83,13 @@ pub fn serve(mut conn: Conn, handle: &dyn Fn(&Request) -> Response, scratch: &mu
                 if conn.stream.write_all(&scratch.output).is_err() {
                     return Next::Close;
                 }
-                if !keep_alive || has_body {
-                    // A body we did not read would be taken for the next request.
+                if has_body {
+                    // A body we did not read would be taken for the next
+                    // request, so the connection ends here.
+                    linger_close(&mut conn.stream);
+                    return Next::Close;
+                }
+                if !keep_alive {
                     let _ = conn.stream.shutdown(Shutdown::Write);
                     return Next::Close;
                 }
@@ -204,9 +214,15 @@ fn refuse(stream: &mut TcpStream, out: &mut Vec<u8>, status: u16, message: &'sta
         body: crate::api::ResponseBody::Static(message),
     };
     render(out, &response, false);
-    if stream.write_all(out).is_err() {
-        return;
+    if stream.write_all(out).is_ok() {
+        linger_close(stream);
     }
+}
+
+/// Ends our side, then swallows what the client is still sending (bounded in
+/// bytes and time): closing with unread input would send a reset that can
+/// destroy the answer before the client reads it.
+fn linger_close(stream: &mut TcpStream) {
     let _ = stream.shutdown(Shutdown::Write);
     let deadline = Instant::now() + DRAIN_TIME;
     let _ = stream.set_read_timeout(Some(DRAIN_TIME));

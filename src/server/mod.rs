@@ -23,6 +23,10 @@ use pool::Pool;
 
 /// Open connections beyond this are closed on accept; bounds memory and fds.
 const MAX_CONNECTIONS: usize = 8192;
+/// Incomplete request heads held across all connections. Each may be up to
+/// 64 KiB; without this bound, thousands of clients trickling heads could hold
+/// hundreds of MB.
+const MAX_PENDING_BYTES: usize = 16 << 20;
 /// Workers kept even when idle.
 const MIN_WORKERS: usize = 4;
 /// Workers beyond `max_conn`, so that a saturated agent can still read a
@@ -113,6 +117,7 @@ impl Poller {
         let mut fds: Vec<libc::pollfd> = Vec::new();
         loop {
             self.parked.extend(self.parked_rx.try_iter());
+            self.shed_pending();
             let now = Instant::now();
             let timeout = self.timeout;
             self.parked
@@ -169,6 +174,24 @@ impl Poller {
         }
     }
 
+    /// Closes the connections holding the largest incomplete heads until the
+    /// total is back under [`MAX_PENDING_BYTES`].
+    fn shed_pending(&mut self) {
+        let mut total: usize = self.parked.iter().map(Conn::pending_len).sum();
+        if total <= MAX_PENDING_BYTES {
+            return;
+        }
+        self.parked
+            .sort_by_key(|c| std::cmp::Reverse(c.pending_len()));
+        let mut shed = 0;
+        while total > MAX_PENDING_BYTES && shed < self.parked.len() {
+            total -= self.parked[shed].pending_len();
+            shed += 1;
+        }
+        log::warn!("closing {shed} connections holding incomplete request heads");
+        self.parked.drain(..shed);
+    }
+
     fn accept(&mut self) {
         loop {
             match self.listener.accept() {
@@ -184,15 +207,24 @@ impl Poller {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // Typically out of file descriptors: back off instead of spinning.
+                Err(e) if is_resource_exhaustion(&e) => {
+                    // Out of descriptors or memory: back off instead of spinning.
                     log::warn!("accept failed: {e}; pausing new connections for 100 ms");
                     self.accept_paused_until = Some(Instant::now() + Duration::from_millis(100));
                     return;
                 }
+                // A connection that died before we took it (ECONNABORTED, ...).
+                Err(e) => log::debug!("accept: {e}"),
             }
         }
     }
+}
+
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }
 
 /// Per-connection socket options: TTL 1 so no packet crosses a router, no
@@ -219,6 +251,9 @@ mod tests {
         prepare(&accepted, Duration::from_millis(1500)).unwrap();
         assert_eq!(accepted.ttl().unwrap(), 1);
         assert!(accepted.nodelay().unwrap());
-        assert_eq!(accepted.read_timeout().unwrap(), Some(Duration::from_millis(1500)));
+        assert_eq!(
+            accepted.read_timeout().unwrap(),
+            Some(Duration::from_millis(1500))
+        );
     }
 }

@@ -6,6 +6,8 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
+
+use crate::sync::lock;
 use std::thread;
 use std::time::Duration;
 
@@ -63,11 +65,7 @@ impl<T: Send + 'static> Pool<T> {
     }
 
     pub fn submit(&self, job: T) {
-        let mut state = self
-            .shared
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut state = lock(&self.shared.state);
         state.jobs.push_back(job);
         if state.jobs.len() > state.idle && state.threads < self.shared.max {
             state.threads += 1;
@@ -87,11 +85,7 @@ impl<T: Send + 'static> Pool<T> {
             .spawn(move || worker(&shared));
         if let Err(e) = spawned {
             log::error!("cannot start a worker thread: {e}");
-            let mut state = self
-                .shared
-                .state
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut state = lock(&self.shared.state);
             state.threads -= 1;
         }
     }
@@ -99,12 +93,17 @@ impl<T: Send + 'static> Pool<T> {
 
 fn worker<T>(shared: &Shared<T>) {
     let mut scratch = Scratch::default();
-    let mut state = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut state = lock(&shared.state);
     loop {
         if let Some(job) = state.jobs.pop_front() {
             drop(state);
-            (shared.work)(job, &mut scratch);
-            state = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
+            // A panic in one request must not take a worker slot with it.
+            let run = std::panic::AssertUnwindSafe(|| (shared.work)(job, &mut scratch));
+            if std::panic::catch_unwind(run).is_err() {
+                log::error!("a request handler panicked; the connection was dropped");
+                scratch = Scratch::default();
+            }
+            state = lock(&shared.state);
             continue;
         }
         state.idle += 1;
