@@ -5,6 +5,7 @@
 #   make lint    rustfmt --check + clippy with warnings denied
 #   make static  fully static musl release binary (needs musl-tools and the musl rustup target)
 #   make build   optimised release binary for the host (glibc)
+#   make lambda-layer  Lambda layer zip (extensions/secrets-manager-agent) from the static binary
 #   make clean   remove build output, the Python venv and logs
 
 SHELL       := /bin/bash
@@ -20,7 +21,7 @@ DEBUG_BIN   := $(CURDIR)/target/debug/$(BIN_NAME)
 # Extra arguments for pytest, e.g. `make test PYTEST_ARGS="-k cache -x"`.
 PYTEST_ARGS ?=
 
-.PHONY: all build venv test unit-test integration-test lint static demo clean
+.PHONY: all build venv test unit-test integration-test lint static demo clean lambda-layer
 
 all: build
 
@@ -68,6 +69,19 @@ static:
 	  echo "size: $$bytes bytes ($$(awk -v b=$$bytes 'BEGIN { printf "%.2f", b / 1048576 }') MiB)"
 	@if file $(STATIC_BIN) | grep -q 'dynamically linked'; then \
 	  echo "ERROR: $(STATIC_BIN) is dynamically linked" >&2; exit 1; fi
+
+LAYER_ZIP := target/lambda/secrets-manager-agent-layer.zip
+
+# Lambda runs every executable in /opt/extensions as an extension; a layer's
+# contents land in /opt, so the zip holds extensions/secrets-manager-agent.
+lambda-layer: static
+	@mkdir -p target/lambda
+	$(PYTHON) -c 'import sys, zipfile; \
+	  info = zipfile.ZipInfo("extensions/$(BIN_NAME)"); info.external_attr = 0o100755 << 16; \
+	  info.compress_type = zipfile.ZIP_DEFLATED; \
+	  z = zipfile.ZipFile(sys.argv[1], "w"); z.writestr(info, open(sys.argv[2], "rb").read()); z.close()' \
+	  $(LAYER_ZIP) $(STATIC_BIN)
+	@echo "layer: $(CURDIR)/$(LAYER_ZIP) ($$(stat -c %s $(LAYER_ZIP)) bytes)"
 
 # scripts/demo.sh runs `make venv` itself, so it also works when started directly.
 demo:

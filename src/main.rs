@@ -12,6 +12,7 @@ mod cache;
 mod config;
 mod credentials;
 mod iso8601;
+mod lambda;
 mod logger;
 mod query;
 mod server;
@@ -38,6 +39,9 @@ Serves AWS Secrets Manager secrets, cached, on http://127.0.0.1:2773.
 
 Usage: secrets-manager-agent [--config FILE]
        secrets-manager-agent token     Print a fresh random token (64 hex digits)
+       secrets-manager-agent lambda-extension [--config FILE]
+                                       Run as an AWS Lambda extension (automatic
+                                       when started from /opt/extensions/)
 
 Options:
   --config FILE   TOML config file (keys as AWS's agent; all optional)
@@ -54,6 +58,7 @@ X-Aws-Parameters-Secrets-Token header:
 #[derive(Debug)]
 enum Command {
     Run { config: Option<PathBuf> },
+    Lambda { config: Option<PathBuf> },
     Token,
     Help,
     Version,
@@ -61,9 +66,13 @@ enum Command {
 
 fn parse_args(args: impl Iterator<Item = String>) -> Result<Command, String> {
     let mut config = None;
+    let mut lambda = false;
     let mut args = args.peekable();
+    let mut first = true;
     while let Some(arg) = args.next() {
+        let is_first = std::mem::replace(&mut first, false);
         match arg.as_str() {
+            "lambda-extension" if is_first => lambda = true,
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
             "token" if config.is_none() && args.peek().is_none() => return Ok(Command::Token),
@@ -77,11 +86,26 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Command, String> {
             },
         }
     }
-    Ok(Command::Run { config })
+    Ok(if lambda {
+        Command::Lambda { config }
+    } else {
+        Command::Run { config }
+    })
 }
 
 fn main() -> ExitCode {
-    match parse_args(std::env::args().skip(1)) {
+    let argv0 = std::env::args().next().unwrap_or_default();
+    let runtime_api = std::env::var("AWS_LAMBDA_RUNTIME_API").ok();
+    let command = if lambda::launched_as_extension(&argv0, runtime_api.as_deref()) {
+        // Lambda starts extensions without arguments; a config file can be
+        // named by SECRETS_MANAGER_AGENT_CONFIG instead.
+        Ok(Command::Lambda {
+            config: credentials::env_var("SECRETS_MANAGER_AGENT_CONFIG").map(PathBuf::from),
+        })
+    } else {
+        parse_args(std::env::args().skip(1))
+    };
+    match command {
         Ok(Command::Help) => {
             print!("{USAGE}");
             ExitCode::SUCCESS
@@ -100,14 +124,8 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Ok(Command::Run { config }) => match run(config) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(message) => {
-                log::error!("{message}");
-                eprintln!("{NAME}: error: {message}");
-                ExitCode::from(1)
-            }
-        },
+        Ok(Command::Lambda { config }) => report(run_lambda(config, &argv0)),
+        Ok(Command::Run { config }) => report(run(config)),
         Err(message) => {
             eprintln!("{NAME}: error: {message}\n\n{USAGE}");
             ExitCode::from(2)
@@ -116,17 +134,85 @@ fn main() -> ExitCode {
 }
 
 fn run(config_path: Option<PathBuf>) -> Result<(), String> {
-    let config = match &config_path {
-        Some(path) => Config::load(path).map_err(|e| e.to_string())?,
-        None => Config::default(),
-    };
-    logger::init(config.log_level.to_filter(), config.log_to_file).map_err(|e| {
+    let config = load_config(config_path.as_deref())?;
+    init_logging(&config, config.log_to_file)?;
+    serve(start(&config)?)
+}
+
+/// The Lambda extension's life: register, wait for the first INVOKE, start
+/// serving, and return (ending the process) at SHUTDOWN.
+fn run_lambda(config_path: Option<PathBuf>, argv0: &str) -> Result<(), String> {
+    let config = load_config(config_path.as_deref())?;
+    // Lambda collects stderr into CloudWatch; the function's directory is
+    // read-only, so a log file is neither possible nor wanted.
+    init_logging(&config, false)?;
+    let runtime_api = credentials::env_var("AWS_LAMBDA_RUNTIME_API")
+        .ok_or("AWS_LAMBDA_RUNTIME_API is not set: lambda-extension only runs inside AWS Lambda")?;
+    let extension = lambda::Extension::register(&runtime_api, &lambda::extension_name(argv0))?;
+    log::info!("registered as a Lambda extension; serving starts at the first INVOKE");
+    let mut serving = false;
+    loop {
+        match extension.next_event()? {
+            lambda::Event::Shutdown => {
+                log::info!("Lambda SHUTDOWN: exiting");
+                return Ok(());
+            }
+            lambda::Event::Invoke if !serving => {
+                let agent = start(&config)?;
+                std::thread::Builder::new()
+                    .name("server".into())
+                    .spawn(move || {
+                        if let Err(e) = serve(agent) {
+                            log::error!("{e}");
+                            std::process::exit(1);
+                        }
+                    })
+                    .map_err(|e| format!("cannot start the server thread: {e}"))?;
+                serving = true;
+            }
+            lambda::Event::Invoke => {}
+        }
+    }
+}
+
+fn report(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            log::error!("{message}");
+            eprintln!("{NAME}: error: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load_config(path: Option<&std::path::Path>) -> Result<Config, String> {
+    match path {
+        Some(path) => Config::load(path).map_err(|e| e.to_string()),
+        None => Ok(Config::default()),
+    }
+}
+
+fn init_logging(config: &Config, to_file: bool) -> Result<(), String> {
+    logger::init(config.log_level.to_filter(), to_file).map_err(|e| {
         format!(
             "cannot open the log file {}/{}: {e} (set log_to_file = false to log to stderr)",
             logger::LOG_DIR,
             logger::LOG_FILE
         )
-    })?;
+    })
+}
+
+/// A started agent: bound, configured, not yet serving.
+struct Agent {
+    listener: std::net::TcpListener,
+    settings: server::Settings,
+    api: api::Api<aws::SecretsManager>,
+}
+
+/// Everything up to the listening socket: token, region, endpoints,
+/// credentials (checked with STS when asked), cache, bind, start-up line.
+fn start(config: &Config) -> Result<Agent, String> {
     raise_fd_limit();
 
     let (token, token_var) =
@@ -138,7 +224,7 @@ fn run(config_path: Option<PathBuf>) -> Result<(), String> {
     let profile_name = credentials::env_var("AWS_PROFILE").unwrap_or_else(|| "default".into());
     let profiles = Arc::new(credentials::profile::Profiles::from_env());
     let imds = Arc::new(credentials::imds::Imds::from_env());
-    let region = resolve_region(&config, &profiles, &profile_name, &imds)?;
+    let region = resolve_region(config, &profiles, &profile_name, &imds)?;
     let profile_endpoint = profiles
         .get(&profile_name)
         .and_then(|p| p.get("endpoint_url"))
@@ -211,16 +297,25 @@ fn run(config_path: Option<PathBuf>) -> Result<(), String> {
         "{NAME} {VERSION} listening on http://127.0.0.1:{port}"
     );
     let _ = stdout.flush();
-
-    server::run(
+    Ok(Agent {
         listener,
-        server::Settings {
+        settings: server::Settings {
             client_timeout,
             max_conn: config.max_conn,
         },
-        move |request| api.handle(request),
-    )
-    .map_err(|e| format!("server stopped: {e}"))
+        api,
+    })
+}
+
+/// Serves until the process ends.
+fn serve(agent: Agent) -> Result<(), String> {
+    let Agent {
+        listener,
+        settings,
+        api,
+    } = agent;
+    server::run(listener, settings, move |request| api.handle(request))
+        .map_err(|e| format!("server stopped: {e}"))
 }
 
 /// STS GetCallerIdentity with the credentials the agent will use, so a bad
@@ -321,6 +416,15 @@ mod tests {
         assert!(matches!(args(&["--help"]), Ok(Command::Help)));
         assert!(matches!(args(&["--version"]), Ok(Command::Version)));
         assert!(matches!(args(&["token"]), Ok(Command::Token)));
+        assert!(matches!(
+            args(&["lambda-extension"]),
+            Ok(Command::Lambda { config: None })
+        ));
+        assert!(matches!(
+            args(&["lambda-extension", "--config", "c.toml"]),
+            Ok(Command::Lambda { config: Some(_) })
+        ));
+        assert!(args(&["--config", "c.toml", "lambda-extension"]).is_err());
         assert!(args(&["token", "extra"]).is_err());
         assert!(args(&["--config"]).is_err());
         assert!(args(&["--bogus"]).unwrap_err().contains("--bogus"));

@@ -1,0 +1,188 @@
+"""The agent as a Lambda extension, against a fake Extensions API.
+
+Checks the registration request, that nothing listens before the first INVOKE
+(so a SnapStart snapshot never holds secrets), that secrets are served after it,
+and that SHUTDOWN ends the process cleanly."""
+
+import json
+import queue
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from conftest import LISTEN_RE, free_port, http_request, wait_until
+
+EXT_ID = "3f9c0e1a-ext"
+
+
+class FakeExtensionsApi:
+    """Lambda's Extensions API: register, then event/next long-polls."""
+
+    def __init__(self, register_status=200):
+        self.register_status = register_status
+        self.registrations = []
+        self.next_calls = 0
+        self.bad_requests = []
+        self.events = queue.Queue()
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.path != "/2020-01-01/extension/register":
+                    api.bad_requests.append(("POST", self.path))
+                    return self._send(404, b"{}")
+                api.registrations.append(({k.lower(): v for k, v in self.headers.items()}, json.loads(body or b"{}")))
+                extra = {"Lambda-Extension-Identifier": EXT_ID} if api.register_status == 200 else {}
+                self._send(api.register_status, b'{"functionName":"f","functionVersion":"1","handler":"h"}', extra)
+
+            def do_GET(self):
+                if self.path != "/2020-01-01/extension/event/next":
+                    api.bad_requests.append(("GET", self.path))
+                    return self._send(404, b"{}")
+                if self.headers.get("Lambda-Extension-Identifier") != EXT_ID:
+                    api.bad_requests.append(("GET", "missing identifier"))
+                    return self._send(403, b'{"errorType":"Extension.Forbidden"}')
+                api.next_calls += 1
+                try:
+                    event = api.events.get(timeout=60)
+                except queue.Empty:
+                    return self._send(500, b"{}")
+                self._send(200, json.dumps(event).encode())
+
+            def _send(self, status, body, headers=None):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def send(self, event_type):
+        event = {"eventType": event_type, "deadlineMs": int(time.time() * 1000) + 3000}
+        if event_type == "INVOKE":
+            event["requestId"] = "req-1"
+        else:
+            event["shutdownReason"] = "spindown"
+        self.events.put(event)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def extensions_api():
+    api = FakeExtensionsApi()
+    yield api
+    api.close()
+
+
+def refused(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return False
+    except OSError:
+        return True
+
+
+def test_serves_only_after_first_invoke_and_exits_on_shutdown(agent, fake_upstream, extensions_api):
+    port = free_port()
+    # The config is written to agent.toml in the agent's working directory.
+    proc, token, _, _ = agent.popen(
+        upstream=fake_upstream.url,
+        config={"http_port": port},
+        env={"AWS_LAMBDA_RUNTIME_API": extensions_api.address},
+        args=["lambda-extension", "--config", "agent.toml"],
+    )
+    wait_until(lambda: extensions_api.next_calls >= 1, timeout=15, what="register + event/next")
+    headers, body = extensions_api.registrations[0]
+    assert headers.get("lambda-extension-name") == "secrets-manager-agent"
+    assert body == {"events": ["INVOKE", "SHUTDOWN"]}
+    assert not extensions_api.bad_requests
+
+    # Initialised but not invoked: nothing listens yet.
+    time.sleep(0.5)
+    assert refused(port), "the agent must not serve during Lambda init"
+    assert proc.poll() is None
+
+    extensions_api.send("INVOKE")
+    wait_until(lambda: not refused(port), timeout=15, what="agent listening after INVOKE")
+    status, _, data = http_request(port, "/secretsmanager/get?secretId=lambda-secret",
+                                   {"X-Aws-Parameters-Secrets-Token": token})
+    assert status == 200, data
+    assert json.loads(data)["Name"] == "lambda-secret"
+    wait_until(lambda: extensions_api.next_calls >= 2, timeout=15, what="second event/next")
+
+    extensions_api.send("INVOKE")  # a second INVOKE changes nothing
+    wait_until(lambda: extensions_api.next_calls >= 3, timeout=15, what="third event/next")
+    assert http_request(port, "/ping")[0] == 200
+
+    extensions_api.send("SHUTDOWN")
+    assert proc.wait(timeout=15) == 0
+    out = proc.stdout.read().decode()
+    assert LISTEN_RE.search(out), out
+
+
+def test_session_token_is_the_default_ssrf_token_on_lambda(agent, fake_upstream, extensions_api):
+    """Lambda sets AWS_SESSION_TOKEN; with no AWS_TOKEN it is the token, as with AWS's agent."""
+    port = free_port()
+    proc, _, workdir, _ = agent.popen(
+        upstream=fake_upstream.url,
+        config={"http_port": port},
+        env={"AWS_LAMBDA_RUNTIME_API": extensions_api.address, "AWS_TOKEN": None,
+             "AWS_SESSION_TOKEN": "lambda-session-token"},
+        args=["lambda-extension", "--config"],
+    )
+    # `--config` without a path is a usage error: exit 2, nothing registered.
+    assert proc.wait(timeout=15) == 2
+    assert not extensions_api.registrations
+    proc, _, workdir, _ = agent.popen(
+        upstream=fake_upstream.url,
+        config={"http_port": port},
+        env={"AWS_LAMBDA_RUNTIME_API": extensions_api.address, "AWS_TOKEN": None,
+             "AWS_SESSION_TOKEN": "lambda-session-token"},
+        args=["lambda-extension", "--config", "agent.toml"],
+    )
+    wait_until(lambda: extensions_api.next_calls >= 1, timeout=15, what="event/next")
+    extensions_api.send("INVOKE")
+    wait_until(lambda: not refused(port), timeout=15, what="agent listening after INVOKE")
+    hdr = {"X-Aws-Parameters-Secrets-Token": "lambda-session-token"}
+    assert http_request(port, "/secretsmanager/get?secretId=s1", hdr)[0] == 200
+    assert http_request(port, "/secretsmanager/get?secretId=s1",
+                        {"X-Aws-Parameters-Secrets-Token": "wrong"})[0] == 403
+    extensions_api.send("SHUTDOWN")
+    assert proc.wait(timeout=15) == 0
+
+
+def test_refused_registration_exits_non_zero(agent, fake_upstream):
+    api = FakeExtensionsApi(register_status=403)
+    try:
+        rc, out, err = agent.run_expect_exit(
+            upstream=fake_upstream.url,
+            env={"AWS_LAMBDA_RUNTIME_API": api.address},
+            args=["lambda-extension"],
+        )
+        assert rc == 1, (rc, err)
+        assert "refused the registration" in err
+        assert "listening on" not in out
+    finally:
+        api.close()
+
+
+def test_lambda_mode_needs_the_runtime_api(agent, fake_upstream):
+    rc, _, err = agent.run_expect_exit(upstream=fake_upstream.url, args=["lambda-extension"])
+    assert rc == 1
+    assert "AWS_LAMBDA_RUNTIME_API" in err
