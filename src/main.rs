@@ -16,6 +16,7 @@ mod lambda;
 mod logger;
 mod query;
 mod server;
+mod signals;
 mod sync;
 mod token;
 
@@ -136,7 +137,18 @@ fn main() -> ExitCode {
 fn run(config_path: Option<PathBuf>) -> Result<(), String> {
     let config = load_config(config_path.as_deref())?;
     init_logging(&config, config.log_to_file)?;
+    exit_on_signals()?;
     serve(start(&config)?)
+}
+
+/// SIGTERM/SIGINT end the process with status 0 after a log line.
+fn exit_on_signals() -> Result<(), String> {
+    signals::exit_on_termination(|signal| {
+        log::info!("signal {signal} received: exiting");
+        log::logger().flush();
+        std::process::exit(0);
+    })
+    .map_err(|e| format!("cannot set up signal handling: {e}"))
 }
 
 /// The Lambda extension's life: register, wait for the first INVOKE, start
@@ -146,6 +158,7 @@ fn run_lambda(config_path: Option<PathBuf>, argv0: &str) -> Result<(), String> {
     // Lambda collects stderr into CloudWatch; the function's directory is
     // read-only, so a log file is neither possible nor wanted.
     init_logging(&config, false)?;
+    exit_on_signals()?;
     let runtime_api = credentials::env_var("AWS_LAMBDA_RUNTIME_API")
         .ok_or("AWS_LAMBDA_RUNTIME_API is not set: lambda-extension only runs inside AWS Lambda")?;
     let extension = lambda::Extension::register(&runtime_api, &lambda::extension_name(argv0))?;
