@@ -1,0 +1,95 @@
+# secrets-manager-agent container image: the static musl binary on `scratch`.
+#
+#   docker build -t secrets-manager-agent .
+#   docker build --platform linux/amd64 -t secrets-manager-agent .   # on an arm64 host
+#
+# The image is linux/amd64 (x86_64-unknown-linux-musl, like `make static`). It contains
+# two files: /secrets-manager-agent (about 5 MB) and its config
+# /etc/secrets-manager-agent/config.toml (examples/container-config.toml: logs to
+# stdout/stderr, port 2773). There is no shell, libc or CA bundle: the binary is
+# static and has Mozilla's root certificates compiled in.
+#
+# Networking. The agent binds 127.0.0.1:2773 only, also inside a container, so
+# `docker run -p 2773:2773` does not reach it. Run it as a sidecar that shares the
+# application's network namespace: the containers of an ECS task in awsvpc mode
+# (examples/ecs-task-definition.json), the containers of a Kubernetes pod
+# (examples/kubernetes-pod.yaml), or `docker run --network container:APP ...`.
+# EXPOSE below only documents the port.
+#
+# Token. The agent reads the SSRF token once at start from AWS_TOKEN; the image sets
+# AWS_TOKEN=file:///var/run/awssmatoken/token, so mount a directory holding a file
+# `token` at /var/run/awssmatoken (written by an init container, or a Secret) and
+# give the application the same file. A plain `-e AWS_TOKEN=value` works too.
+#
+# Credentials and region come from the usual places: the ECS task role, EKS IRSA or
+# Pod Identity, AWS_REGION, ... (README.md, "Where the agent finds credentials").
+#
+# Stopping. The agent handles SIGTERM and SIGINT itself (exit status 0), so as the
+# container's PID 1 it stops at once on `docker stop`; no init process is needed.
+#
+# Local try-out, next to an application container named `app`:
+#   docker run -d --name app -v awssmatoken:/var/run/awssmatoken busybox sh -c \
+#     'od -An -vtx1 -N32 /dev/urandom | tr -d " \n" > /var/run/awssmatoken/token;
+#      chmod 0444 /var/run/awssmatoken/token; sleep infinity'
+#   docker run -d --network container:app -v awssmatoken:/var/run/awssmatoken:ro \
+#     -e AWS_REGION -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY -e AWS_SESSION_TOKEN \
+#     secrets-manager-agent
+#   docker exec app sh -c 'wget -qO- --header "X-Aws-Parameters-Secrets-Token: $(cat \
+#     /var/run/awssmatoken/token)" "http://127.0.0.1:2773/secretsmanager/get?secretId=MySecret"'
+
+ARG RUST_VERSION=1
+
+# ---------------------------------------------------------------- build stage
+FROM rust:${RUST_VERSION}-bookworm AS build
+
+# The musl target needs musl-gcc for aws-lc-sys's C code (`file` checks the result).
+# Building on another architecture would compile that C code for the wrong CPU:
+# fail early instead.
+RUN [ "$(uname -m)" = x86_64 ] || { echo "build a linux/amd64 image: docker build --platform linux/amd64 ." >&2; exit 1; }
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends musl-tools file \
+ && rm -rf /var/lib/apt/lists/*
+RUN rustup target add x86_64-unknown-linux-musl
+ENV CC_x86_64_unknown_linux_musl=musl-gcc \
+    CARGO_TERM_COLOR=never
+
+WORKDIR /src
+
+# Dependencies first, with a placeholder main, so that a change under src/ does not
+# rebuild them (aws-lc-sys alone takes minutes).
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir src \
+ && echo 'fn main() {}' > src/main.rs \
+ && cargo build --release --locked --target x86_64-unknown-linux-musl \
+ && rm -rf src
+
+COPY src ./src
+# touch: the copied files may be older than the placeholder build.
+RUN touch src/main.rs \
+ && cargo build --release --locked --target x86_64-unknown-linux-musl \
+ && file target/x86_64-unknown-linux-musl/release/secrets-manager-agent \
+ && ! file target/x86_64-unknown-linux-musl/release/secrets-manager-agent | grep -q 'dynamically linked'
+
+# ---------------------------------------------------------------- final image
+FROM scratch
+
+LABEL org.opencontainers.image.title="secrets-manager-agent" \
+      org.opencontainers.image.description="Local caching agent for AWS Secrets Manager on 127.0.0.1:2773 (drop-in for AWS's Secrets Manager Agent)" \
+      org.opencontainers.image.licenses="Apache-2.0"
+
+COPY --from=build /src/target/x86_64-unknown-linux-musl/release/secrets-manager-agent /secrets-manager-agent
+COPY examples/container-config.toml /etc/secrets-manager-agent/config.toml
+
+# Not root: the distroless "nonroot" ids. Numeric, since scratch has no /etc/passwd.
+# The agent writes nothing (logs go to stdout/stderr), so a read-only root
+# filesystem is fine.
+USER 65532:65532
+
+# Loopback only: reachable from containers sharing this network namespace.
+EXPOSE 2773
+
+# The token file: mount it, e.g. from an emptyDir, a task volume or a Secret.
+ENV AWS_TOKEN=file:///var/run/awssmatoken/token
+
+ENTRYPOINT ["/secrets-manager-agent"]
+CMD ["--config", "/etc/secrets-manager-agent/config.toml"]

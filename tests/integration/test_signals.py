@@ -1,0 +1,53 @@
+"""SIGTERM and SIGINT end the agent cleanly, also as PID 1 of a PID namespace
+(a container's first process gets no default signal handling)."""
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import LISTEN_RE, agent_bin, agent_env, DUMMY_CREDS, wait_until
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_exits_zero(agent, fake_upstream, sig):
+    ag = agent(upstream=fake_upstream.url)
+    assert ag.get("/ping")[0] == 200
+    ag.proc.send_signal(sig)
+    assert ag.proc.wait(timeout=10) == 0
+    assert "received: exiting" in ag.stderr
+
+
+def _children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare")
+def test_sigterm_as_pid_one(tmp_path, fake_upstream):
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text('http_port = 0\nlog_to_file = false\nvalidate_credentials = false\nregion = "us-east-1"\n')
+    env = agent_env(fake_upstream.url, "tok", DUMMY_CREDS, home=tmp_path)
+    proc = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--kill-child", str(agent_bin()), "--config", str(cfg)],
+        cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        line = proc.stdout.readline().decode()
+        assert LISTEN_RE.search(line), line
+        child = wait_until(lambda: _children(proc.pid), timeout=5, what="the agent under unshare")[0]
+        with open(f"/proc/{child}/status") as f:
+            nspid = [l for l in f if l.startswith("NSpid:")][0].split()
+        assert nspid[-1] == "1", nspid  # PID 1 inside its namespace
+        os.kill(child, signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
