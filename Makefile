@@ -4,6 +4,7 @@
 #   make test    unit tests (cargo test) + integration tests (pytest against moto)
 #   make lint    rustfmt --check + clippy with warnings denied
 #   make static  fully static musl release binary (needs musl-tools and the musl rustup target)
+#   make static-ring  the same with the ring TLS provider: smallest, no post-quantum key exchange
 #   make build   optimised release binary for the host (glibc)
 #   make lambda-layer  Lambda layer zip (extensions/secrets-manager-agent) from the static binary
 #   make clean   remove build output, the Python venv and logs
@@ -21,7 +22,7 @@ DEBUG_BIN   := $(CURDIR)/target/debug/$(BIN_NAME)
 # Extra arguments for pytest, e.g. `make test PYTEST_ARGS="-k cache -x"`.
 PYTEST_ARGS ?=
 
-.PHONY: all build venv test unit-test integration-test lint static demo clean lambda-layer
+.PHONY: all build venv test unit-test integration-test lint static static-ring musl-build describe size-check demo clean lambda-layer
 
 all: build
 
@@ -38,7 +39,7 @@ $(VENV)/.stamp: tests/requirements.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 	@touch $@
 
-test: unit-test integration-test
+test: unit-test size-check integration-test
 
 unit-test:
 	@echo "==> cargo test (unit tests)"
@@ -58,17 +59,41 @@ lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 
 # aws-lc-sys compiles C code: for the musl target it needs musl-gcc (Debian package musl-tools).
+# The default build must stay within SIZE_BUDGET bytes (3.5 MB); `make test` checks it.
+SIZE_BUDGET := 3500000
+RING_DIR    := target/ring
+
 static:
+	@$(MAKE) --no-print-directory musl-build FEATURES= DIR=target
+	@$(MAKE) --no-print-directory describe BIN=$(STATIC_BIN)
+
+# The smallest build: ring instead of aws-lc-rs (no post-quantum key exchange).
+static-ring:
+	@$(MAKE) --no-print-directory musl-build FEATURES="--no-default-features --features ring" DIR=$(RING_DIR)
+	@$(MAKE) --no-print-directory describe BIN=$(RING_DIR)/$(MUSL_TARGET)/release/$(BIN_NAME)
+
+musl-build:
 	@command -v musl-gcc >/dev/null || { echo "musl-gcc not found: apt-get install musl-tools" >&2; exit 1; }
 	@rustup target list --installed 2>/dev/null | grep -qx $(MUSL_TARGET) || \
 	  { echo "rust target missing: rustup target add $(MUSL_TARGET)" >&2; exit 1; }
-	CC_x86_64_unknown_linux_musl=musl-gcc $(CARGO) build --release --target $(MUSL_TARGET)
-	@echo "static binary: $(CURDIR)/$(STATIC_BIN)"
-	@file $(STATIC_BIN)
+	CC_x86_64_unknown_linux_musl=musl-gcc $(CARGO) build --release --target $(MUSL_TARGET) --target-dir $(DIR) $(FEATURES)
+
+describe:
+	@echo "static binary: $(CURDIR)/$(BIN)"
+	@file $(BIN)
+	@bytes=$$(stat -c %s $(BIN)); \
+	  echo "size: $$bytes bytes ($$(awk -v b=$$bytes 'BEGIN { printf "%.2f", b / 1000000 }') MB)"
+	@if file $(BIN) | grep -q 'dynamically linked'; then \
+	  echo "ERROR: $(BIN) is dynamically linked" >&2; exit 1; fi
+	@if ldd $(BIN) 2>&1 | grep -q '=>'; then \
+	  echo "ERROR: ldd finds libraries for $(BIN)" >&2; exit 1; fi
+
+# Fails when the default static build is larger than the budget.
+size-check: static
 	@bytes=$$(stat -c %s $(STATIC_BIN)); \
-	  echo "size: $$bytes bytes ($$(awk -v b=$$bytes 'BEGIN { printf "%.2f", b / 1048576 }') MiB)"
-	@if file $(STATIC_BIN) | grep -q 'dynamically linked'; then \
-	  echo "ERROR: $(STATIC_BIN) is dynamically linked" >&2; exit 1; fi
+	  if [ $$bytes -gt $(SIZE_BUDGET) ]; then \
+	    echo "FAIL: $(STATIC_BIN) is $$bytes bytes, over the $(SIZE_BUDGET)-byte budget" >&2; exit 1; \
+	  else echo "size check: $$bytes bytes <= $(SIZE_BUDGET) budget"; fi
 
 LAYER_ZIP := target/lambda/secrets-manager-agent-layer.zip
 

@@ -52,7 +52,7 @@ impl Transport {
     }
 
     fn build(timeouts: Timeouts, proxy: Option<ureq::Proxy>, roots: RootCerts) -> Transport {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let provider = Arc::new(crypto_provider());
         let tls = TlsConfig::builder()
             .provider(TlsProvider::Rustls)
             .root_certs(roots)
@@ -90,8 +90,9 @@ impl Transport {
         for (name, value) in headers {
             request = request.header(name, value);
         }
-        // A GET or PUT without a body must not announce one.
-        let sent = if body.is_empty() && method != "POST" {
+        // A GET carries no body at all; a bodiless PUT (the IMDS token) says
+        // `Content-Length: 0`, which simple metadata servers expect.
+        let sent = if method == "GET" {
             request.body(()).map(|r| self.agent.run(r))
         } else {
             request.body(body).map(|r| self.agent.run(r))
@@ -141,6 +142,19 @@ impl Transport {
         }
     }
 }
+
+#[cfg(feature = "aws-lc")]
+fn crypto_provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::aws_lc_rs::default_provider()
+}
+
+#[cfg(all(feature = "ring", not(feature = "aws-lc")))]
+fn crypto_provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+#[cfg(not(any(feature = "aws-lc", feature = "ring")))]
+compile_error!("enable a TLS crypto provider: feature `aws-lc` (default) or `ring`");
 
 /// The trust roots for AWS APIs: Mozilla's, compiled in (scratch containers
 /// have no CA files), or the PEM bundle named by `AWS_CA_BUNDLE` instead, for
@@ -210,9 +224,10 @@ mod tests {
         assert!(roots_from_pem(bogus).is_err());
     }
 
+    #[cfg(feature = "aws-lc")]
     #[test]
     fn post_quantum_key_exchange_is_offered_first() {
-        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        let provider = crypto_provider();
         let first = provider.kx_groups.first().map(|g| g.name());
         assert_eq!(first, Some(rustls::NamedGroup::X25519MLKEM768));
     }

@@ -92,8 +92,9 @@ impl Container {
                         status: 500..=599, ..
                     },
                 )
-                | Err(e @ UpstreamError::Timeout)
                 | Err(e @ UpstreamError::Connection(_)) => last = format!("{uri}: {e}"),
+                // A timeout is not retried: three of them would hold the
+                // request for 15 s.
                 Err(e) => return Err(format!("{uri}: {e}")),
             }
         }
