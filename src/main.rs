@@ -6,25 +6,15 @@
 //! A request's path: `server` (socket) → `api` (checks, routes) → `cache` →
 //! `aws::secrets_manager` (signed call) and back.
 
-mod api;
-mod aws;
-mod cache;
-mod config;
-mod credentials;
-mod iso8601;
-mod lambda;
-mod logger;
-mod query;
-mod server;
-mod signals;
-mod sync;
-mod token;
-
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+
+use secrets_manager_agent::{
+    api, aws, cache, config, credentials, lambda, logger, server, signals, token,
+};
 
 use aws::endpoint;
 use aws::transport::{Timeouts, Transport};

@@ -230,7 +230,7 @@ pub(crate) fn from_sts_xml(body: &[u8], source: &str) -> Result<Credentials, Str
 }
 
 /// Reads an environment variable; blank counts as unset.
-pub(crate) fn env_var(name: &str) -> Option<String> {
+pub fn env_var(name: &str) -> Option<String> {
     std::env::var(name)
         .ok()
         .map(|v| v.trim().to_string())
