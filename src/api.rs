@@ -84,7 +84,7 @@ impl Drop for Slot<'_> {
     }
 }
 
-impl<U: Upstream> Api<U> {
+impl<U: Upstream + 'static> Api<U> {
     pub fn new(mut settings: Settings, cache: Cache<U>) -> Api<U> {
         for h in &mut settings.ssrf_headers {
             h.make_ascii_lowercase();
@@ -129,6 +129,11 @@ impl<U: Upstream> Api<U> {
             Ok((secret, refresh_now)) => self.secret(&secret, refresh_now),
             Err(response) => response,
         }
+    }
+
+    /// Overwrites the cached secrets (at exit).
+    pub fn wipe(&self) {
+        self.cache.wipe();
     }
 
     fn take_slot(&self, limit: usize) -> Option<Slot<'_>> {
@@ -257,6 +262,7 @@ mod tests {
     use crate::aws::secrets_manager::Description;
     use crate::aws::{SecretValue, UpstreamError};
     use crate::cache;
+    use crate::secret::SecretBytes;
     use std::time::Duration;
 
     /// Answers every GetSecretValue with the query echoed back.
@@ -272,8 +278,10 @@ mod tests {
                 });
             }
             Ok(SecretValue {
-                body: format!("{}|{:?}|{:?}", q.secret_id, q.version_id, q.version_stage)
-                    .into_bytes(),
+                body: SecretBytes::new(
+                    format!("{}|{:?}|{:?}", q.secret_id, q.version_id, q.version_stage)
+                        .into_bytes(),
+                ),
                 version_id: "v1".into(),
             })
         }

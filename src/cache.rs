@@ -3,21 +3,33 @@
 //! single upstream call.
 //!
 //! No lock is held while talking to AWS, so a slow call for one secret never
-//! delays a hit on another.
+//! delays a hit on another. An entry that is read shortly before its TTL ends
+//! is refreshed in the background ("refresh-ahead"), so a steady reader never
+//! waits for Secrets Manager; entries nobody reads simply expire.
 
 use std::collections::HashMap;
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::aws::retry::random_unit;
 use crate::aws::secrets_manager::Description;
 use crate::aws::{SecretQuery, SecretValue, SecretsManager, UpstreamError};
+use crate::secret::SecretBytes;
 use crate::sync::lock;
 
 /// The stage a request without `versionId`/`versionStage` asks for.
 const CURRENT: &str = "AWSCURRENT";
 
-/// A rendered response body, shared by the cache and every writer of it.
-pub type Body = Arc<[u8]>;
+/// A rendered response body, shared by the cache and every writer of it;
+/// zeroed when the last of them lets go.
+pub type Body = Arc<SecretBytes>;
+
+/// Background refreshes running at once; more wait in a short queue.
+const REFRESHERS: usize = 2;
+/// Refreshes waiting for a refresher; beyond this, a refresh is skipped and
+/// the entry revalidates on its next read after expiry.
+const REFRESH_QUEUE: usize = 64;
 pub type Served = Result<Body, UpstreamError>;
 
 /// The upstream the cache fills from; a trait so tests can count calls.
@@ -43,6 +55,13 @@ pub struct Settings {
 }
 
 pub struct Cache<U> {
+    shared: Arc<Shared<U>>,
+    /// Keys to refresh ahead of expiry; `None` when nothing is cached (TTL 0).
+    refresh: Option<SyncSender<SecretQuery>>,
+}
+
+/// The state the request threads and the refreshers share.
+struct Shared<U> {
     upstream: U,
     settings: Settings,
     entries: Mutex<HashMap<SecretQuery, Entry>>,
@@ -53,7 +72,35 @@ struct Entry {
     body: Body,
     version_id: String,
     fresh_until: Instant,
+    /// Reads from here on queue a background refresh (jittered per entry, so a
+    /// fleet of agents does not call AWS in lockstep).
+    refresh_after: Instant,
+    refresh_queued: bool,
     last_used: Instant,
+}
+
+impl Entry {
+    fn new(body: Body, version_id: String, ttl: Duration) -> Entry {
+        let now = Instant::now();
+        let mut entry = Entry {
+            body,
+            version_id,
+            fresh_until: now,
+            refresh_after: now,
+            refresh_queued: false,
+            last_used: now,
+        };
+        entry.restart(ttl);
+        entry
+    }
+
+    /// A new TTL from now; the refresh point falls in its last 10 to 20 %.
+    fn restart(&mut self, ttl: Duration) {
+        let now = Instant::now();
+        self.fresh_until = now + ttl;
+        self.refresh_after = self.fresh_until - ttl.mul_f64(0.1 + 0.1 * random_unit());
+        self.refresh_queued = false;
+    }
 }
 
 /// One upstream call in progress; followers wait on it for the leader's result.
@@ -65,47 +112,136 @@ struct Flight {
 
 /// What a lookup found.
 enum Lookup {
-    Fresh(Body),
+    Fresh { body: Body, refresh: bool },
     Expired { body: Body, version_id: String },
     Missing,
 }
 
-impl<U: Upstream> Cache<U> {
+impl<U: Upstream + 'static> Cache<U> {
     pub fn new(upstream: U, settings: Settings) -> Cache<U> {
-        Cache {
+        let shared = Arc::new(Shared {
             upstream,
             settings,
             entries: Mutex::new(HashMap::new()),
             flights: Mutex::new(HashMap::new()),
-        }
+        });
+        let refresh = if settings.ttl.is_zero() {
+            None
+        } else {
+            start_refreshers(&shared)
+        };
+        Cache { shared, refresh }
     }
 
     /// Answers a client's request: from memory when fresh, else from AWS.
     /// `refresh_now` always asks GetSecretValue and leaves the cache as it was
     /// on failure.
     pub fn get(&self, query: &SecretQuery, refresh_now: bool) -> Served {
-        if self.settings.ttl.is_zero() {
-            return self.upstream.get_secret_value(query).map(|v| v.body.into());
+        let shared = &*self.shared;
+        if shared.settings.ttl.is_zero() {
+            return shared
+                .upstream
+                .get_secret_value(query)
+                .map(|v| Arc::new(v.body));
         }
         if refresh_now {
-            return self.fetch_and_store(query);
+            return shared.fetch_and_store(query);
         }
-        match self.lookup(query) {
-            Lookup::Fresh(body) => Ok(body),
-            Lookup::Missing => self.single_flight(query, || self.fetch_and_store(query)),
+        match shared.lookup(query) {
+            Lookup::Fresh { body, refresh } => {
+                if refresh {
+                    self.queue_refresh(query);
+                }
+                Ok(body)
+            }
+            Lookup::Missing => shared.single_flight(query, || shared.fetch_and_store(query)),
             Lookup::Expired { body, version_id } => {
-                self.single_flight(query, || self.revalidate(query, body, &version_id))
+                shared.single_flight(query, || shared.revalidate(query, body, &version_id))
             }
         }
     }
 
+    fn queue_refresh(&self, query: &SecretQuery) {
+        let Some(refresh) = &self.refresh else { return };
+        match refresh.try_send(query.clone()) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                log::debug!(
+                    "refresh queue full; {} will revalidate when it expires",
+                    query.secret_id
+                );
+                self.shared.refresh_done(query);
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// Overwrites every cached secret that no response is using right now and
+    /// empties the cache (at exit).
+    pub fn wipe(&self) {
+        let mut entries = lock(&self.shared.entries);
+        for entry in entries.values_mut() {
+            if let Some(body) = Arc::get_mut(&mut entry.body) {
+                body.wipe();
+            }
+        }
+        entries.clear();
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        lock(&self.shared.entries).len()
+    }
+}
+
+/// The refresher threads; they end when the cache (and so the sender) is dropped.
+fn start_refreshers<U: Upstream + 'static>(
+    shared: &Arc<Shared<U>>,
+) -> Option<SyncSender<SecretQuery>> {
+    let (tx, rx) = mpsc::sync_channel::<SecretQuery>(REFRESH_QUEUE);
+    let rx = Arc::new(Mutex::new(rx));
+    let mut started = 0;
+    for _ in 0..REFRESHERS {
+        let (shared, rx) = (shared.clone(), rx.clone());
+        let spawned = std::thread::Builder::new()
+            .name("refresh".into())
+            .spawn(move || refresher(&shared, &rx));
+        match spawned {
+            Ok(_) => started += 1,
+            Err(e) => log::warn!("cannot start a refresh thread: {e}"),
+        }
+    }
+    (started > 0).then_some(tx)
+}
+
+fn refresher<U: Upstream>(shared: &Shared<U>, rx: &Mutex<Receiver<SecretQuery>>) {
+    loop {
+        let next = lock(rx).recv();
+        let Ok(query) = next else { return };
+        shared.refresh_ahead(&query);
+    }
+}
+
+impl<U: Upstream> Shared<U> {
     fn lookup(&self, query: &SecretQuery) -> Lookup {
         let now = Instant::now();
         let mut entries = lock(&self.entries);
         match entries.get_mut(query) {
-            Some(entry) if now < entry.fresh_until => {
+            // While a refresh-ahead is queued or running, the entry keeps
+            // answering for up to one more TTL: readers do not wait for it.
+            Some(entry)
+                if now < entry.fresh_until
+                    || (entry.refresh_queued && now < entry.fresh_until + self.settings.ttl) =>
+            {
                 entry.last_used = now;
-                Lookup::Fresh(entry.body.clone())
+                let refresh = now >= entry.refresh_after && !entry.refresh_queued;
+                if refresh {
+                    entry.refresh_queued = true;
+                }
+                Lookup::Fresh {
+                    body: entry.body.clone(),
+                    refresh,
+                }
             }
             Some(entry) => Lookup::Expired {
                 body: entry.body.clone(),
@@ -184,10 +320,33 @@ impl<U: Upstream> Cache<U> {
         }
     }
 
+    /// A background refresh of an entry read near the end of its TTL: the
+    /// same revalidation an expired entry gets, but nobody waits for it.
+    fn refresh_ahead(&self, query: &SecretQuery) {
+        let current = lock(&self.entries)
+            .get(query)
+            .map(|e| (e.body.clone(), e.version_id.clone()));
+        let Some((body, version_id)) = current else {
+            return;
+        };
+        log::debug!("refreshing {} ahead of expiry", query.secret_id);
+        if let Err(e) = self.single_flight(query, || self.revalidate(query, body, &version_id)) {
+            log::warn!("background refresh of {} failed: {e}", query.secret_id);
+        }
+        self.refresh_done(query);
+    }
+
+    /// A refresh-ahead ended (or was dropped): if it did not restart the TTL,
+    /// the entry expires normally and the next read revalidates it.
+    fn refresh_done(&self, query: &SecretQuery) {
+        if let Some(entry) = lock(&self.entries).get_mut(query) {
+            entry.refresh_queued = false;
+        }
+    }
+
     fn fetch_and_store(&self, query: &SecretQuery) -> Served {
         let value = self.upstream.get_secret_value(query)?;
-        let body: Body = value.body.into();
-        let now = Instant::now();
+        let body: Body = Arc::new(value.body);
         let mut entries = lock(&self.entries);
         if !entries.contains_key(query) && entries.len() >= self.settings.capacity {
             let oldest = entries
@@ -200,12 +359,7 @@ impl<U: Upstream> Cache<U> {
         }
         entries.insert(
             query.clone(),
-            Entry {
-                body: body.clone(),
-                version_id: value.version_id,
-                fresh_until: now + self.settings.ttl,
-                last_used: now,
-            },
+            Entry::new(body.clone(), value.version_id, self.settings.ttl),
         );
         Ok(body)
     }
@@ -214,19 +368,14 @@ impl<U: Upstream> Cache<U> {
         let mut entries = lock(&self.entries);
         if let Some(entry) = entries.get_mut(query) {
             if entry.version_id == version_id {
-                entry.fresh_until = Instant::now() + self.settings.ttl;
+                entry.restart(self.settings.ttl);
             }
         }
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        lock(&self.entries).len()
     }
 }
 
 struct Publish<'a, U: Upstream> {
-    cache: &'a Cache<U>,
+    cache: &'a Shared<U>,
     query: &'a SecretQuery,
     flight: &'a Flight,
     result: Served,
@@ -297,7 +446,7 @@ mod tests {
             self.fail_if_down()?;
             let (version, value) = lock(&self.version).clone();
             Ok(SecretValue {
-                body: value.into_bytes(),
+                body: SecretBytes::new(value.into_bytes()),
                 version_id: version,
             })
         }
@@ -336,7 +485,7 @@ mod tests {
         let cache = Cache::new(Fake::new("v1", "one"), settings(60_000));
         assert_eq!(text(cache.get(&query("a"), false)), "one");
         assert_eq!(text(cache.get(&query("a"), false)), "one");
-        assert_eq!(cache.upstream.gets.load(Ordering::SeqCst), 1);
+        assert_eq!(cache.shared.upstream.gets.load(Ordering::SeqCst), 1);
     }
 
     #[test]
@@ -345,20 +494,20 @@ mod tests {
         cache.get(&query("a"), false).unwrap();
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(text(cache.get(&query("a"), false)), "one");
-        assert_eq!(cache.upstream.gets.load(Ordering::SeqCst), 1);
-        assert_eq!(cache.upstream.describes.load(Ordering::SeqCst), 1);
+        assert_eq!(cache.shared.upstream.gets.load(Ordering::SeqCst), 1);
+        assert_eq!(cache.shared.upstream.describes.load(Ordering::SeqCst), 1);
 
-        cache.upstream.set("v2", "two");
+        cache.shared.upstream.set("v2", "two");
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(text(cache.get(&query("a"), false)), "two");
-        assert_eq!(cache.upstream.gets.load(Ordering::SeqCst), 2);
+        assert_eq!(cache.shared.upstream.gets.load(Ordering::SeqCst), 2);
     }
 
     #[test]
     fn transient_errors_serve_stale_only_when_allowed() {
         let cache = Cache::new(Fake::new("v1", "one"), settings(10));
         cache.get(&query("a"), false).unwrap();
-        cache.upstream.down.store(true, Ordering::SeqCst);
+        cache.shared.upstream.down.store(true, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(text(cache.get(&query("a"), false)), "one");
 
@@ -368,20 +517,23 @@ mod tests {
         };
         let cache = Cache::new(Fake::new("v1", "one"), strict);
         cache.get(&query("a"), false).unwrap();
-        cache.upstream.down.store(true, Ordering::SeqCst);
+        cache.shared.upstream.down.store(true, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(cache.get(&query("a"), false), Err(UpstreamError::Timeout));
+        assert_eq!(
+            cache.get(&query("a"), false).err(),
+            Some(UpstreamError::Timeout)
+        );
     }
 
     #[test]
     fn refresh_now_failure_keeps_the_cache() {
         let cache = Cache::new(Fake::new("v1", "one"), settings(60_000));
         cache.get(&query("a"), false).unwrap();
-        cache.upstream.down.store(true, Ordering::SeqCst);
+        cache.shared.upstream.down.store(true, Ordering::SeqCst);
         assert!(cache.get(&query("a"), true).is_err());
-        cache.upstream.down.store(false, Ordering::SeqCst);
+        cache.shared.upstream.down.store(false, Ordering::SeqCst);
         assert_eq!(text(cache.get(&query("a"), false)), "one");
-        cache.upstream.set("v2", "two");
+        cache.shared.upstream.set("v2", "two");
         assert_eq!(text(cache.get(&query("a"), true)), "two");
         assert_eq!(text(cache.get(&query("a"), false)), "two");
     }
@@ -391,7 +543,7 @@ mod tests {
         let cache = Cache::new(Fake::new("v1", "one"), settings(0));
         cache.get(&query("a"), false).unwrap();
         cache.get(&query("a"), false).unwrap();
-        assert_eq!(cache.upstream.gets.load(Ordering::SeqCst), 2);
+        assert_eq!(cache.shared.upstream.gets.load(Ordering::SeqCst), 2);
         assert_eq!(cache.len(), 0);
 
         let cache = Cache::new(Fake::new("v1", "one"), settings(60_000));
@@ -400,7 +552,7 @@ mod tests {
         }
         assert_eq!(cache.len(), 2);
         // "a" was the least recently used when "c" arrived, so it was fetched again.
-        assert_eq!(cache.upstream.gets.load(Ordering::SeqCst), 4);
+        assert_eq!(cache.shared.upstream.gets.load(Ordering::SeqCst), 4);
     }
 
     #[test]
@@ -419,7 +571,43 @@ mod tests {
         for t in threads {
             assert_eq!(t.join().unwrap(), "one");
         }
-        assert_eq!(cache.upstream.gets.load(Ordering::SeqCst), 1);
+        assert_eq!(cache.shared.upstream.gets.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn reads_near_expiry_refresh_in_the_background() {
+        let cache = Cache::new(Fake::new("v1", "one"), settings(400));
+        cache.get(&query("a"), false).unwrap();
+        // Inside the last 10-20 % of the TTL: served at once, refreshed behind.
+        std::thread::sleep(Duration::from_millis(370));
+        assert_eq!(text(cache.get(&query("a"), false)), "one");
+        let describes = || cache.shared.upstream.describes.load(Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while describes() == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(describes(), 1);
+        // The TTL restarted: past the first expiry it is still a plain hit.
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(text(cache.get(&query("a"), false)), "one");
+        assert_eq!(cache.shared.upstream.gets.load(Ordering::SeqCst), 1);
+        assert_eq!(describes(), 1);
+    }
+
+    #[test]
+    fn unread_entries_are_not_refreshed() {
+        let cache = Cache::new(Fake::new("v1", "one"), settings(100));
+        cache.get(&query("a"), false).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(cache.shared.upstream.describes.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn wipe_empties_the_cache() {
+        let cache = Cache::new(Fake::new("v1", "one"), settings(60_000));
+        cache.get(&query("a"), false).unwrap();
+        cache.wipe();
+        assert_eq!(cache.len(), 0);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod iso8601;
 pub mod lambda;
 pub mod logger;
 pub mod query;
+pub mod secret;
 pub mod server;
 pub mod signals;
 pub mod sync;

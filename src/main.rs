@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use secrets_manager_agent::{
@@ -131,14 +131,29 @@ fn run(config_path: Option<PathBuf>) -> Result<(), String> {
     serve(start(&config)?)
 }
 
-/// SIGTERM/SIGINT end the process with status 0 after a log line.
+/// The running agent's API, for the exit paths that wipe its cache.
+static RUNNING: OnceLock<Arc<Api>> = OnceLock::new();
+
+type Api = api::Api<aws::SecretsManager>;
+
+/// Overwrites the cached secrets; the last thing before a normal exit.
+fn wipe_cache() {
+    if let Some(api) = RUNNING.get() {
+        api.wipe();
+    }
+}
+
+/// SIGTERM/SIGINT wipe the cache and end the process with status 0.
 fn exit_on_signals() -> Result<(), String> {
-    signals::exit_on_termination(|signal| {
+    let failed = |e: std::io::Error| format!("cannot set up signal handling: {e}");
+    signals::block_termination().map_err(failed)?;
+    signals::on_termination(|signal| {
         log::info!("signal {signal} received: exiting");
+        wipe_cache();
         log::logger().flush();
         std::process::exit(0);
     })
-    .map_err(|e| format!("cannot set up signal handling: {e}"))
+    .map_err(failed)
 }
 
 /// The Lambda extension's life: register, wait for the first INVOKE, start
@@ -158,6 +173,7 @@ fn run_lambda(config_path: Option<PathBuf>, argv0: &str) -> Result<(), String> {
         match extension.next_event()? {
             lambda::Event::Shutdown => {
                 log::info!("Lambda SHUTDOWN: exiting");
+                wipe_cache();
                 return Ok(());
             }
             lambda::Event::Invoke if !serving => {
@@ -210,13 +226,14 @@ fn init_logging(config: &Config, to_file: bool) -> Result<(), String> {
 struct Agent {
     listener: std::net::TcpListener,
     settings: server::Settings,
-    api: api::Api<aws::SecretsManager>,
+    api: Arc<Api>,
 }
 
 /// Everything up to the listening socket: token, region, endpoints,
 /// credentials (checked with STS when asked), cache, bind, start-up line.
 fn start(config: &Config) -> Result<Agent, String> {
     raise_fd_limit();
+    forbid_core_dumps();
 
     let (token, token_var) =
         token::Token::from_env(&config.ssrf_env_variables).map_err(|e| e.to_string())?;
@@ -274,7 +291,7 @@ fn start(config: &Config) -> Result<Agent, String> {
             ignore_transient_errors: config.ignore_transient_errors,
         },
     );
-    let api = api::Api::new(
+    let api = Arc::new(api::Api::new(
         api::Settings {
             token,
             ssrf_headers: config.ssrf_headers.clone(),
@@ -282,7 +299,8 @@ fn start(config: &Config) -> Result<Agent, String> {
             max_conn: config.max_conn,
         },
         cache,
-    );
+    ));
+    let _ = RUNNING.set(api.clone());
 
     let listener = server::bind(config.http_port)
         .map_err(|e| format!("cannot listen on 127.0.0.1:{}: {e}", config.http_port))?;
@@ -377,6 +395,25 @@ fn env_millis(name: &str, default: u64) -> Result<Duration, String> {
                 "{name}={v} is not valid: expected milliseconds from 1 to 600000"
             )),
         },
+    }
+}
+
+/// A crash or `gcore` must not write cached secrets to disk: no core dumps,
+/// and non-dumpable also keeps other processes of the same user from
+/// attaching with ptrace or reading /proc/PID/mem.
+fn forbid_core_dumps() {
+    let none = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls with valid arguments.
+    unsafe {
+        if libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 {
+            log::warn!("could not mark the process non-dumpable");
+        }
+        if libc::setrlimit(libc::RLIMIT_CORE, &none) != 0 {
+            log::warn!("could not disable core dumps");
+        }
     }
 }
 

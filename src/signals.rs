@@ -8,22 +8,33 @@
 
 use std::io;
 
-/// Blocks SIGTERM and SIGINT in this thread (and so in every thread spawned
-/// after it) and starts the thread that waits for them and runs `on_signal`.
-/// Call before any other thread is started.
-pub fn exit_on_termination(on_signal: impl FnOnce(i32) + Send + 'static) -> io::Result<()> {
+fn termination_signals() -> libc::sigset_t {
     // SAFETY: plain signal-set manipulation on a local, zero-initialised set.
-    let set = unsafe {
+    unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
-        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        if rc != 0 {
-            return Err(io::Error::from_raw_os_error(rc));
-        }
         set
-    };
+    }
+}
+
+/// Blocks SIGTERM and SIGINT in this thread and so in every thread spawned
+/// after it. Call before any other thread is started.
+pub fn block_termination() -> io::Result<()> {
+    let set = termination_signals();
+    // SAFETY: `set` is a valid signal set; the old mask is not needed.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
+/// Starts the thread that waits for SIGTERM or SIGINT (blocked beforehand by
+/// [`block_termination`]) and runs `on_signal`.
+pub fn on_termination(on_signal: impl FnOnce(i32) + Send + 'static) -> io::Result<()> {
+    let set = termination_signals();
     std::thread::Builder::new()
         .name("signals".into())
         .stack_size(64 * 1024)

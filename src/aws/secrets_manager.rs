@@ -7,8 +7,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use zeroize::Zeroize;
+
 use super::client::Client;
 use super::error::UpstreamError;
+use crate::secret::SecretBytes;
 
 /// What a client asked for: the cache key and the GetSecretValue input.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -21,7 +24,7 @@ pub struct SecretQuery {
 /// A GetSecretValue answer, already rendered as the body the agent serves.
 /// No `Debug`: the body holds the secret.
 pub struct SecretValue {
-    pub body: Vec<u8>,
+    pub body: SecretBytes,
     pub version_id: String,
 }
 
@@ -97,7 +100,8 @@ impl SecretsManager {
             version_id: query.version_id.as_deref(),
             version_stage: query.version_stage.as_deref(),
         };
-        let reply = self.call("GetSecretValue", &input)?;
+        // The raw answer holds the secret too: overwritten once rendered.
+        let reply = SecretBytes::new(self.call("GetSecretValue", &input)?);
         render(&reply)
     }
 
@@ -143,12 +147,22 @@ fn render(reply: &[u8]) -> Result<SecretValue, UpstreamError> {
         version_stages: out.version_stages.as_deref(),
         created_date: out.created_date.map(|d| d.to_string()),
     };
-    let body = serde_json::to_vec(&served)
+    // Sized up front so the buffer never reallocates (a reallocation would
+    // free a copy of the secret without overwriting it).
+    let mut body = Vec::with_capacity(reply.len() + 64);
+    serde_json::to_writer(&mut body, &served)
         .map_err(|e| UpstreamError::Internal(format!("cannot render secret: {e}")))?;
     Ok(SecretValue {
-        body,
-        version_id: out.version_id.unwrap_or_default(),
+        body: SecretBytes::new(body),
+        version_id: out.version_id.clone().unwrap_or_default(),
     })
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        self.secret_string.zeroize();
+        self.secret_binary.zeroize();
+    }
 }
 
 #[cfg(test)]
@@ -163,7 +177,7 @@ mod tests {
             "ARN":"arn:aws:secretsmanager:us-east-1:123456789012:secret:MyTest-tKAqXa"}"#;
         let v = render(upstream).unwrap();
         assert_eq!(
-            String::from_utf8(v.body).unwrap(),
+            String::from_utf8(v.body.to_vec()).unwrap(),
             r#"{"ARN":"arn:aws:secretsmanager:us-east-1:123456789012:secret:MyTest-tKAqXa","Name":"MyTest","VersionId":"v1","SecretString":"{\"user\":\"admin\"}","VersionStages":["AWSCURRENT"],"CreatedDate":"1795900097"}"#
         );
         assert_eq!(v.version_id, "v1");
@@ -174,7 +188,7 @@ mod tests {
         let v =
             render(br#"{"Name":"b","SecretBinary":"AAEC","CreatedDate":1523477145.713}"#).unwrap();
         assert_eq!(
-            String::from_utf8(v.body).unwrap(),
+            String::from_utf8(v.body.to_vec()).unwrap(),
             r#"{"Name":"b","SecretBinary":"AAEC","CreatedDate":"1523477145.713"}"#
         );
     }

@@ -1,0 +1,57 @@
+//! Secret bytes that are overwritten when they are dropped: evicted or
+//! replaced cache entries, finished responses, and the cache at exit.
+
+use std::fmt;
+use std::ops::Deref;
+
+use zeroize::Zeroize;
+
+/// A buffer holding secret material (a rendered GetSecretValue body). Its
+/// memory, spare capacity included, is zeroed on drop. `Debug` shows only
+/// the length.
+pub struct SecretBytes(Vec<u8>);
+
+impl SecretBytes {
+    pub fn new(bytes: Vec<u8>) -> SecretBytes {
+        SecretBytes(bytes)
+    }
+
+    /// Overwrites the bytes now (the buffer stays allocated, all zero).
+    pub fn wipe(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl Deref for SecretBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for SecretBytes {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretBytes({} bytes)", self.0.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wipes_and_hides() {
+        let mut s = SecretBytes::new(b"hunter2".to_vec());
+        assert_eq!(&*s, b"hunter2");
+        assert_eq!(format!("{s:?}"), "SecretBytes(7 bytes)");
+        s.wipe();
+        assert!(s.iter().all(|&b| b == 0) || s.is_empty());
+    }
+}

@@ -1,0 +1,76 @@
+"""Secret hygiene and refresh-ahead, observed from outside the process."""
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import DUMMY_CREDS, LISTEN_RE, agent_bin, agent_env, http_request, ok
+
+
+def test_steady_reader_never_waits_for_secrets_manager(agent, fake_upstream):
+    """Reads near the end of the TTL refresh in the background: with a slow
+    DescribeSecret (1.5 s) a reader polling across several TTLs never waits for it."""
+    fake_upstream.set_default("DescribeSecret", ok(delay=1.5))
+    ag = agent(upstream=fake_upstream.url, config={"ttl_seconds": 2})
+    assert ag.secret("steady")[0] == 200
+    slowest = 0.0
+    deadline = time.monotonic() + 7
+    while time.monotonic() < deadline:
+        started = time.monotonic()
+        status, _, body = ag.secret("steady")
+        slowest = max(slowest, time.monotonic() - started)
+        assert status == 200, body
+        time.sleep(0.1)
+    assert fake_upstream.count("DescribeSecret") >= 2, "refreshed ahead across several TTLs"
+    assert fake_upstream.count("GetSecretValue") == 1
+    assert slowest < 1.0, f"a read waited {slowest:.2f} s for the 1.5 s DescribeSecret"
+
+
+def test_rotation_is_picked_up_within_one_ttl(agent, fake_upstream):
+    ag = agent(upstream=fake_upstream.url, config={"ttl_seconds": 2})
+    fake_upstream.set_secret("rotating", "old")
+    assert ag.secret_json("rotating")["SecretString"] == "old"
+    fake_upstream.set_secret("rotating", "new")
+    deadline = time.monotonic() + 2.5
+    seen = "old"
+    while time.monotonic() < deadline and seen == "old":
+        seen = ag.secret_json("rotating")["SecretString"]
+        time.sleep(0.1)
+    assert seen == "new"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+def test_process_is_not_dumpable(fake_upstream):
+    """As an ordinary user, the agent's /proc/PID/mem stays root-owned: nobody of
+    the same uid can read its memory, and no core file is written."""
+    # pytest's own tmp dirs are private to root; uid 65534 must read the config.
+    tmp_path = Path(tempfile.mkdtemp(prefix="sma-dump-"))
+    tmp_path.chmod(0o755)
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text('http_port = 0\nlog_to_file = false\nvalidate_credentials = false\nregion = "us-east-1"\n')
+    cfg.chmod(0o644)
+    env = agent_env(fake_upstream.url, "tok", DUMMY_CREDS, home=tmp_path)
+    proc = subprocess.Popen(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(agent_bin()), "--config", str(cfg)],
+        cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        line = proc.stdout.readline().decode()
+        assert LISTEN_RE.search(line), (line, proc.stderr.read1(4000) if proc.poll() is not None else b"")
+        status = open(f"/proc/{proc.pid}/status").read()
+        assert "\nUid:\t65534\t" in status, status
+        assert os.stat(f"/proc/{proc.pid}/mem").st_uid == 0, "non-dumpable: /proc/PID/mem owned by root"
+        limits = open(f"/proc/{proc.pid}/limits").read()
+        core = [l for l in limits.splitlines() if l.startswith("Max core file size")][0].split()
+        assert core[4:6] == ["0", "0"], core
+        port = int(LISTEN_RE.search(line).group(1))
+        assert http_request(port, "/ping")[0] == 200
+    finally:
+        proc.kill()
+        proc.wait(5)
+        shutil.rmtree(tmp_path, ignore_errors=True)
