@@ -31,6 +31,13 @@ struct Logger {
     sink: Mutex<Sink>,
 }
 
+static TO_FILE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether log lines go to a file (so a fatal error must also reach stderr).
+pub fn logs_to_file() -> bool {
+    TO_FILE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Installs the global logger. Fails only when the log file cannot be opened.
 pub fn init(level: LevelFilter, to_file: bool) -> io::Result<()> {
     let sink = if to_file {
@@ -49,6 +56,7 @@ pub fn init(level: LevelFilter, to_file: bool) -> io::Result<()> {
     };
     // Only fails if a logger is already set, which `main` never does twice.
     let _ = log::set_boxed_logger(Box::new(logger));
+    TO_FILE.store(to_file, std::sync::atomic::Ordering::Relaxed);
     log::set_max_level(level);
     Ok(())
 }

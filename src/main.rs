@@ -198,7 +198,10 @@ fn report(result: Result<(), String>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            log::error!("{message}");
+            // Logged too when the log is a file; on stderr once is enough.
+            if logger::logs_to_file() {
+                log::error!("{message}");
+            }
             eprintln!("{NAME}: error: {message}");
             ExitCode::from(1)
         }

@@ -17,6 +17,9 @@ pub enum UpstreamError {
     Timeout,
     /// Could not connect, or the connection broke while reading.
     Connection(String),
+    /// The TLS handshake failed (e.g. an unknown issuer): answered like a
+    /// connection failure, but not worth a retry.
+    Tls(String),
     /// An answer arrived that could not be understood.
     Response(String),
     /// No credentials to sign with.
@@ -31,7 +34,9 @@ impl UpstreamError {
         match self {
             UpstreamError::Service { status, .. } => *status,
             UpstreamError::Timeout => 504,
-            UpstreamError::Connection(_) | UpstreamError::Response(_) => 502,
+            UpstreamError::Connection(_) | UpstreamError::Tls(_) | UpstreamError::Response(_) => {
+                502
+            }
             UpstreamError::Credentials(_) | UpstreamError::Internal(_) => 500,
         }
     }
@@ -44,7 +49,9 @@ impl UpstreamError {
         match self {
             UpstreamError::Service { code, message, .. } => pair(code, message),
             UpstreamError::Timeout => pair("TimeoutError", "Timeout"),
-            UpstreamError::Connection(_) => pair("ConnectionError", "Read Error"),
+            UpstreamError::Connection(_) | UpstreamError::Tls(_) => {
+                pair("ConnectionError", "Read Error")
+            }
             UpstreamError::Response(_) => pair("ConnectionError", "Response Error"),
             UpstreamError::Credentials(why) => pair("CredentialsError", why),
             UpstreamError::Internal(_) => r#"{"__type":"InternalFailure"}"#.to_string(),
@@ -63,6 +70,7 @@ impl UpstreamError {
                     || THROTTLING_CODES.contains(&code.as_str())
             }
             UpstreamError::Response(_)
+            | UpstreamError::Tls(_)
             | UpstreamError::Credentials(_)
             | UpstreamError::Internal(_) => false,
         }
@@ -104,6 +112,10 @@ impl fmt::Display for UpstreamError {
             } => write!(f, "AWS answered {status} {code}: {message}"),
             UpstreamError::Timeout => f.write_str("AWS did not answer in time"),
             UpstreamError::Connection(why) => write!(f, "connection to AWS failed: {why}"),
+            UpstreamError::Tls(why) => write!(
+                f,
+                "TLS handshake with AWS failed: {why} (behind a TLS-inspecting proxy? set AWS_CA_BUNDLE)"
+            ),
             UpstreamError::Response(why) => write!(f, "unreadable answer from AWS: {why}"),
             UpstreamError::Credentials(why) => f.write_str(why),
             UpstreamError::Internal(why) => write!(f, "internal error: {why}"),

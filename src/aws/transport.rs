@@ -189,14 +189,17 @@ fn classify(e: ureq::Error) -> UpstreamError {
     match e {
         ureq::Error::Timeout(_) => UpstreamError::Timeout,
         ureq::Error::Io(io) if is_timeout(&io) => UpstreamError::Timeout,
+        ureq::Error::Io(io) if io.get_ref().is_some_and(|e| e.is::<rustls::Error>()) => {
+            UpstreamError::Tls(io.to_string())
+        }
         ureq::Error::Io(io) => UpstreamError::Connection(io.to_string()),
         ureq::Error::HostNotFound => UpstreamError::Connection("host not found".into()),
         ureq::Error::ConnectionFailed => UpstreamError::Connection("connection failed".into()),
         ureq::Error::ConnectProxyFailed(why) => {
             UpstreamError::Connection(format!("proxy CONNECT failed: {why}"))
         }
-        ureq::Error::Tls(why) => UpstreamError::Connection(format!("TLS: {why}")),
-        ureq::Error::Rustls(e) => UpstreamError::Connection(format!("TLS: {e}")),
+        ureq::Error::Tls(why) => UpstreamError::Tls(why.to_string()),
+        ureq::Error::Rustls(e) => UpstreamError::Tls(e.to_string()),
         ureq::Error::BodyExceedsLimit(n) => {
             UpstreamError::Response(format!("body larger than {n} bytes"))
         }

@@ -7,6 +7,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use crate::api::{Request, Response};
@@ -20,6 +21,9 @@ const READ_CHUNK: usize = 16 * 1024;
 /// read our answer instead of a reset.
 const DRAIN_BYTES: usize = 1024 * 1024;
 const DRAIN_TIME: Duration = Duration::from_millis(500);
+/// How long a worker waits for the next request on a keep-alive connection
+/// before parking it with the poller.
+const KEEP_ALIVE_WAIT: Duration = Duration::from_millis(2);
 
 pub struct Conn {
     pub stream: TcpStream,
@@ -95,6 +99,13 @@ pub fn serve(mut conn: Conn, handle: &dyn Fn(&Request) -> Response, scratch: &mu
                 }
                 buf.drain(..len);
                 if buf.is_empty() {
+                    // A busy keep-alive client sends its next request right
+                    // after reading this answer: waiting a moment for it here
+                    // saves two thread hand-offs through the poller.
+                    if readable_within(&conn.stream, KEEP_ALIVE_WAIT) {
+                        read = false;
+                        continue;
+                    }
                     conn.since = Instant::now();
                     return Next::Park(conn);
                 }
@@ -203,6 +214,22 @@ fn render(out: &mut Vec<u8>, response: &Response, keep_alive: bool) {
         }
     );
     out.extend_from_slice(body);
+}
+
+/// Whether `stream` has data (or EOF) within `wait`.
+fn readable_within(stream: &TcpStream, wait: Duration) -> bool {
+    let mut fd = libc::pollfd {
+        fd: stream.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let timeout = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: wait.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: one valid pollfd and a valid timeout; no signal mask change.
+    let ready = unsafe { libc::ppoll(&mut fd, 1, &timeout, std::ptr::null()) };
+    ready > 0
 }
 
 /// Answers a request we will not serve, then closes gently: the client gets the
