@@ -120,12 +120,14 @@ pub fn serve(mut conn: Conn, handle: &dyn Fn(&Request) -> Response, scratch: &mu
             Head::Partial => {
                 read = true;
                 let room = (MAX_HEAD + 1 - buf.len()).min(READ_CHUNK);
-                let start = buf.len();
-                buf.resize(start + room, 0);
-                match conn.stream.read(&mut buf[start..]) {
+                let chunk = &mut scratch.chunk;
+                if chunk.len() < READ_CHUNK {
+                    chunk.resize(READ_CHUNK, 0);
+                }
+                match conn.stream.read(&mut chunk[..room]) {
                     Ok(0) => return Next::Close,
-                    Ok(n) => buf.truncate(start + n),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(start),
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => return Next::Close,
                 }
             }
@@ -197,23 +199,38 @@ fn header_values<'h>(
         .map(|h| String::from_utf8_lossy(h.value))
 }
 
+/// Head and body in one buffer, so the answer leaves in one `write`. Built
+/// by hand: `write!` formatting was a measurable share of a cache hit.
 fn render(out: &mut Vec<u8>, response: &Response, keep_alive: bool) {
     let body = response.body.as_bytes();
     out.clear();
-    let _ = write!(
-        out,
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}\r\n",
-        response.status,
-        reason(response.status),
-        response.content_type,
-        body.len(),
-        if keep_alive {
-            ""
-        } else {
-            "Connection: close\r\n"
-        }
-    );
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, usize::from(response.status));
+    out.push(b' ');
+    out.extend_from_slice(reason(response.status).as_bytes());
+    out.extend_from_slice(b"\r\nContent-Type: ");
+    out.extend_from_slice(response.content_type.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Length: ");
+    push_decimal(out, body.len());
+    if !keep_alive {
+        out.extend_from_slice(b"\r\nConnection: close");
+    }
+    out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(body);
+}
+
+fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// Whether `stream` has data (or EOF) within `wait`.
@@ -279,5 +296,33 @@ fn reason(status: u16) -> &'static str {
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
         _ => "Error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ResponseBody;
+
+    #[test]
+    fn renders_head_and_body() {
+        let mut out = Vec::new();
+        let response = Response {
+            status: 404,
+            content_type: "text/plain; charset=utf-8",
+            body: ResponseBody::Static("Not found"),
+        };
+        render(&mut out, &response, true);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 9\r\n\r\nNot found"
+        );
+        render(&mut out, &response, false);
+        assert!(out.ends_with(b"Content-Length: 9\r\nConnection: close\r\n\r\nNot found"));
+        for n in [0usize, 7, 10, 65_536, usize::MAX] {
+            let mut v = Vec::new();
+            push_decimal(&mut v, n);
+            assert_eq!(v, n.to_string().into_bytes());
+        }
     }
 }

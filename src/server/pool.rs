@@ -39,6 +39,8 @@ struct State<T> {
 pub struct Scratch {
     pub input: Vec<u8>,
     pub output: Vec<u8>,
+    /// What one `read` fills; zeroed once per worker, not per request.
+    pub chunk: Vec<u8>,
 }
 
 impl<T: Send + 'static> Pool<T> {
