@@ -186,3 +186,22 @@ def test_lambda_mode_needs_the_runtime_api(agent, fake_upstream):
     rc, _, err = agent.run_expect_exit(upstream=fake_upstream.url, args=["lambda-extension"])
     assert rc == 1
     assert "AWS_LAMBDA_RUNTIME_API" in err
+
+
+def test_lambda_layer_zip_holds_the_extension():
+    """`make lambda-layer`: the static binary at extensions/secrets-manager-agent, executable."""
+    import os
+    import subprocess
+    import zipfile
+    from conftest import REPO_ROOT
+
+    static = REPO_ROOT / "target/x86_64-unknown-linux-musl/release/secrets-manager-agent"
+    if not static.exists() and os.environ.get("SKIP_STATIC_TESTS") == "1":
+        pytest.skip("static build skipped")
+    subprocess.run(["make", "-s", "lambda-layer"], cwd=REPO_ROOT, check=True, timeout=900,
+                   stdout=subprocess.DEVNULL)
+    with zipfile.ZipFile(REPO_ROOT / "target/lambda/secrets-manager-agent-layer.zip") as z:
+        infos = z.infolist()
+        assert [i.filename for i in infos] == ["extensions/secrets-manager-agent"]
+        assert (infos[0].external_attr >> 16) & 0o777 == 0o755
+        assert z.read(infos[0]) == static.read_bytes()
