@@ -22,6 +22,7 @@ DEBUG_BIN   := $(CURDIR)/target/debug/$(BIN_NAME)
 # Extra arguments for pytest, e.g. `make test PYTEST_ARGS="-k cache -x"`.
 PYTEST_ARGS ?=
 
+.PHONY: bench bench-compare soak bench-tools
 .PHONY: all build venv test unit-test integration-test lint static static-ring musl-build describe size-check demo clean lambda-layer
 
 all: build
@@ -115,3 +116,31 @@ demo:
 clean:
 	$(CARGO) clean
 	rm -rf $(VENV) logs .pytest_cache
+
+# ---- benchmarks and soak (bench/; needs wrk: apt-get install -y wrk) --------
+#   make bench          table: throughput, latency, start-up, memory, coalescing, size
+#   make bench-compare  the same side by side with AWS's agent 2.1.0 (installed into target/ once)
+#   make soak           SOAK_SECONDS (default 300) of wrk under injected faults; fails on
+#                       any non-200 or on RSS/thread growth. Not part of `make test`.
+# The binary measured is the static one users ship; BENCH_BIN=... measures another.
+AWS_AGENT_DIR := target/aws-agent
+AWS_AGENT     := $(AWS_AGENT_DIR)/bin/aws_secretsmanager_agent
+SOAK_SECONDS  ?= 300
+BENCH_BIN     ?= $(CURDIR)/$(STATIC_BIN)
+
+bench-tools:
+	@command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
+
+# BENCH_OTHER=/path/to/other-agent (and BENCH_OTHER_ARGS="sm start --config {config}" for
+# aws_workload_credentials_provider) adds a side-by-side column with the ratio.
+bench: bench-tools static
+	BENCH_BIN=$(BENCH_BIN) $(PYTHON) bench/bench.py
+
+bench-compare: bench-tools static $(AWS_AGENT)
+	BENCH_BIN=$(BENCH_BIN) BENCH_OTHER=$(CURDIR)/$(AWS_AGENT) $(PYTHON) bench/bench.py
+
+$(AWS_AGENT):
+	$(CARGO) install aws_secretsmanager_agent --version 2.1.0 --locked --root $(AWS_AGENT_DIR)
+
+soak: bench-tools static
+	BENCH_BIN=$(BENCH_BIN) SOAK_SECONDS=$(SOAK_SECONDS) $(PYTHON) bench/soak.py

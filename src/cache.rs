@@ -112,8 +112,16 @@ struct Flight {
 
 /// What a lookup found.
 enum Lookup {
-    Fresh { body: Body, refresh: bool },
-    Expired { body: Body, version_id: String },
+    Fresh {
+        body: Body,
+        refresh: bool,
+    },
+    Expired {
+        body: Body,
+        version_id: String,
+        /// Expired less than one TTL ago.
+        recent: bool,
+    },
     Missing,
 }
 
@@ -154,9 +162,18 @@ impl<U: Upstream + 'static> Cache<U> {
                 }
                 Ok(body)
             }
-            Lookup::Missing => shared.single_flight(query, || shared.fetch_and_store(query)),
-            Lookup::Expired { body, version_id } => {
-                shared.single_flight(query, || shared.revalidate(query, body, &version_id))
+            Lookup::Missing => shared.single_flight(query, None, || shared.fetch_and_store(query)),
+            Lookup::Expired {
+                body,
+                version_id,
+                recent,
+            } => {
+                // Only the first reader waits for the revalidation; readers
+                // arriving while it runs get the just-expired value, as long
+                // as stale answers are allowed at all.
+                let stale =
+                    (recent && shared.settings.ignore_transient_errors).then(|| body.clone());
+                shared.single_flight(query, stale, || shared.revalidate(query, body, &version_id))
             }
         }
     }
@@ -246,13 +263,21 @@ impl<U: Upstream> Shared<U> {
             Some(entry) => Lookup::Expired {
                 body: entry.body.clone(),
                 version_id: entry.version_id.clone(),
+                recent: now < entry.fresh_until + self.settings.ttl,
             },
             None => Lookup::Missing,
         }
     }
 
-    /// Runs `work` once for all concurrent callers with the same key.
-    fn single_flight(&self, query: &SecretQuery, work: impl FnOnce() -> Served) -> Served {
+    /// Runs `work` once for all concurrent callers with the same key. A
+    /// caller that finds the work already running gets `stale` at once if
+    /// there is one, else waits for the result.
+    fn single_flight(
+        &self,
+        query: &SecretQuery,
+        stale: Option<Body>,
+        work: impl FnOnce() -> Served,
+    ) -> Served {
         let (flight, leader) = {
             let mut flights = lock(&self.flights);
             match flights.get(query) {
@@ -265,6 +290,9 @@ impl<U: Upstream> Shared<U> {
             }
         };
         if !leader {
+            if let Some(stale) = stale {
+                return Ok(stale);
+            }
             let mut result = lock(&flight.result);
             loop {
                 if let Some(served) = result.as_ref() {
@@ -330,7 +358,9 @@ impl<U: Upstream> Shared<U> {
             return;
         };
         log::debug!("refreshing {} ahead of expiry", query.secret_id);
-        if let Err(e) = self.single_flight(query, || self.revalidate(query, body, &version_id)) {
+        if let Err(e) =
+            self.single_flight(query, None, || self.revalidate(query, body, &version_id))
+        {
             log::warn!("background refresh of {} failed: {e}", query.secret_id);
         }
         self.refresh_done(query);
@@ -592,6 +622,38 @@ mod tests {
         assert_eq!(text(cache.get(&query("a"), false)), "one");
         assert_eq!(cache.shared.upstream.gets.load(Ordering::SeqCst), 1);
         assert_eq!(describes(), 1);
+    }
+
+    #[test]
+    fn readers_during_a_revalidation_get_the_expired_value() {
+        let fake = Fake {
+            delay: Duration::from_millis(300),
+            ..Fake::new("v1", "one")
+        };
+        let cache = Arc::new(Cache::new(fake, settings(100)));
+        assert_eq!(text(cache.get(&query("a"), false)), "one");
+        std::thread::sleep(Duration::from_millis(120));
+        cache.shared.upstream.set("v2", "two");
+        let leader = {
+            let cache = cache.clone();
+            std::thread::spawn(move || text(cache.get(&query("a"), false)))
+        };
+        // Wait until the leader is inside GetSecretValue.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while cache.shared.upstream.gets.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(
+            text(cache.get(&query("a"), false)),
+            "one",
+            "follower: no wait"
+        );
+        assert_eq!(
+            leader.join().unwrap(),
+            "two",
+            "the leader waits for the new value"
+        );
+        assert_eq!(text(cache.get(&query("a"), false)), "two");
     }
 
     #[test]

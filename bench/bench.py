@@ -1,0 +1,360 @@
+#!/usr/bin/env python3
+"""Benchmark the agent against a fast fake Secrets Manager and print a table.
+
+    python3 bench/bench.py                      # target/release/secrets-manager-agent
+    BENCH_OTHER=/path/to/aws_secretsmanager_agent python3 bench/bench.py
+
+With BENCH_OTHER (or --other) the same workload runs against that binary, with
+the same config file, environment and token, and the table gets an "other"
+column and the ratio other/ours. Everything runs on 127.0.0.1; all processes
+started here are stopped on exit. Needs wrk (`apt-get install -y wrk`).
+
+Settings (flag or environment variable):
+  --bin           BENCH_BIN            our binary (default target/release/secrets-manager-agent)
+  --args          BENCH_ARGS           its arguments (default "--config {config}")
+  --other         BENCH_OTHER          the other agent's binary (optional)
+  --other-args    BENCH_OTHER_ARGS     its arguments (default "--config {config}";
+                                       "sm start --config {config}" for aws_workload_credentials_provider)
+  --seconds       BENCH_SECONDS        length of the wrk run (default 10)
+  --starts        BENCH_STARTS         start-ups to take the median of (default 5)
+  --conn-requests BENCH_CONN_REQUESTS  requests for the new-connection latency (default 2000)
+"""
+
+import argparse
+import http.client
+import os
+import re
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+WRK_THREADS = 2
+WRK_CONNECTIONS = 32
+SECRETS_TO_CACHE = 1000
+COLD_MISS_CLIENTS = 100
+COLD_MISS_UPSTREAM_DELAY_MS = 200  # long enough for all 100 requests to arrive first
+# The secret of the throughput runs: one of the last cached.
+HOT_SECRET = "bench-%04d" % (SECRETS_TO_CACHE - 1)
+STATIC_BIN = os.path.join(common.REPO, "target/x86_64-unknown-linux-musl/release/secrets-manager-agent")
+
+
+def main():
+    opts = parse_args()
+    common.need_wrk()
+    binaries = [("ours", os.path.abspath(opts.bin), opts.args)]
+    if opts.other:
+        binaries.append(("other", os.path.abspath(opts.other), opts.other_args))
+    for _, path, _ in binaries:
+        if not os.access(path, os.X_OK):
+            sys.exit("not an executable: %s (for ours: make build)" % path)
+
+    workdir = tempfile.mkdtemp(prefix="sma-bench-")
+    ok = False
+    try:
+        upstream = common.FakeUpstream(workdir)
+        token = secrets.token_hex(32)
+        results = {}
+        for name, path, args in binaries:
+            print("==> %s: %s (%s)" % (name, path, common.load()), flush=True)
+            results[name] = measure(name, path, args, upstream, token, workdir, opts)
+        print()
+        print_table(results, opts)
+        ok = True
+    finally:
+        if ok and not opts.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print("logs kept in %s" % workdir)
+
+
+def parse_args():
+    env = os.environ.get
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bin", default=env("BENCH_BIN", os.path.join(common.REPO, "target/release/secrets-manager-agent")))
+    p.add_argument("--args", default=env("BENCH_ARGS", "--config {config}"))
+    p.add_argument("--other", default=env("BENCH_OTHER") or None)
+    p.add_argument("--other-args", default=env("BENCH_OTHER_ARGS", "--config {config}"))
+    p.add_argument("--seconds", type=int, default=int(env("BENCH_SECONDS", "10")))
+    p.add_argument("--starts", type=int, default=int(env("BENCH_STARTS", "5")))
+    p.add_argument("--conn-requests", type=int, default=int(env("BENCH_CONN_REQUESTS", "2000")))
+    p.add_argument("--keep", action="store_true", help="keep the logs directory")
+    return p.parse_args()
+
+
+def measure(name, binary, args, upstream, token, workdir, opts):
+    """Runs the whole workload against one binary; returns {metric: value}."""
+    r = {"size": os.stat(binary).st_size}
+    env = common.agent_env(token, upstream.port)
+
+    def launch():
+        port = common.free_port()
+        config = os.path.join(workdir, "%s-%d.toml" % (name, port))
+        common.write_config(config, port)
+        proc, t0, ping_s = common.start_agent(common.agent_command(binary, args, config), env, workdir, port)
+        return proc, port, t0, ping_s
+
+    # Start-up: exec -> first 200 on /ping, and -> first (uncached) secret served.
+    pings, firsts = [], []
+    for i in range(opts.starts):
+        proc, port, t0, ping_s = launch()
+        status, _ = common.get(port, common.secret_path("startup-%s-%d" % (name, i)), token)
+        firsts.append(time.perf_counter() - t0)
+        pings.append(ping_s)
+        common.stop(proc)
+        if status != 200:
+            raise RuntimeError("first secret answered %d" % status)
+    r["start_ping_ms"] = statistics.median(pings) * 1000
+    r["start_secret_ms"] = statistics.median(firsts) * 1000
+
+    proc, port, _, _ = launch()
+    try:
+        time.sleep(1)
+        r["rss_idle"], r["threads_idle"] = common.proc_status(proc.pid)
+
+        print("    caching %d secrets" % SECRETS_TO_CACHE, flush=True)
+        fill_cache(port, token)
+        time.sleep(1)
+        r["rss_cached"], r["threads_cached"] = common.proc_status(proc.pid)
+
+        print("    wrk %ds, %d threads, %d keep-alive connections" % (opts.seconds, WRK_THREADS, WRK_CONNECTIONS), flush=True)
+        r.update(throughput(proc.pid, port, token, opts.seconds, workdir, name))
+
+        print("    %d requests, one connection each" % opts.conn_requests, flush=True)
+        r.update(new_connection_latency(port, token, opts.conn_requests))
+
+        # Last: 100 requests waiting at once may leave extra worker threads behind.
+        print("    cold-miss coalescing", flush=True)
+        r["coalesce_calls"], r["coalesce_bad"] = cold_miss(port, token, upstream, "coalesce-" + name)
+        r["threads_coalesce"] = common.proc_status(proc.pid)[1]
+    finally:
+        common.stop(proc)
+    r["load"] = common.load()
+    return r
+
+
+def cold_miss(port, token, upstream, secret_id):
+    """100 clients, connected in advance, ask for one uncached secret at once.
+
+    Returns (upstream GetSecretValue calls for it, answers other than 200)."""
+    upstream.configure(delay_ms=COLD_MISS_UPSTREAM_DELAY_MS)
+    barrier = threading.Barrier(COLD_MISS_CLIENTS, timeout=20)
+    statuses = []
+    request = ("GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s: %s\r\nConnection: close\r\n\r\n"
+               % (common.secret_path(secret_id), common.TOKEN_HEADER, token)).encode()
+
+    def client():
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+                barrier.wait()
+                s.sendall(request)
+                statuses.append(read_status(s))
+        except (OSError, threading.BrokenBarrierError) as e:
+            statuses.append(repr(e))
+
+    try:
+        threads = [threading.Thread(target=client) for _ in range(COLD_MISS_CLIENTS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    finally:
+        upstream.configure(delay_ms=0)
+    calls = upstream.stats()["by_secret"].get("GetSecretValue " + secret_id, 0)
+    return calls, sum(1 for s in statuses if s != 200)
+
+
+def read_status(sock):
+    """Reads one response (Content-Length framed, or to EOF); returns its status."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise OSError("connection closed before the head: %r" % data[:80])
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    status = int(head.split(b" ", 2)[1])
+    m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    if m:
+        need = int(m.group(1))
+        while len(body) < need:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+    else:
+        while sock.recv(65536):
+            pass
+    return status
+
+
+def fill_cache(port, token, clients=8):
+    ids = ["bench-%04d" % i for i in range(SECRETS_TO_CACHE)]
+    errors = []
+
+    def client(part):
+        conn = None
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            for secret_id in part:
+                status, _ = common.get(port, common.secret_path(secret_id), token, conn=conn)
+                if status != 200:
+                    errors.append((secret_id, status))
+        except OSError as e:
+            errors.append(repr(e))
+        finally:
+            if conn:
+                conn.close()
+
+    threads = [threading.Thread(target=client, args=(ids[i::clients],)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    if errors:
+        raise RuntimeError("filling the cache failed: %s" % errors[:5])
+
+
+def throughput(pid, port, token, seconds, workdir, name):
+    """wrk on one cached secret; samples RSS and threads while it runs."""
+    url = "http://127.0.0.1:%d%s" % (port, common.secret_path(HOT_SECRET))
+    cmd = ["wrk", "-t%d" % WRK_THREADS, "-c%d" % WRK_CONNECTIONS, "-d%ds" % seconds, "--latency",
+           "--timeout", "5s", "-s", os.path.join(common.HERE, "report.lua"),
+           "-H", "%s: %s" % (common.TOKEN_HEADER, token), url]
+    samples = []
+    running = threading.Event()
+    running.set()
+
+    def sample():
+        while running.is_set():
+            samples.append(common.proc_status(pid))
+            time.sleep(0.25)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    finally:
+        running.clear()
+        sampler.join()
+    with open(os.path.join(workdir, "wrk-%s.txt" % name), "w") as f:
+        f.write(out.stdout + out.stderr)
+    m = re.search(r"^BENCH (.*)$", out.stdout, re.M)
+    if out.returncode != 0 or not m:
+        raise RuntimeError("wrk failed:\n" + out.stdout + out.stderr)
+    w = {k: int(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
+    rss_end, threads_end = common.proc_status(pid)
+    return {
+        "rps": w["requests"] / (w["duration_us"] / 1e6),
+        "ka_p50_ms": w["p50_us"] / 1000,
+        "ka_p99_ms": w["p99_us"] / 1000,
+        "ka_errors": w["non2xx"] + w["connect_errors"] + w["read_errors"] + w["write_errors"] + w["timeouts"],
+        "rss_end": rss_end,
+        "rss_peak": max((s[0] for s in samples if s[0]), default=None),
+        "threads_peak": max((s[1] for s in samples if s[1]), default=None),
+    }
+
+
+def new_connection_latency(port, token, count, budget_s=60):
+    """Sequential requests, each on a new TCP connection, timed from connect()
+    to the last body byte, as curl does it. Includes the Python client's own cost."""
+    request = ("GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s: %s\r\nConnection: close\r\n\r\n"
+               % (common.secret_path(HOT_SECRET), common.TOKEN_HEADER, token)).encode()
+    times, bad = [], 0
+    deadline = time.monotonic() + budget_s
+    start = time.perf_counter()
+    for _ in range(count):
+        if time.monotonic() > deadline:
+            break
+        t0 = time.perf_counter()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(request)
+            status = read_status(s)
+        times.append(time.perf_counter() - t0)
+        bad += status != 200
+    elapsed = time.perf_counter() - start
+    times.sort()
+    return {
+        "nc_p50_ms": common.percentile(times, 50) * 1000,
+        "nc_p99_ms": common.percentile(times, 99) * 1000,
+        "nc_rps": len(times) / elapsed,
+        "nc_errors": bad,
+    }
+
+
+# (label, key, format) — sizes and RSS are shown in MB (10^6 bytes) / MiB as noted.
+ROWS = [
+    ("binary size (bytes)", "size", "{:,.0f}"),
+    ("start-up: exec -> /ping 200 (ms, median)", "start_ping_ms", "{:.1f}"),
+    ("start-up: exec -> first secret 200 (ms, median)", "start_secret_ms", "{:.1f}"),
+    ("RSS idle (MiB)", "rss_idle", "mib"),
+    ("threads idle", "threads_idle", "{}"),
+    ("RSS after caching 1000 secrets (MiB)", "rss_cached", "mib"),
+    ("threads after caching 1000 secrets (8 clients)", "threads_cached", "{}"),
+    ("keep-alive: requests/s (wrk -t2 -c32)", "rps", "{:,.0f}"),
+    ("keep-alive: p50 latency (ms)", "ka_p50_ms", "{:.3f}"),
+    ("keep-alive: p99 latency (ms)", "ka_p99_ms", "{:.3f}"),
+    ("keep-alive: errors + non-2xx", "ka_errors", "{}"),
+    ("RSS peak during wrk run (MiB)", "rss_peak", "mib"),
+    ("RSS at end of wrk run (MiB)", "rss_end", "mib"),
+    ("threads peak during wrk run", "threads_peak", "{}"),
+    ("new connection each: p50 latency (ms)", "nc_p50_ms", "{:.3f}"),
+    ("new connection each: p99 latency (ms)", "nc_p99_ms", "{:.3f}"),
+    ("new connection each: requests/s (1 client)", "nc_rps", "{:,.0f}"),
+    ("new connection each: non-200", "nc_errors", "{}"),
+    ("cold miss, 100 concurrent: upstream calls", "coalesce_calls", "{}"),
+    ("cold miss, 100 concurrent: non-200", "coalesce_bad", "{}"),
+    ("threads right after the cold miss", "threads_coalesce", "{}"),
+]
+
+
+def fmt(value, how):
+    if value is None:
+        return "n/a"
+    if how == "mib":
+        return "%.2f" % (value / 1024)  # /proc reports KiB
+    return how.format(value)
+
+
+def print_table(results, opts):
+    ours, other = results["ours"], results.get("other")
+    rows = [(label, fmt(ours.get(key), how), fmt(other.get(key), how) if other else None,
+             ratio(ours.get(key), other.get(key)) if other else None) for label, key, how in ROWS]
+    if os.path.exists(STATIC_BIN):
+        size = os.stat(STATIC_BIN).st_size
+        rows.insert(1, ("static musl binary, make static (bytes)", "{:,}".format(size),
+                        "" if other else None, "" if other else None))
+    header = ("metric", "ours", "other", "other/ours") if other else ("metric", "ours")
+    table = [header] + [r[:4] if other else r[:2] for r in rows]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+    for n, row in enumerate(table):
+        cells = [str(row[0]).ljust(widths[0])] + [str(c).rjust(w) for c, w in zip(row[1:], widths[1:])]
+        print(" | ".join(cells).rstrip())
+        if n == 0:
+            print("-+-".join("-" * w for w in widths))
+    print()
+    print("ours:  %s  [%s during its run]" % (os.path.abspath(opts.bin), ours["load"]))
+    if other:
+        print("other: %s  [%s during its run]" % (os.path.abspath(opts.other), other["load"]))
+    print("All on one machine over loopback: wrk, the agent and the fake upstream share the cores;")
+    print("figures taken while other work runs are noisy.")
+
+
+def ratio(a, b):
+    if a is None or b is None:
+        return "n/a"
+    if a == 0:
+        return "-" if b == 0 else "inf"
+    return "%.2fx" % (b / a)
+
+
+if __name__ == "__main__":
+    main()
