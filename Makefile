@@ -143,4 +143,4 @@ $(AWS_AGENT):
 	$(CARGO) install aws_secretsmanager_agent --version 2.1.0 --locked --root $(AWS_AGENT_DIR)
 
 soak: bench-tools static
-	BENCH_BIN=$(BENCH_BIN) SOAK_SECONDS=$(SOAK_SECONDS) $(PYTHON) bench/soak.py
+	SOAK_BIN=$(BENCH_BIN) SOAK_SECONDS=$(SOAK_SECONDS) $(PYTHON) bench/soak.py
