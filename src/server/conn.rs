@@ -32,6 +32,8 @@ pub struct Conn {
     /// When the current wait began: the first byte of a partial head, or the
     /// moment the connection went idle. The poller closes it `timeout` later.
     pub since: Instant,
+    /// Just accepted and handed straight to a worker: not known to be readable.
+    fresh: bool,
 }
 
 pub enum Next {
@@ -50,6 +52,7 @@ impl Conn {
             stream,
             pending: Vec::new(),
             since: Instant::now(),
+            fresh: true,
         }
     }
 }
@@ -67,6 +70,12 @@ enum Head {
 
 /// Serves what the connection has sent; returns whether to keep it.
 pub fn serve(mut conn: Conn, handle: &dyn Fn(&Request) -> Response, scratch: &mut Scratch) -> Next {
+    if std::mem::replace(&mut conn.fresh, false) && !readable_within(&conn.stream, KEEP_ALIVE_WAIT)
+    {
+        // A client that connects and waits: the poller watches it from here.
+        conn.since = Instant::now();
+        return Next::Park(conn);
+    }
     let buf = &mut scratch.input;
     buf.clear();
     buf.append(&mut conn.pending);

@@ -201,7 +201,14 @@ impl Poller {
                         continue;
                     }
                     match prepare(&stream, self.timeout) {
-                        Ok(()) => self.parked.push(Conn::new(stream)),
+                        // Most clients send their request right after
+                        // connecting: an idle worker takes it at once, saving
+                        // a round through poll(2). Never grows the pool.
+                        Ok(()) => {
+                            if let Err(conn) = self.pool.try_submit_idle(Conn::new(stream)) {
+                                self.parked.push(conn);
+                            }
+                        }
                         Err(e) => log::debug!("dropping a new connection: {e}"),
                     }
                 }

@@ -79,6 +79,18 @@ impl<T: Send + 'static> Pool<T> {
         }
     }
 
+    /// Hands `job` to a worker only if one is idle; otherwise gives it back.
+    pub fn try_submit_idle(&self, job: T) -> Result<(), T> {
+        let mut state = lock(&self.shared.state);
+        if state.idle <= state.jobs.len() {
+            return Err(job);
+        }
+        state.jobs.push_back(job);
+        drop(state);
+        self.shared.ready.notify_one();
+        Ok(())
+    }
+
     fn spawn(&self) {
         let shared = self.shared.clone();
         let spawned = thread::Builder::new()
