@@ -144,3 +144,16 @@ $(AWS_AGENT):
 
 soak: bench-tools static
 	SOAK_BIN=$(BENCH_BIN) SOAK_SECONDS=$(SOAK_SECONDS) $(PYTHON) bench/soak.py
+
+# ---- fuzzing (fuzz/; cargo install cargo-fuzz; stable Rust via RUSTC_BOOTSTRAP) ----
+#   make fuzz  runs each target for FUZZ_SECONDS (default 600). Not part of `make test`.
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS := http_request query config
+
+.PHONY: fuzz
+fuzz:
+	@command -v cargo-fuzz >/dev/null || { echo "cargo-fuzz not found: cargo install cargo-fuzz" >&2; exit 1; }
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "==> fuzz $$t for $(FUZZ_SECONDS) s"; \
+	  (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS)) || exit 1; \
+	done

@@ -102,9 +102,12 @@ impl fmt::Display for ConfigError {
                 let reason = reason.trim().replace('\n', " ");
                 write!(f, "config file {path} is not valid TOML: {reason}")
             }
+            // A key may hold any character (quoted TOML keys); escaping keeps
+            // the message on one line.
             ConfigError::UnknownKey(key) => write!(
                 f,
-                "unknown config key `{key}`; valid keys are: {}",
+                "unknown config key `{}`; valid keys are: {}",
+                key.escape_debug(),
                 KEYS.join(", ")
             ),
             ConfigError::Invalid { key, allowed } => {
@@ -399,5 +402,7 @@ mod tests {
         assert!(e.contains("unknown config key `ttl`"), "{e}");
         assert!(err("this is not toml").contains("not valid TOML"));
         assert!(err("[section]\nkey = 1").contains("unknown config key `section`"));
+        let e = err("\"two\\nlines\" = 1");
+        assert!(!e.contains('\n') && e.contains("two\\nlines"), "{e}");
     }
 }

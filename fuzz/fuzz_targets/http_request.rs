@@ -1,0 +1,320 @@
+//! Bytes -> request head -> the agent's API, asserting the HTTP contract
+//! (`compat.md`): no panic, only the contract's status codes, a non-empty body,
+//! and the order of checks (token before method before routing).
+//!
+//! Two input modes, chosen by the first byte:
+//! * anything but NUL: the bytes are a raw request head, parsed with httparse
+//!   and the same limits as the server's private `src/server/conn.rs::parse`
+//!   (64 headers, 64 KiB head), then handed to `Api::handle` as the server does;
+//! * NUL: a structured request that need not survive httparse, one item a line:
+//!   `path_prefix`, method, target, then `name:value` header lines. This reaches
+//!   `Api::handle` with strings the HTTP parser would refuse (spaces, controls,
+//!   any Unicode), and with custom path prefixes.
+#![no_main]
+
+use std::sync::Once;
+use std::time::Duration;
+
+use libfuzzer_sys::fuzz_target;
+use secrets_manager_agent::api::{self, Api, Request};
+use secrets_manager_agent::aws::secrets_manager::Description;
+use secrets_manager_agent::aws::{SecretQuery, SecretValue, UpstreamError};
+use secrets_manager_agent::cache::{self, Cache, Upstream};
+use secrets_manager_agent::query::{parse_query, percent_decode};
+use secrets_manager_agent::secret::SecretBytes;
+use secrets_manager_agent::token::Token;
+
+/// Same limits as `src/server/conn.rs` (MAX_HEAD is public there, MAX_HEADERS not).
+const MAX_HEAD: usize = 64 * 1024;
+const MAX_HEADERS: usize = 64;
+
+const TOKEN_VAR: &str = "SMA_FUZZ_TOKEN";
+const TOKEN: &str = "tok";
+const TOKEN_HEADERS: [&str; 2] = ["X-Aws-Parameters-Secrets-Token", "X-Vault-Token"];
+
+/// Echoes the query back, or fails in a way chosen by the secret ID, so every
+/// error mapping of `Api::secret` is reachable.
+struct Fake;
+
+/// The fake's failures by secret ID.
+fn fake_error(secret_id: &str) -> Option<UpstreamError> {
+    Some(match secret_id {
+        "missing" => UpstreamError::Service {
+            status: 400,
+            code: "ResourceNotFoundException".into(),
+            message: "no \"such\" secret".into(),
+        },
+        "unavailable" => UpstreamError::Service {
+            status: 503,
+            code: "ServiceUnavailable".into(),
+            message: "try later".into(),
+        },
+        "timeout" => UpstreamError::Timeout,
+        "conn" => UpstreamError::Connection("reset".into()),
+        "garbled" => UpstreamError::Response("bad json".into()),
+        "nocreds" => UpstreamError::Credentials("no credentials".into()),
+        "internal" => UpstreamError::Internal("signing".into()),
+        _ => return None,
+    })
+}
+
+fn echo(q: &SecretQuery) -> Vec<u8> {
+    format!("{}|{:?}|{:?}", q.secret_id, q.version_id, q.version_stage).into_bytes()
+}
+
+impl Upstream for Fake {
+    fn get_secret_value(&self, q: &SecretQuery) -> Result<SecretValue, UpstreamError> {
+        match fake_error(&q.secret_id) {
+            Some(e) => Err(e),
+            None => Ok(SecretValue {
+                body: SecretBytes::new(echo(q)),
+                version_id: "v1".into(),
+            }),
+        }
+    }
+
+    fn describe_secret(&self, _: &str) -> Result<Description, UpstreamError> {
+        Err(UpstreamError::Timeout)
+    }
+}
+
+/// A fresh API per input, so no state leaks between runs (libFuzzer wants
+/// deterministic targets). TTL 0: the cache passes every request through and
+/// starts no refresher threads, so building one per input is cheap.
+/// `Token::new` is test-only, so the token comes from the environment like the
+/// agent's own.
+fn api(prefix: &str) -> Api<Fake> {
+    static ENV: Once = Once::new();
+    ENV.call_once(|| std::env::set_var(TOKEN_VAR, TOKEN));
+    let (token, _) = Token::from_env(&[TOKEN_VAR.to_string()]).expect("token variable is set");
+    let cache = Cache::new(
+        Fake,
+        cache::Settings {
+            ttl: Duration::ZERO,
+            capacity: 4,
+            ignore_transient_errors: true,
+        },
+    );
+    Api::new(
+        api::Settings {
+            token,
+            ssrf_headers: TOKEN_HEADERS.iter().map(|h| h.to_string()).collect(),
+            path_prefix: prefix.to_string(),
+            max_conn: 1,
+        },
+        cache,
+    )
+}
+
+/// What the contract (`compat.md`) says a request to a secret route gets.
+enum Expect {
+    /// Step 4 refuses it; any of these bodies (the contract does not order the
+    /// query checks among themselves).
+    BadRequest(Vec<String>),
+    Secret(SecretQuery, bool),
+    /// Not checked exactly (a query key given twice: the contract is silent).
+    Unchecked,
+}
+
+/// A reference model of the query rules, written from `compat.md`. It shares
+/// `parse_query`/`percent_decode` with the agent (the property tests cover
+/// those on their own).
+fn model(path: &str, query: &str, prefix: &str) -> Expect {
+    let Ok(pairs) = parse_query(query) else {
+        return Expect::BadRequest(vec!["invalid percent-encoding in query".into()]);
+    };
+    let get_route = path == "/secretsmanager/get";
+    let mut errors = Vec::new();
+    let known: &[&str] = if get_route {
+        &["secretId", "versionId", "versionStage", "refreshNow"]
+    } else {
+        &["versionId", "versionStage", "refreshNow"]
+    };
+    if let Some((key, _)) = pairs.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+        errors.push(format!("unknown parameter: {key}"));
+    }
+    let mut keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+    keys.sort_unstable();
+    let duplicated = keys.windows(2).any(|w| w[0] == w[1]);
+    let value = |key: &str| pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    let secret_id = if get_route {
+        match value("secretId").filter(|v| !v.is_empty()) {
+            Some(id) => Some(id),
+            None => {
+                errors.push("missing parameter secretId".into());
+                None
+            }
+        }
+    } else {
+        match percent_decode(&path[prefix.len()..], false) {
+            None => {
+                errors.push("invalid percent-encoding in secret ID".into());
+                None
+            }
+            Some(id) if id.is_empty() => {
+                errors.push("missing secret ID".into());
+                None
+            }
+            Some(id) => Some(id),
+        }
+    };
+    let refresh_now = match value("refreshNow") {
+        None => false,
+        Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => true,
+        Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => false,
+        Some(_) => {
+            errors.push("invalid refreshNow value".into());
+            false
+        }
+    };
+    if !errors.is_empty() {
+        // With a key given twice, the value that counts is not in the contract.
+        return if duplicated { Expect::Unchecked } else { Expect::BadRequest(errors) };
+    }
+    if duplicated {
+        return Expect::Unchecked;
+    }
+    let query = SecretQuery {
+        secret_id: secret_id.expect("no error, so an ID"),
+        version_id: value("versionId").filter(|v| !v.is_empty()),
+        version_stage: value("versionStage").filter(|v| !v.is_empty()),
+    };
+    Expect::Secret(query, refresh_now)
+}
+
+fn check(api: &Api<Fake>, prefix: &str, request: &Request) {
+    let response = api.handle(request);
+    let status = response.status;
+    let body = response.body.as_bytes();
+    let ctx = || format!("method {:?} target {:?} prefix {prefix:?}", request.method, request.target);
+    assert!(
+        // The contract's own codes, then the fake upstream's (500/502/504 are
+        // the agent's mappings, 503 is passed through from "AWS").
+        [200, 400, 403, 404, 405, 429, 500, 502, 503, 504].contains(&status),
+        "status {status} is not in the contract: {}",
+        ctx()
+    );
+    assert!(!body.is_empty(), "empty body for status {status}: {}", ctx());
+    // max_conn = 1 and one request at a time: the limit is never hit.
+    assert_ne!(status, 429, "429 with nothing else in flight: {}", ctx());
+
+    let (path, query) = request.target.split_once('?').unwrap_or((request.target, ""));
+    let forwarded = request
+        .headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"));
+    let has_token = request.headers.iter().any(|h| {
+        TOKEN_HEADERS.iter().any(|n| h.name.eq_ignore_ascii_case(n)) && h.value == TOKEN.as_bytes()
+    });
+    let get = request.method == "GET";
+    let text = "text/plain; charset=utf-8";
+    let expected = if path == "/ping" {
+        // No token needed; only GET.
+        Some(if get { (200, "healthy") } else { (405, "Not allowed") })
+    } else if forwarded {
+        Some((400, "Forwarded"))
+    } else if !has_token {
+        Some((403, "Bad Token"))
+    } else if !get {
+        Some((405, "Not allowed"))
+    } else if path != "/secretsmanager/get" && !path.starts_with(prefix) {
+        Some((404, "Not found"))
+    } else {
+        None
+    };
+    if let Some((want_status, want_body)) = expected {
+        assert_eq!((status, body), (want_status, want_body.as_bytes()), "{}", ctx());
+        assert_eq!(response.content_type, text);
+        return;
+    }
+    match model(path, query, prefix) {
+        Expect::BadRequest(bodies) => {
+            let got = String::from_utf8_lossy(body);
+            assert_eq!(status, 400, "{}: body {got:?}, expected one of {bodies:?}", ctx());
+            assert!(bodies.iter().any(|b| *b == got), "{}: body {got:?}, expected one of {bodies:?}", ctx());
+            assert_eq!(response.content_type, text);
+        }
+        Expect::Secret(query, _refresh_now) => {
+            let (want_status, want_body) = match fake_error(&query.secret_id) {
+                Some(e) => (e.status(), e.body().into_bytes()),
+                None => (200, echo(&query)),
+            };
+            assert_eq!(
+                (status, String::from_utf8_lossy(body)),
+                (want_status, String::from_utf8_lossy(&want_body)),
+                "{}",
+                ctx()
+            );
+            assert_eq!(response.content_type, "application/json");
+        }
+        Expect::Unchecked => {}
+    }
+}
+
+/// The server's parse step (`conn.rs`), minus rendering and keep-alive.
+fn raw(data: &[u8]) {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(data) {
+        Ok(httparse::Status::Complete(len)) => len,
+        _ => return,
+    };
+    if len > MAX_HEAD {
+        return;
+    }
+    let (Some(method), Some(target)) = (req.method, req.path) else {
+        return;
+    };
+    let prefix = "/v1/";
+    let api = api(prefix);
+    check(
+        &api,
+        prefix,
+        &Request {
+            method,
+            target,
+            headers: req.headers,
+        },
+    );
+}
+
+fn structured(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let mut lines = text.split('\n');
+    let prefix = lines.next().unwrap_or_default();
+    // Config::parse only lets prefixes that start with '/' through.
+    let prefix = if prefix.starts_with('/') { prefix } else { "/v1/" };
+    let method = lines.next().unwrap_or_default();
+    let target = lines.next().unwrap_or_default();
+    let pairs: Vec<(&str, &str)> = lines
+        .take(MAX_HEADERS)
+        .map(|l| l.split_once(':').unwrap_or((l, "")))
+        .collect();
+    let headers: Vec<httparse::Header> = pairs
+        .iter()
+        .map(|(name, value)| httparse::Header {
+            name,
+            value: value.as_bytes(),
+        })
+        .collect();
+    let api = api(prefix);
+    check(
+        &api,
+        prefix,
+        &Request {
+            method,
+            target,
+            headers: &headers,
+        },
+    );
+}
+
+fuzz_target!(|data: &[u8]| {
+    match data.split_first() {
+        Some((0, rest)) => structured(rest),
+        Some(_) => raw(data),
+        None => {}
+    }
+});

@@ -1,0 +1,49 @@
+//! `percent_decode` and `parse_query` on arbitrary input: never panic, and the
+//! decoded forms hold what their doc comments promise.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use secrets_manager_agent::query::{form_encode, parse_query, percent_decode};
+
+fuzz_target!(|data: &[u8]| {
+    // Request targets reach the decoder as &str (httparse checks the bytes);
+    // non-UTF-8 input is decoded lossily so those bytes still get exercised.
+    let text = String::from_utf8_lossy(data);
+    let text = text.as_ref();
+
+    for plus_is_space in [false, true] {
+        let decoded = percent_decode(text, plus_is_space);
+        let special = |c: char| c == '%' || (plus_is_space && c == '+');
+        if !text.contains(special) {
+            assert_eq!(decoded.as_deref(), Some(text), "identity without escapes");
+        }
+        if let Some(d) = &decoded {
+            // Each escape shrinks three bytes to one; nothing ever grows.
+            assert!(d.len() <= text.len());
+            if !plus_is_space {
+                // The encoder's output decodes back to what it was given.
+                let again = form_encode(&[(d.as_str(), "")]);
+                let again = again.strip_suffix('=').expect("pair ends in '='");
+                assert_eq!(percent_decode(again, false).as_deref(), Some(d.as_str()));
+            }
+        }
+    }
+
+    match parse_query(text) {
+        Ok(pairs) => {
+            let pieces = text.split('&').filter(|p| !p.is_empty()).count();
+            assert_eq!(pairs.len(), pieces, "one pair per non-empty piece");
+            // Encoding the pairs and parsing them again gives the same pairs.
+            let borrowed: Vec<(&str, &str)> =
+                pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let encoded = form_encode(&borrowed);
+            assert_eq!(parse_query(&encoded).as_ref(), Ok(&pairs), "{encoded:?}");
+        }
+        Err(piece) => {
+            // The error names a raw piece of the input that failed to decode.
+            assert!(text.split('&').any(|p| p == piece), "{piece:?} not a piece");
+            let (k, v) = piece.split_once('=').unwrap_or((&piece, ""));
+            assert!(percent_decode(k, true).is_none() || percent_decode(v, true).is_none());
+        }
+    }
+});
