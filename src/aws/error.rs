@@ -154,6 +154,19 @@ pub fn service_error(status: u16, error_type_header: Option<&str>, body: &[u8]) 
     }
 }
 
+/// Where a JSON document went wrong, without serde's detail: its messages
+/// quote the offending value ("invalid type: integer `123`"), and in a secret
+/// or credentials answer that value may be the secret.
+pub fn json_error(e: &serde_json::Error) -> String {
+    let kind = match e.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "not valid JSON",
+        serde_json::error::Category::Data => "JSON of an unexpected shape",
+        serde_json::error::Category::Eof => "cut short",
+    };
+    format!("{kind} (line {}, column {})", e.line(), e.column())
+}
+
 /// `aws.protocol#ResourceNotFoundException:http://...` → `ResourceNotFoundException`.
 fn clean_code(raw: &str) -> String {
     let after_hash = raw.rsplit('#').next().unwrap_or(raw);
@@ -236,6 +249,15 @@ mod tests {
         assert_eq!(body["__type"], "UnknownError");
         assert_eq!(e.status(), 502);
         assert!(e.is_transient());
+    }
+
+    #[test]
+    fn json_errors_never_quote_values() {
+        let e = serde_json::from_str::<Vec<String>>(r#"[12345678]"#).unwrap_err();
+        assert!(e.to_string().contains("12345678"), "serde quotes it");
+        let ours = json_error(&e);
+        assert!(!ours.contains("12345678"), "{ours}");
+        assert!(ours.contains("unexpected shape"), "{ours}");
     }
 
     #[test]

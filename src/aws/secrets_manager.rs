@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
 use super::client::Client;
-use super::error::UpstreamError;
+use super::error::{json_error, UpstreamError};
 use crate::secret::SecretBytes;
 
 /// What a client asked for: the cache key and the GetSecretValue input.
@@ -112,8 +112,9 @@ impl SecretsManager {
             version_stage: None,
         };
         let reply = self.call("DescribeSecret", &input)?;
-        let out: DescribeOutput = serde_json::from_slice(&reply)
-            .map_err(|e| UpstreamError::Response(format!("DescribeSecret answer: {e}")))?;
+        let out: DescribeOutput = serde_json::from_slice(&reply).map_err(|e| {
+            UpstreamError::Response(format!("DescribeSecret answer: {}", json_error(&e)))
+        })?;
         Ok(Description {
             version_ids_to_stages: out.version_ids_to_stages,
         })
@@ -136,8 +137,9 @@ impl SecretsManager {
 /// Upstream JSON → the agent's body. `CreatedDate` becomes a string holding the
 /// number as Rust's `f64` Display prints it, as AWS's agent does.
 fn render(reply: &[u8]) -> Result<SecretValue, UpstreamError> {
-    let out: Output = serde_json::from_slice(reply)
-        .map_err(|e| UpstreamError::Response(format!("GetSecretValue answer: {e}")))?;
+    let out: Output = serde_json::from_slice(reply).map_err(|e| {
+        UpstreamError::Response(format!("GetSecretValue answer: {}", json_error(&e)))
+    })?;
     let served = Served {
         arn: out.arn.as_deref(),
         name: out.name.as_deref(),
@@ -196,5 +198,10 @@ mod tests {
     #[test]
     fn garbage_is_a_response_error() {
         assert!(matches!(render(b"<html>"), Err(UpstreamError::Response(_))));
+        // A secret of the wrong type must not end up in the error (and the log).
+        let e = render(br#"{"Name":"n","SecretString":987654321}"#)
+            .err()
+            .unwrap();
+        assert!(!e.to_string().contains("987654321"), "{e}");
     }
 }

@@ -180,8 +180,12 @@ struct JsonCredentials {
 }
 
 pub(crate) fn from_json(body: &[u8], source: &str) -> Result<Credentials, String> {
-    let parsed: JsonCredentials =
-        serde_json::from_slice(body).map_err(|e| format!("answer is not credentials JSON: {e}"))?;
+    let parsed: JsonCredentials = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "answer is not credentials JSON: {}",
+            crate::aws::error::json_error(&e)
+        )
+    })?;
     if let Some(code) = parsed.code.filter(|c| c != "Success") {
         let message = parsed.message.unwrap_or_default();
         return Err(format!("answered {code}: {message}"));
