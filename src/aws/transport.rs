@@ -65,7 +65,14 @@ impl Transport {
             .timeout_global(Some(timeouts.call))
             .http_status_as_error(false)
             .user_agent(USER_AGENT)
-            .max_idle_connections_per_host(16)
+            // ureq's defaults (128 KiB in + 128 KiB out per pooled
+            // connection) would dominate our memory; AWS answers are small and
+            // larger bodies stream through.
+            .max_response_header_size(16 * 1024)
+            .input_buffer_size(32 * 1024)
+            .output_buffer_size(16 * 1024)
+            .max_idle_connections(8)
+            .max_idle_connections_per_host(4)
             .build();
         Transport {
             agent: config.new_agent(),

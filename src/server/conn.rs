@@ -16,7 +16,7 @@ use crate::server::pool::Scratch;
 /// Largest request head accepted; larger ones get 431 without being buffered.
 pub const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 64;
-const READ_CHUNK: usize = 16 * 1024;
+const READ_CHUNK: usize = 4 * 1024;
 /// After refusing a request, how much of the rest we swallow so the client can
 /// read our answer instead of a reset.
 const DRAIN_BYTES: usize = 1024 * 1024;
