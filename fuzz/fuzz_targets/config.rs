@@ -24,11 +24,31 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
     };
-    assert!(config.ttl_seconds <= 3600, "ttl_seconds {}", config.ttl_seconds);
-    assert!((1..=1000).contains(&config.cache_size), "cache_size {}", config.cache_size);
-    assert!((1..=1000).contains(&config.max_conn), "max_conn {}", config.max_conn);
-    assert!(config.http_port == 0 || config.http_port >= 1024, "http_port {}", config.http_port);
-    assert!(config.path_prefix.starts_with('/'), "path_prefix {:?}", config.path_prefix);
+    assert!(
+        config.ttl_seconds <= 3600,
+        "ttl_seconds {}",
+        config.ttl_seconds
+    );
+    assert!(
+        (1..=1000).contains(&config.cache_size),
+        "cache_size {}",
+        config.cache_size
+    );
+    assert!(
+        (1..=1000).contains(&config.max_conn),
+        "max_conn {}",
+        config.max_conn
+    );
+    assert!(
+        config.http_port == 0 || config.http_port >= 1024,
+        "http_port {}",
+        config.http_port
+    );
+    assert!(
+        config.path_prefix.starts_with('/'),
+        "path_prefix {:?}",
+        config.path_prefix
+    );
     assert!(!config.ssrf_headers.is_empty());
     for h in &config.ssrf_headers {
         assert!(
@@ -37,7 +57,10 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     assert!(!config.ssrf_env_variables.is_empty());
-    assert!(config.ssrf_env_variables.iter().all(|v| !v.trim().is_empty()));
+    assert!(config
+        .ssrf_env_variables
+        .iter()
+        .all(|v| !v.trim().is_empty()));
     if let Some(region) = &config.region {
         assert!(!region.trim().is_empty());
     }

@@ -136,7 +136,13 @@ fn model(path: &str, query: &str, prefix: &str) -> Expect {
     let mut keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
     keys.sort_unstable();
     let duplicated = keys.windows(2).any(|w| w[0] == w[1]);
-    let value = |key: &str| pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    let value = |key: &str| {
+        pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    };
     let secret_id = if get_route {
         match value("secretId").filter(|v| !v.is_empty()) {
             Some(id) => Some(id),
@@ -169,7 +175,11 @@ fn model(path: &str, query: &str, prefix: &str) -> Expect {
     };
     if !errors.is_empty() {
         // With a key given twice, the value that counts is not in the contract.
-        return if duplicated { Expect::Unchecked } else { Expect::BadRequest(errors) };
+        return if duplicated {
+            Expect::Unchecked
+        } else {
+            Expect::BadRequest(errors)
+        };
     }
     if duplicated {
         return Expect::Unchecked;
@@ -186,7 +196,12 @@ fn check(api: &Api<Fake>, prefix: &str, request: &Request) {
     let response = api.handle(request);
     let status = response.status;
     let body = response.body.as_bytes();
-    let ctx = || format!("method {:?} target {:?} prefix {prefix:?}", request.method, request.target);
+    let ctx = || {
+        format!(
+            "method {:?} target {:?} prefix {prefix:?}",
+            request.method, request.target
+        )
+    };
     assert!(
         // The contract's own codes, then the fake upstream's (500/502/504 are
         // the agent's mappings, 503 is passed through from "AWS").
@@ -194,11 +209,18 @@ fn check(api: &Api<Fake>, prefix: &str, request: &Request) {
         "status {status} is not in the contract: {}",
         ctx()
     );
-    assert!(!body.is_empty(), "empty body for status {status}: {}", ctx());
+    assert!(
+        !body.is_empty(),
+        "empty body for status {status}: {}",
+        ctx()
+    );
     // max_conn = 1 and one request at a time: the limit is never hit.
     assert_ne!(status, 429, "429 with nothing else in flight: {}", ctx());
 
-    let (path, query) = request.target.split_once('?').unwrap_or((request.target, ""));
+    let (path, query) = request
+        .target
+        .split_once('?')
+        .unwrap_or((request.target, ""));
     let forwarded = request
         .headers
         .iter()
@@ -210,7 +232,11 @@ fn check(api: &Api<Fake>, prefix: &str, request: &Request) {
     let text = "text/plain; charset=utf-8";
     let expected = if path == "/ping" {
         // No token needed; only GET.
-        Some(if get { (200, "healthy") } else { (405, "Not allowed") })
+        Some(if get {
+            (200, "healthy")
+        } else {
+            (405, "Not allowed")
+        })
     } else if forwarded {
         Some((400, "Forwarded"))
     } else if !has_token {
@@ -223,15 +249,29 @@ fn check(api: &Api<Fake>, prefix: &str, request: &Request) {
         None
     };
     if let Some((want_status, want_body)) = expected {
-        assert_eq!((status, body), (want_status, want_body.as_bytes()), "{}", ctx());
+        assert_eq!(
+            (status, String::from_utf8_lossy(body)),
+            (want_status, want_body.into()),
+            "{}",
+            ctx()
+        );
         assert_eq!(response.content_type, text);
         return;
     }
     match model(path, query, prefix) {
         Expect::BadRequest(bodies) => {
             let got = String::from_utf8_lossy(body);
-            assert_eq!(status, 400, "{}: body {got:?}, expected one of {bodies:?}", ctx());
-            assert!(bodies.iter().any(|b| *b == got), "{}: body {got:?}, expected one of {bodies:?}", ctx());
+            assert_eq!(
+                status,
+                400,
+                "{}: body {got:?}, expected one of {bodies:?}",
+                ctx()
+            );
+            assert!(
+                bodies.iter().any(|b| *b == got),
+                "{}: body {got:?}, expected one of {bodies:?}",
+                ctx()
+            );
             assert_eq!(response.content_type, text);
         }
         Expect::Secret(query, _refresh_now) => {
@@ -285,7 +325,11 @@ fn structured(data: &[u8]) {
     let mut lines = text.split('\n');
     let prefix = lines.next().unwrap_or_default();
     // Config::parse only lets prefixes that start with '/' through.
-    let prefix = if prefix.starts_with('/') { prefix } else { "/v1/" };
+    let prefix = if prefix.starts_with('/') {
+        prefix
+    } else {
+        "/v1/"
+    };
     let method = lines.next().unwrap_or_default();
     let target = lines.next().unwrap_or_default();
     let pairs: Vec<(&str, &str)> = lines

@@ -34,8 +34,10 @@ fuzz_target!(|data: &[u8]| {
             let pieces = text.split('&').filter(|p| !p.is_empty()).count();
             assert_eq!(pairs.len(), pieces, "one pair per non-empty piece");
             // Encoding the pairs and parsing them again gives the same pairs.
-            let borrowed: Vec<(&str, &str)> =
-                pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let borrowed: Vec<(&str, &str)> = pairs
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
             let encoded = form_encode(&borrowed);
             assert_eq!(parse_query(&encoded).as_ref(), Ok(&pairs), "{encoded:?}");
         }
