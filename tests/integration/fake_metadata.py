@@ -29,6 +29,7 @@ object (see :func:`netns_main`).
 from __future__ import annotations
 
 import collections
+import errno
 import http.client
 import json
 import os
@@ -92,7 +93,16 @@ class _ServerV6(_ServerV4):
 
 def _make_server(host, port, handler):
     cls = _ServerV6 if ":" in host else _ServerV4
-    return cls((host, port), handler)
+    # An IPv6 address just added to lo can stay "tentative" (duplicate address
+    # detection) for a moment: binding fails with EADDRNOTAVAIL until it settles.
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            return cls((host, port), handler)
+        except OSError as e:
+            if e.errno != errno.EADDRNOTAVAIL or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 class _Handler(BaseHTTPRequestHandler):
