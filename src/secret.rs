@@ -16,6 +16,12 @@ impl SecretBytes {
         SecretBytes(bytes)
     }
 
+    /// Bytes allocated beyond the content.
+    #[cfg(test)]
+    pub(crate) fn spare_capacity(&self) -> usize {
+        self.0.capacity() - self.0.len()
+    }
+
     /// Overwrites the bytes now (the buffer stays allocated, all zero).
     pub fn wipe(&mut self) {
         self.0.zeroize();

@@ -149,15 +149,32 @@ fn render(reply: &[u8]) -> Result<SecretValue, UpstreamError> {
         version_stages: out.version_stages.as_deref(),
         created_date: out.created_date.map(|d| d.to_string()),
     };
-    // Sized up front so the buffer never reallocates (a reallocation would
-    // free a copy of the secret without overwriting it).
-    let mut body = Vec::with_capacity(reply.len() + 64);
-    serde_json::to_writer(&mut body, &served)
-        .map_err(|e| UpstreamError::Internal(format!("cannot render secret: {e}")))?;
+    // Sized exactly, up front: the buffer never reallocates (a reallocation
+    // would free a copy of the secret without overwriting it), and the cache
+    // holds no spare bytes.
+    let cannot =
+        |e: serde_json::Error| UpstreamError::Internal(format!("cannot render secret: {e}"));
+    let mut counter = ByteCounter(0);
+    serde_json::to_writer(&mut counter, &served).map_err(cannot)?;
+    let mut body = Vec::with_capacity(counter.0);
+    serde_json::to_writer(&mut body, &served).map_err(cannot)?;
     Ok(SecretValue {
         body: SecretBytes::new(body),
         version_id: out.version_id.clone().unwrap_or_default(),
     })
+}
+
+/// A writer that only counts what it is given.
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Drop for Output {
@@ -183,6 +200,7 @@ mod tests {
             r#"{"ARN":"arn:aws:secretsmanager:us-east-1:123456789012:secret:MyTest-tKAqXa","Name":"MyTest","VersionId":"v1","SecretString":"{\"user\":\"admin\"}","VersionStages":["AWSCURRENT"],"CreatedDate":"1795900097"}"#
         );
         assert_eq!(v.version_id, "v1");
+        assert_eq!(v.body.spare_capacity(), 0, "the cache keeps no spare bytes");
     }
 
     #[test]

@@ -13,6 +13,11 @@ use super::error::{service_error, UpstreamError};
 /// grow by a third in base64); anything far larger is not a real answer.
 const MAX_BODY: u64 = 2 * 1024 * 1024;
 
+/// A request head (method, path, headers) must fit in this whole.
+const OUTPUT_BUFFER: usize = 16 * 1024;
+/// What ureq adds to our headers: request line, Host, User-Agent,
+/// Content-Length, Accept-Encoding, with room to spare.
+const HEAD_ALLOWANCE: usize = 512;
 pub const USER_AGENT: &str = concat!("secrets-manager-agent/", env!("CARGO_PKG_VERSION"));
 
 #[derive(Debug, Clone, Copy)]
@@ -65,14 +70,18 @@ impl Transport {
             .timeout_global(Some(timeouts.call))
             .http_status_as_error(false)
             .user_agent(USER_AGENT)
-            // ureq's defaults (128 KiB in + 128 KiB out per pooled
-            // connection) would dominate our memory; AWS answers are small and
-            // larger bodies stream through.
-            .max_response_header_size(16 * 1024)
-            .input_buffer_size(32 * 1024)
-            .output_buffer_size(16 * 1024)
-            .max_idle_connections(8)
-            .max_idle_connections_per_host(4)
+            // Every pooled connection keeps its buffers, zero-filled, twice
+            // over with TLS (one pair for TCP, one for TLS): ureq's defaults,
+            // 128 KiB each, would be ~0.5 MiB per connection. AWS answers
+            // have heads of a few hundred bytes and bodies stream through; a
+            // request head must fit the output buffer whole, and session
+            // tokens run to a few KiB. Few idle connections: the cache makes
+            // upstream calls rare.
+            .max_response_header_size(8 * 1024)
+            .input_buffer_size(8 * 1024)
+            .output_buffer_size(OUTPUT_BUFFER)
+            .max_idle_connections(4)
+            .max_idle_connections_per_host(2)
             .build();
         Transport {
             agent: config.new_agent(),
@@ -93,6 +102,23 @@ impl Transport {
         headers: &[(String, String)],
         body: &[u8],
     ) -> Outcome {
+        // ureq would fail such a request with "output too small".
+        let head: usize = url.len()
+            + HEAD_ALLOWANCE
+            + headers
+                .iter()
+                .map(|(n, v)| n.len() + v.len() + 4)
+                .sum::<usize>();
+        if head > OUTPUT_BUFFER {
+            return Outcome {
+                result: Err(UpstreamError::Internal(format!(
+                    "the signed request head would be about {head} bytes, more than the \
+                     {} KiB this agent sends; is the session token unusually long?",
+                    OUTPUT_BUFFER / 1024
+                ))),
+                retry_after: None,
+            };
+        }
         let mut request = ureq::http::Request::builder().method(method).uri(url);
         for (name, value) in headers {
             request = request.header(name, value);

@@ -5,7 +5,7 @@ import threading
 import time
 
 
-from conftest import close_abruptly, error, free_port, garbage, hang, ok, respond, unique
+from conftest import close_abruptly, error, free_port, garbage, hang, ok, respond, unique, wait_until
 
 FAST_TIMEOUT_ENV = {"SMA_UPSTREAM_TIMEOUT_MS": "300", "SMA_UPSTREAM_CONNECT_TIMEOUT_MS": "1000"}
 
@@ -298,3 +298,22 @@ def test_region_and_signature_headers_reach_upstream(agent, fake_upstream):
     assert headers.get("Host") == f"127.0.0.1:{fake_upstream.port}"
     assert "X-Amz-Security-Token" not in headers
     assert req == {"SecretId": "sig"} or req.get("SecretId") == "sig"
+
+
+def test_long_session_token_is_sent_whole(agent, fake_upstream):
+    """A request head with a multi-KiB session token still fits the client's output buffer."""
+    token = "IQoJb3JpZ2luX2VjE" + "x" * 12000 + "=="
+    ag = agent(fake_upstream.url, env={"AWS_SESSION_TOKEN": token})
+    status, _, body = ag.secret("long-token")
+    assert status == 200, body
+    (call,) = fake_upstream.requests("GetSecretValue")
+    headers = {k.lower(): v for k, v in call[3].items()}
+    assert headers["x-amz-security-token"] == token
+
+
+def test_oversized_session_token_is_a_clear_error(agent, fake_upstream):
+    ag = agent(fake_upstream.url, env={"AWS_SESSION_TOKEN": "x" * 20000})
+    status, _, body = ag.secret("huge-token")
+    assert status == 500, body
+    assert fake_upstream.count("GetSecretValue") == 0
+    wait_until(lambda: "session token unusually long" in ag.stdout + ag.stderr, what="the reason in the log")

@@ -249,3 +249,24 @@ def test_credentials_file_is_reread_when_it_changes(agent, moto, sm, tmp_path):
         time.sleep(0.5)
     assert status == 200, body
     assert json.loads(body)["SecretString"] == "after-rotation"
+
+
+def test_largest_string_secret(ag, sm):
+    """64 KiB (the Secrets Manager maximum) streams through the client's small buffers intact."""
+    name = unique("big")
+    chunk = 'ab"c\\d\u00e9\n{}'
+    value = (chunk * (65536 // len(chunk.encode())))[: 65536 - 16]
+    assert len(value.encode()) <= 65536
+    sm.create_secret(Name=name, SecretString=value)
+    status, _, body = ag.secret(name)
+    assert status == 200, body[:200]
+    assert json.loads(body)["SecretString"] == value
+
+
+def test_largest_binary_secret(ag, sm):
+    name = unique("bigbin")
+    data = bytes((i * 7 + 3) % 256 for i in range(65536))
+    sm.create_secret(Name=name, SecretBinary=data)
+    status, _, body = ag.secret(name)
+    assert status == 200, body[:200]
+    assert base64.b64decode(json.loads(body)["SecretBinary"]) == data
