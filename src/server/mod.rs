@@ -29,6 +29,10 @@ const MAX_CONNECTIONS: usize = 8192;
 const MAX_PENDING_BYTES: usize = 16 << 20;
 /// Workers kept even when idle.
 const MIN_WORKERS: usize = 4;
+/// Workers started at once when a request finds none idle, per CPU. Beyond
+/// that the pool grows only for requests that waited (see `pool`); a cache
+/// hit is CPU work, and each extra thread costs ~13 KiB while it lives.
+const SOFT_WORKERS_PER_CPU: usize = 4;
 /// Workers beyond `max_conn`, so that a saturated agent can still read a
 /// request and answer it with 429 or serve `/ping`.
 const EXTRA_WORKERS: usize = 8;
@@ -65,8 +69,10 @@ where
         wake: wake_tx,
     };
     let handler = Arc::new(handler);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pool = Pool::new(
         MIN_WORKERS,
+        (cpus * SOFT_WORKERS_PER_CPU).max(MIN_WORKERS * 2),
         settings.max_conn + EXTRA_WORKERS,
         STACK_SIZE,
         move |conn: Conn, scratch: &mut pool::Scratch| {
@@ -147,9 +153,26 @@ impl Poller {
                 .map(|c| (c.since + timeout).saturating_duration_since(now))
                 .min()
                 .unwrap_or(Duration::from_secs(1));
-            let wait_ms = next_expiry.min(Duration::from_secs(1)).as_millis() as libc::c_int + 1;
-            // SAFETY: `fds` is a live, correctly sized array of pollfd.
-            let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait_ms) };
+            // Queued requests that wait too long get new workers.
+            let starved_check = self.pool.grow_if_starved().unwrap_or(Duration::MAX);
+            let wait = next_expiry
+                .min(Duration::from_secs(1))
+                .min(starved_check)
+                .max(Duration::from_micros(100));
+            let wait = libc::timespec {
+                tv_sec: wait.as_secs() as libc::time_t,
+                tv_nsec: wait.subsec_nanos() as libc::c_long,
+            };
+            // SAFETY: `fds` is a live, correctly sized array of pollfd and
+            // `wait` a valid timeout; the signal mask is left alone.
+            let ready = unsafe {
+                libc::ppoll(
+                    fds.as_mut_ptr(),
+                    fds.len() as libc::nfds_t,
+                    &wait,
+                    std::ptr::null(),
+                )
+            };
             if ready < 0 {
                 let err = io::Error::last_os_error();
                 if err.kind() != io::ErrorKind::Interrupted {
