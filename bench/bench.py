@@ -124,6 +124,7 @@ def measure(name, binary, args, upstream, token, workdir, opts):
         fill_cache(port, token)
         time.sleep(1)
         r["rss_cached"], r["threads_cached"] = common.proc_status(proc.pid)
+        r["anon_cached"] = common.rss_anon(proc.pid)
 
         print("    wrk %ds, %d threads, %d keep-alive connections" % (opts.seconds, WRK_THREADS, WRK_CONNECTIONS), flush=True)
         r.update(throughput(proc.pid, port, token, opts.seconds, workdir, name))
@@ -252,12 +253,14 @@ def throughput(pid, port, token, seconds, workdir, name):
         raise RuntimeError("wrk failed:\n" + out.stdout + out.stderr)
     w = {k: int(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
     rss_end, threads_end = common.proc_status(pid)
+    anon_end = common.rss_anon(pid)
     return {
         "rps": w["requests"] / (w["duration_us"] / 1e6),
         "ka_p50_ms": w["p50_us"] / 1000,
         "ka_p99_ms": w["p99_us"] / 1000,
         "ka_errors": w["non2xx"] + w["connect_errors"] + w["read_errors"] + w["write_errors"] + w["timeouts"],
         "rss_end": rss_end,
+        "anon_end": anon_end,
         "rss_peak": max((s[0] for s in samples if s[0]), default=None),
         "threads_peak": max((s[1] for s in samples if s[1]), default=None),
     }
@@ -298,6 +301,7 @@ ROWS = [
     ("RSS idle (MiB)", "rss_idle", "mib"),
     ("threads idle", "threads_idle", "{}"),
     ("RSS after caching 1000 secrets (MiB)", "rss_cached", "mib"),
+    ("  of which private: RssAnon (MiB)", "anon_cached", "mib"),
     ("threads after caching 1000 secrets (8 clients)", "threads_cached", "{}"),
     ("keep-alive: requests/s (wrk -t2 -c32)", "rps", "{:,.0f}"),
     ("keep-alive: p50 latency (ms)", "ka_p50_ms", "{:.3f}"),
@@ -305,6 +309,7 @@ ROWS = [
     ("keep-alive: errors + non-2xx", "ka_errors", "{}"),
     ("RSS peak during wrk run (MiB)", "rss_peak", "mib"),
     ("RSS at end of wrk run (MiB)", "rss_end", "mib"),
+    ("  of which private: RssAnon (MiB)", "anon_end", "mib"),
     ("threads peak during wrk run", "threads_peak", "{}"),
     ("new connection each: p50 latency (ms)", "nc_p50_ms", "{:.3f}"),
     ("new connection each: p99 latency (ms)", "nc_p99_ms", "{:.3f}"),

@@ -212,19 +212,31 @@ def get(port, path, token, timeout=10, conn=None):
             conn.close()
 
 
-def proc_status(pid):
-    """(VmRSS in KiB, thread count) from /proc/PID/status, or (None, None) if gone."""
-    rss = threads = None
+def _status(pid):
+    """The numeric fields of /proc/PID/status ({} if the process is gone)."""
+    fields = {}
     try:
         with open("/proc/%d/status" % pid) as f:
             for line in f:
-                if line.startswith("VmRSS:"):
-                    rss = int(line.split()[1])
-                elif line.startswith("Threads:"):
-                    threads = int(line.split()[1])
+                name, _, value = line.partition(":")
+                parts = value.split()
+                if parts and parts[0].isdigit():
+                    fields[name] = int(parts[0])
     except OSError:
         pass
-    return rss, threads
+    return fields
+
+
+def proc_status(pid):
+    """(VmRSS in KiB, thread count), or (None, None) if the process is gone."""
+    fields = _status(pid)
+    return fields.get("VmRSS"), fields.get("Threads")
+
+
+def rss_anon(pid):
+    """RssAnon in KiB: the private part of RSS (heap, stacks), without the
+    binary's and libraries' code and data pages. None if the process is gone."""
+    return _status(pid).get("RssAnon")
 
 
 def percentile(sorted_values, p):

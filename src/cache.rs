@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::aws::retry::random_unit;
@@ -56,8 +56,10 @@ pub struct Settings {
 
 pub struct Cache<U> {
     shared: Arc<Shared<U>>,
-    /// Keys to refresh ahead of expiry; `None` when nothing is cached (TTL 0).
-    refresh: Option<SyncSender<SecretQuery>>,
+    /// Keys to refresh ahead of expiry. The refreshers start with the first
+    /// refresh (an agent whose secrets are read once never needs them);
+    /// `None` if they could not start.
+    refresh: OnceLock<Option<SyncSender<SecretQuery>>>,
 }
 
 /// The state the request threads and the refreshers share.
@@ -136,12 +138,10 @@ impl<U: Upstream + 'static> Cache<U> {
             entries: Mutex::new(HashMap::new()),
             flights: Mutex::new(HashMap::new()),
         });
-        let refresh = if settings.ttl.is_zero() {
-            None
-        } else {
-            start_refreshers(&shared)
-        };
-        Cache { shared, refresh }
+        Cache {
+            shared,
+            refresh: OnceLock::new(),
+        }
     }
 
     /// Answers a client's request: from memory when fresh, else from AWS.
@@ -182,7 +182,8 @@ impl<U: Upstream + 'static> Cache<U> {
     }
 
     fn queue_refresh(&self, query: &SecretQuery) {
-        let Some(refresh) = &self.refresh else { return };
+        let refresh = self.refresh.get_or_init(|| start_refreshers(&self.shared));
+        let Some(refresh) = refresh else { return };
         match refresh.try_send(query.clone()) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
@@ -239,6 +240,7 @@ fn refresher<U: Upstream>(shared: &Shared<U>, rx: &Mutex<Receiver<SecretQuery>>)
         let next = lock(rx).recv();
         let Ok(query) = next else { return };
         shared.refresh_ahead(&query);
+        crate::stack::release_unused();
     }
 }
 

@@ -14,5 +14,6 @@ pub mod query;
 pub mod secret;
 pub mod server;
 pub mod signals;
+pub mod stack;
 pub mod sync;
 pub mod token;

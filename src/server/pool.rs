@@ -152,9 +152,13 @@ impl<T: Send + 'static> Pool<T> {
     /// that moves, only slower than it could on a busy CPU, is left alone.
     /// Returns when to call again: `None` while nothing is queued.
     pub fn grow_if_starved(&self) -> Option<Duration> {
+        self.grow_if_starved_at(Instant::now())
+    }
+
+    fn grow_if_starved_at(&self, now: Instant) -> Option<Duration> {
         let mut state = lock(&self.shared.state);
-        let waited = state.jobs.front()?.0.elapsed();
-        let quiet = waited.min(state.last_taken.elapsed());
+        let waited = now.saturating_duration_since(state.jobs.front()?.0);
+        let quiet = waited.min(now.saturating_duration_since(state.last_taken));
         if quiet < STARVED {
             return Some(STARVED - quiet);
         }
@@ -215,7 +219,7 @@ fn worker<T>(shared: &Shared<T>) {
         if !trimmed {
             drop(state);
             scratch = Scratch::new(&shared.queued);
-            release_unused_stack();
+            crate::stack::release_unused();
             trimmed = true;
             state = lock(&shared.state);
             continue;
@@ -224,57 +228,6 @@ fn worker<T>(shared: &Shared<T>) {
             state.threads -= 1;
             return;
         }
-    }
-}
-
-/// Gives the pages of this thread's stack below the current frame back to the
-/// kernel. A request that fetched from AWS leaves ~40 KiB of stack touched
-/// (TLS, signing, JSON); a cache hit needs a few KiB. Later calls that reach
-/// deeper again get fresh zeroed pages, so this is invisible to the program.
-#[cfg(target_os = "linux")]
-fn release_unused_stack() {
-    // Room for this function's own frame and the madvise call below it.
-    const MARGIN: usize = 4096;
-    let page = 4096;
-    let here = &page as *const usize as usize;
-    let Some((low, _)) = stack_bounds() else {
-        return;
-    };
-    let end = here.saturating_sub(MARGIN) & !(page - 1);
-    let start = (low + page - 1) & !(page - 1);
-    if end > start {
-        // SAFETY: [start, end) lies inside this thread's own stack mapping,
-        // below the deepest frame that is live now (the current one, minus a
-        // margin for the call below), so no live data is there. MADV_DONTNEED
-        // on private anonymous memory only drops the pages; touching them
-        // again maps zero pages.
-        unsafe {
-            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
-        }
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn release_unused_stack() {}
-
-/// The lowest and highest address of the calling thread's stack.
-#[cfg(target_os = "linux")]
-fn stack_bounds() -> Option<(usize, usize)> {
-    // SAFETY: `attr` is initialised by pthread_getattr_np before it is read
-    // and destroyed once; the out-pointers are valid locals.
-    unsafe {
-        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
-        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
-            return None;
-        }
-        let mut addr: *mut libc::c_void = std::ptr::null_mut();
-        let mut size: libc::size_t = 0;
-        let got = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
-        libc::pthread_attr_destroy(&mut attr);
-        if got != 0 || addr.is_null() {
-            return None;
-        }
-        Some((addr as usize, addr as usize + size))
     }
 }
 
@@ -344,63 +297,35 @@ mod tests {
 
     #[test]
     fn a_moving_queue_is_not_starved() {
-        let pool = Pool::new(1, 1, 4, 64 * 1024, |_: u32, _: &mut Scratch| {
-            thread::sleep(Duration::from_millis(1));
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let release_rx = Mutex::new(release_rx);
+        let pool = Pool::new(1, 1, 4, 64 * 1024, move |_: u32, _: &mut Scratch| {
+            let _ = release_rx
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(10));
         });
-        for n in 0..200 {
-            pool.submit(n);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while pool.grow_if_starved().is_some() && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(1));
-        }
-        // The single worker kept taking jobs: nothing was added.
+        pool.submit(0);
+        wait_for(|| lock(&pool.shared.state).jobs.is_empty());
+        pool.submit(1);
+        // Job 1 has waited three times STARVED, but a worker took a job just
+        // before: the queue moves, nothing is added.
+        let later = lock(&pool.shared.state).jobs[0].0 + STARVED * 3;
+        lock(&pool.shared.state).last_taken = later - STARVED / 2;
+        assert!(pool.grow_if_starved_at(later).is_some());
         assert_eq!(lock(&pool.shared.state).threads, 1);
+        // Quiet for longer than STARVED: now it grows.
+        assert!(pool.grow_if_starved_at(later + STARVED).is_some());
+        assert_eq!(lock(&pool.shared.state).threads, 2);
+        release_tx.send(()).unwrap();
+        release_tx.send(()).unwrap();
     }
 
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn unused_stack_goes_back_to_the_kernel() {
-        fn touch(depth: usize) -> u8 {
-            let mut pad = [0u8; 1024];
-            pad[depth % 1024] = depth as u8;
-            if depth == 0 {
-                std::hint::black_box(pad)[0]
-            } else {
-                touch(depth - 1).wrapping_add(std::hint::black_box(pad)[depth % 1024])
-            }
+    fn wait_for(done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out");
+            thread::sleep(Duration::from_millis(1));
         }
-        fn resident_pages(low: usize, high: usize) -> usize {
-            let page = 4096;
-            let mut vec = vec![0u8; (high - low) / page];
-            // SAFETY: [low, high) is this thread's stack mapping; `vec` has one
-            // byte per page.
-            let ok =
-                unsafe { libc::mincore(low as *mut libc::c_void, high - low, vec.as_mut_ptr()) };
-            assert_eq!(ok, 0, "mincore: {}", std::io::Error::last_os_error());
-            vec.iter().filter(|&&b| b & 1 == 1).count()
-        }
-        let counts = thread::Builder::new()
-            .stack_size(1 << 20)
-            .spawn(|| {
-                let (low, _) = stack_bounds().expect("stack bounds");
-                let low = (low + 4095) & !4095;
-                let here = (&low as *const usize as usize) & !4095;
-                std::hint::black_box(touch(200));
-                let before = resident_pages(low, here - 16 * 4096);
-                release_unused_stack();
-                let after = resident_pages(low, here - 16 * 4096);
-                // The stack still works, and reaches deep again.
-                std::hint::black_box(touch(200));
-                (before, after)
-            })
-            .unwrap()
-            .join()
-            .unwrap();
-        assert!(
-            counts.0 >= 30,
-            "the deep call should have touched pages: {counts:?}"
-        );
-        assert_eq!(counts.1, 0, "{counts:?}");
     }
 }

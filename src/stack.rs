@@ -1,0 +1,108 @@
+//! Giving a thread's unused stack pages back to the kernel.
+//!
+//! A call into AWS (TLS, signing, JSON) touches ~40 KiB of stack; a cache hit
+//! needs a few KiB. Without this, every thread that ever fetched keeps those
+//! pages resident for as long as it lives.
+
+/// Gives the pages of the calling thread's stack below the current frame back
+/// to the kernel. Later calls that reach deeper get fresh zeroed pages, so
+/// this is invisible to the program. For spawned threads (the main thread's
+/// stack bounds are only a guess).
+#[cfg(target_os = "linux")]
+pub fn release_unused() {
+    // Room for this function's own frame and the madvise call below it.
+    const MARGIN: usize = 4096;
+    let page = 4096;
+    let here = &page as *const usize as usize;
+    let Some((low, _)) = bounds() else {
+        return;
+    };
+    let end = here.saturating_sub(MARGIN) & !(page - 1);
+    let start = (low + page - 1) & !(page - 1);
+    if end > start {
+        // SAFETY: [start, end) lies inside this thread's own stack mapping,
+        // below the deepest frame that is live now (the current one, minus a
+        // margin for the call below), so no live data is there. MADV_DONTNEED
+        // on private anonymous memory only drops the pages; touching them
+        // again maps zero pages.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn release_unused() {}
+
+/// The lowest and highest address of the calling thread's stack.
+#[cfg(target_os = "linux")]
+fn bounds() -> Option<(usize, usize)> {
+    // SAFETY: `attr` is initialised by pthread_getattr_np before it is read
+    // and destroyed once; the out-pointers are valid locals.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+            return None;
+        }
+        let mut addr: *mut libc::c_void = std::ptr::null_mut();
+        let mut size: libc::size_t = 0;
+        let got = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
+        libc::pthread_attr_destroy(&mut attr);
+        if got != 0 || addr.is_null() {
+            return None;
+        }
+        Some((addr as usize, addr as usize + size))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::thread;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn unused_stack_goes_back_to_the_kernel() {
+        fn touch(depth: usize) -> u8 {
+            let mut pad = [0u8; 1024];
+            pad[depth % 1024] = depth as u8;
+            if depth == 0 {
+                std::hint::black_box(pad)[0]
+            } else {
+                touch(depth - 1).wrapping_add(std::hint::black_box(pad)[depth % 1024])
+            }
+        }
+        fn resident_pages(low: usize, high: usize) -> usize {
+            let page = 4096;
+            let mut vec = vec![0u8; (high - low) / page];
+            // SAFETY: [low, high) is this thread's stack mapping; `vec` has one
+            // byte per page.
+            let ok =
+                unsafe { libc::mincore(low as *mut libc::c_void, high - low, vec.as_mut_ptr()) };
+            assert_eq!(ok, 0, "mincore: {}", std::io::Error::last_os_error());
+            vec.iter().filter(|&&b| b & 1 == 1).count()
+        }
+        let counts = thread::Builder::new()
+            .stack_size(1 << 20)
+            .spawn(|| {
+                let (low, _) = bounds().expect("stack bounds");
+                let low = (low + 4095) & !4095;
+                let here = (&low as *const usize as usize) & !4095;
+                std::hint::black_box(touch(200));
+                let before = resident_pages(low, here - 16 * 4096);
+                crate::stack::release_unused();
+                let after = resident_pages(low, here - 16 * 4096);
+                // The stack still works, and reaches deep again.
+                std::hint::black_box(touch(200));
+                (before, after)
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(
+            counts.0 >= 30,
+            "the deep call should have touched pages: {counts:?}"
+        );
+        assert_eq!(counts.1, 0, "{counts:?}");
+    }
+}
