@@ -3,9 +3,10 @@
 //! and the order of checks (token before method before routing).
 //!
 //! Two input modes, chosen by the first byte:
-//! * anything but NUL: the bytes are a raw request head, parsed with httparse
-//!   and the same limits as the server's private `src/server/conn.rs::parse`
-//!   (64 headers, 64 KiB head), then handed to `Api::handle` as the server does;
+//! * anything but NUL: the bytes are a raw request head for the server's own
+//!   parser (`server::conn::parse`: httparse, 64 headers, 64 KiB head), which
+//!   hands it to `Api::handle` and renders the answer; the rendered head must
+//!   carry the status and the body's length;
 //! * NUL: a structured request that need not survive httparse, one item a line:
 //!   `path_prefix`, method, target, then `name:value` header lines. This reaches
 //!   `Api::handle` with strings the HTTP parser would refuse (spaces, controls,
@@ -22,11 +23,8 @@ use secrets_manager_agent::aws::{SecretQuery, SecretValue, UpstreamError};
 use secrets_manager_agent::cache::{self, Cache, Upstream};
 use secrets_manager_agent::query::{parse_query, percent_decode};
 use secrets_manager_agent::secret::SecretBytes;
+use secrets_manager_agent::server::conn::{self, Head, MAX_HEAD, MAX_HEADERS};
 use secrets_manager_agent::token::Token;
-
-/// Same limits as `src/server/conn.rs` (MAX_HEAD is public there, MAX_HEADERS not).
-const MAX_HEAD: usize = 64 * 1024;
-const MAX_HEADERS: usize = 64;
 
 const TOKEN_VAR: &str = "SMA_FUZZ_TOKEN";
 const TOKEN: &str = "tok";
@@ -192,7 +190,9 @@ fn model(path: &str, query: &str, prefix: &str) -> Expect {
     Expect::Secret(query, refresh_now)
 }
 
-fn check(api: &Api<Fake>, prefix: &str, request: &Request) {
+/// Runs the request through the API, checks the answer against the contract
+/// and returns it.
+fn check(api: &Api<Fake>, prefix: &str, request: &Request) -> api::Response {
     let response = api.handle(request);
     let status = response.status;
     let body = response.body.as_bytes();
@@ -256,7 +256,7 @@ fn check(api: &Api<Fake>, prefix: &str, request: &Request) {
             ctx()
         );
         assert_eq!(response.content_type, text);
-        return;
+        return response;
     }
     match model(path, query, prefix) {
         Expect::BadRequest(bodies) => {
@@ -289,33 +289,45 @@ fn check(api: &Api<Fake>, prefix: &str, request: &Request) {
         }
         Expect::Unchecked => {}
     }
+    response
 }
 
-/// The server's parse step (`conn.rs`), minus rendering and keep-alive.
+/// The server's parse step (`conn.rs`): head -> API -> rendered answer.
 fn raw(data: &[u8]) {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(data) {
-        Ok(httparse::Status::Complete(len)) => len,
-        _ => return,
-    };
-    if len > MAX_HEAD {
-        return;
-    }
-    let (Some(method), Some(target)) = (req.method, req.path) else {
-        return;
-    };
     let prefix = "/v1/";
     let api = api(prefix);
-    check(
-        &api,
-        prefix,
-        &Request {
-            method,
-            target,
-            headers: req.headers,
+    let status = std::cell::Cell::new(None);
+    let mut out = Vec::new();
+    let head = conn::parse(
+        data,
+        &|request| {
+            let response = check(&api, prefix, request);
+            status.set(Some(response.status));
+            response
         },
+        &mut out,
     );
+    let Head::Complete { len, .. } = head else {
+        assert!(status.get().is_none(), "the API ran for an incomplete head");
+        return;
+    };
+    assert!(len <= data.len() && len <= MAX_HEAD, "head length {len}");
+    let status = status.get().expect("a complete head reaches the API");
+    let text = String::from_utf8_lossy(&out);
+    let (head, _) = text
+        .split_once("\r\n\r\n")
+        .expect("the rendered answer has a head");
+    assert!(
+        head.starts_with(&format!("HTTP/1.1 {status} ")),
+        "status line {head:?} for {status}"
+    );
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .and_then(|v| v.parse::<usize>().ok())
+        .expect("a Content-Length header");
+    // The head is ASCII, so its length in `text` is its length in bytes.
+    assert_eq!(length, out.len() - head.len() - 4, "Content-Length");
 }
 
 fn structured(data: &[u8]) {

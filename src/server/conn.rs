@@ -15,7 +15,7 @@ use crate::server::pool::Scratch;
 
 /// Largest request head accepted; larger ones get 431 without being buffered.
 pub const MAX_HEAD: usize = 64 * 1024;
-const MAX_HEADERS: usize = 64;
+pub const MAX_HEADERS: usize = 64;
 const READ_CHUNK: usize = 4 * 1024;
 /// After refusing a request, how much of the rest we swallow so the client can
 /// read our answer instead of a reset.
@@ -57,7 +57,8 @@ impl Conn {
     }
 }
 
-enum Head {
+/// What [`parse`] made of the bytes so far.
+pub enum Head {
     Complete {
         len: usize,
         keep_alive: bool,
@@ -179,7 +180,7 @@ fn read_appending(stream: &TcpStream, buf: &mut Vec<u8>, room: usize) -> io::Res
 
 /// Parses one head from `buf`; when complete, runs the API and renders the
 /// answer into `out`.
-fn parse(buf: &[u8], handle: &dyn Fn(&Request) -> Response, out: &mut Vec<u8>) -> Head {
+pub fn parse(buf: &[u8], handle: &dyn Fn(&Request) -> Response, out: &mut Vec<u8>) -> Head {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {

@@ -6,7 +6,8 @@
 //! std::net + httparse server keeps idle connections in `poll(2)` instead, so a
 //! thousand idle clients cost a thousand file descriptors, not a thousand threads.
 
-mod conn;
+// Public only so that the fuzz target drives the real head parser.
+pub mod conn;
 mod pool;
 
 use std::io::{self, Read, Write};
