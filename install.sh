@@ -339,6 +339,29 @@ chown_agent() {
 
 # ------------------------------------------------------------------ file contents
 
+# Sandboxing both units share (systemd.exec(5)).
+sandbox_kernel() {
+    cat <<'EOF'
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+ProtectProc=invisible
+EOF
+}
+
+sandbox_process() {
+    cat <<'EOF'
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=yes
+EOF
+}
+
 write_token_unit() {
     cat <<EOF
 # Installed by secrets-manager-agent's install.sh; removed by install.sh --uninstall.
@@ -364,19 +387,9 @@ PrivateTmp=yes
 PrivateDevices=yes
 PrivateNetwork=yes
 PrivateMounts=yes
-ProtectKernelTunables=yes
-ProtectKernelModules=yes
-ProtectKernelLogs=yes
-ProtectControlGroups=yes
-ProtectClock=yes
-ProtectHostname=yes
-ProtectProc=invisible
+$(sandbox_kernel)
 RestrictAddressFamilies=AF_UNIX
-RestrictNamespaces=yes
-RestrictRealtime=yes
-RestrictSUIDSGID=yes
-LockPersonality=yes
-MemoryDenyWriteExecute=yes
+$(sandbox_process)
 SystemCallArchitectures=native
 SystemCallFilter=@system-service
 SystemCallErrorNumber=EPERM
@@ -421,19 +434,9 @@ ProtectHome=yes
 PrivateTmp=yes
 PrivateDevices=yes
 PrivateMounts=yes
-ProtectKernelTunables=yes
-ProtectKernelModules=yes
-ProtectKernelLogs=yes
-ProtectControlGroups=yes
-ProtectClock=yes
-ProtectHostname=yes
-ProtectProc=invisible
+$(sandbox_kernel)
 RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
-RestrictNamespaces=yes
-RestrictRealtime=yes
-RestrictSUIDSGID=yes
-LockPersonality=yes
-MemoryDenyWriteExecute=yes
+$(sandbox_process)
 RemoveIPC=yes
 SystemCallArchitectures=native
 SystemCallFilter=@system-service
