@@ -35,6 +35,10 @@ from urllib.parse import quote
 
 import pytest
 
+# The body reader (Content-Length or chunked) and the proxies' reply relay are the
+# ones the credential fakes use.
+from fake_metadata import read_body, relay_reply
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 10.0  # seconds to wait for "listening on"
 HTTP_TIMEOUT = 30.0  # default client timeout for one request to the agent
@@ -239,6 +243,76 @@ def _stop(proc: subprocess.Popen, timeout: float = 5.0):
             proc.wait(timeout)
 
 
+def spawn_agent(argv, cwd, env) -> subprocess.Popen:
+    """Start an agent process the way every runner here does (no stdin, piped
+    output, its own session); shared by AgentFactory and the chroot runner."""
+    return subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
+def await_listening(proc, out, err, what="agent", hint="") -> int:
+    """Wait up to START_TIMEOUT for the agent's `listening on` line and return its
+    port; if it exits or never listens, stop it and fail with its output.  `what`
+    and `hint` word the failure (the chroot runner explains exit code 127)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        m = LISTEN_RE.search(out.text())
+        if m:
+            return int(m.group(1))
+        if proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    _stop(proc)
+    out.join(2)
+    err.join(2)
+    raise AssertionError(
+        f"{what} did not start (rc={proc.returncode}{hint})\nstdout: {out.text()!r}\nstderr: {err.text()[-4000:]!r}"
+    )
+
+
+def communicate_or_stop(proc, timeout):
+    """(rc, stdout, stderr) of an agent expected to exit by itself within `timeout`;
+    one still running then is stopped and reported with rc None."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+    except subprocess.TimeoutExpired:
+        _stop(proc)
+        out, err = proc.communicate(timeout=5)
+        return None, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+
+def stop_all(procs):
+    """Teardown for the agent runners: stop every process and close its pipes."""
+    for p in procs:
+        _stop(p)
+        for s in (p.stdout, p.stderr):
+            try:
+                if s:
+                    s.close()
+            except Exception:
+                pass
+
+
+def sm_operation(headers, raw: bytes):
+    """(operation, request document) of a Secrets Manager JSON request: the last part
+    of X-Amz-Target and the parsed body, {} when it does not parse.  Shared by the
+    fake upstreams (FakeUpstream here, test_scratch.py's TLS one)."""
+    target = (headers.get("X-Amz-Target") or "").split(".")[-1]
+    try:
+        req = json.loads(raw or b"{}")
+    except ValueError:
+        req = {}
+    return target, req
+
+
 # --------------------------------------------------------------------------- proxy
 
 
@@ -248,28 +322,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     def log_message(self, *a):  # quiet
         pass
 
-    def _read_body(self) -> bytes:
-        te = (self.headers.get("Transfer-Encoding") or "").lower()
-        if "chunked" in te:
-            chunks = []
-            for _ in range(100000):
-                line = self.rfile.readline(65537)
-                size = int(line.split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    # trailers
-                    for _ in range(1000):
-                        if self.rfile.readline(65537) in (b"\r\n", b"\n", b""):
-                            break
-                    break
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline(3)
-            return b"".join(chunks)
-        n = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(n) if n else b""
-
     def _handle(self):
         srv = self.server
-        body = self._read_body()
+        body = read_body(self)
         target = self.headers.get("X-Amz-Target", "")
         with srv.lock:
             srv.counts[target] += 1
@@ -291,14 +346,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             status, rheaders = resp.status, resp.getheaders()
         finally:
             conn.close()
-        self.send_response_only(status)
-        for k, v in rheaders:
-            if k.lower() in ("connection", "transfer-encoding", "content-length", "keep-alive"):
-                continue
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        relay_reply(self, status, rheaders, data)
 
     do_POST = do_GET = do_PUT = _handle
 
@@ -401,11 +449,7 @@ class _FakeHandler(BaseHTTPRequestHandler):
         fake: FakeUpstream = self.server.fake
         n = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(n) if n else b""
-        target = (self.headers.get("X-Amz-Target") or "").split(".")[-1]
-        try:
-            req = json.loads(raw or b"{}")
-        except ValueError:
-            req = {}
+        target, req = sm_operation(self.headers, raw)
         secret_id = req.get("SecretId")
         action = fake._record_and_pick(target, secret_id, req, self.headers, raw)
         if action.delay:
@@ -668,6 +712,17 @@ BASE_CONFIG = {
 }
 
 
+def overlay(base: dict, changes) -> dict:
+    """`base` updated in place with `changes`, a value of None removing the key: how
+    the tests override (or drop) environment variables and config keys."""
+    for k, v in (changes or {}).items():
+        if v is None:
+            base.pop(k, None)
+        else:
+            base[k] = v
+    return base
+
+
 def agent_env(upstream_url=None, token=None, creds=None, extra=None, home=None):
     """A clean environment for the agent: nothing inherited but PATH/LANG."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
@@ -682,12 +737,7 @@ def agent_env(upstream_url=None, token=None, creds=None, extra=None, home=None):
         env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"] = creds
     if upstream_url is not None:
         env["AWS_ENDPOINT_URL_SECRETS_MANAGER"] = upstream_url
-    for k, v in (extra or {}).items():
-        if v is None:
-            env.pop(k, None)
-        else:
-            env[k] = v
-    return env
+    return overlay(env, extra)
 
 
 DUMMY_CREDS = ("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
@@ -702,12 +752,7 @@ class AgentFactory:
         if raw_config is not None:
             text = raw_config
         else:
-            cfg = dict(BASE_CONFIG) if base else {}
-            for k, v in (config or {}).items():
-                if v is None:
-                    cfg.pop(k, None)
-                else:
-                    cfg[k] = v
+            cfg = overlay(dict(BASE_CONFIG) if base else {}, config)
             text = "".join(f"{k} = {toml_value(v)}\n" for k, v in cfg.items())
         path = workdir / "agent.toml"
         path.write_text(text)
@@ -722,15 +767,7 @@ class AgentFactory:
         if not bin_.exists():
             pytest.fail(f"agent binary {bin_} not found (cargo build, or set AGENT_BIN)")
         argv = [str(bin_)] + (args if args is not None else ["--config", str(cfg_path)])
-        proc = subprocess.Popen(
-            argv,
-            cwd=workdir,
-            env=e,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
+        proc = spawn_agent(argv, workdir, e)
         self.started.append(proc)
         return proc, token, workdir, cfg_path
 
@@ -738,25 +775,7 @@ class AgentFactory:
         """Start the agent and wait for its `listening on` line. Returns an Agent."""
         proc, token, workdir, cfg_path = self.popen(upstream, config, env, raw_config, creds, token, args, base)
         out, err = _Reader(proc.stdout), _Reader(proc.stderr)
-        deadline = time.monotonic() + START_TIMEOUT
-        port = None
-        while time.monotonic() < deadline:
-            m = LISTEN_RE.search(out.text())
-            if m:
-                port = int(m.group(1))
-                break
-            if proc.poll() is not None:
-                out.join(2)
-                err.join(2)
-                break
-            time.sleep(0.02)
-        if port is None:
-            _stop(proc)
-            out.join(2)
-            err.join(2)
-            raise AssertionError(
-                f"agent did not start (rc={proc.returncode})\nstdout: {out.text()!r}\nstderr: {err.text()[-4000:]!r}"
-            )
+        port = await_listening(proc, out, err)
         return Agent(proc, port, token, workdir, out, err, cfg_path)
 
     def run_expect_exit(self, upstream=None, config=None, env=None, raw_config=None, creds=None, token=None, args=None, base=True, timeout=START_TIMEOUT):
@@ -765,23 +784,10 @@ class AgentFactory:
         If it is still running after `timeout` (e.g. it started although it should
         not have), it is killed and rc is None."""
         proc, *_ = self.popen(upstream, config, env, raw_config, creds, token, args, base)
-        try:
-            out, err = proc.communicate(timeout=timeout)
-            return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
-        except subprocess.TimeoutExpired:
-            _stop(proc)
-            out, err = proc.communicate(timeout=5)
-            return None, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+        return communicate_or_stop(proc, timeout)
 
     def cleanup(self):
-        for p in self.started:
-            _stop(p)
-            for s in (p.stdout, p.stderr):
-                try:
-                    if s:
-                        s.close()
-                except Exception:
-                    pass
+        stop_all(self.started)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ FakeSTS          AssumeRoleWithWebIdentity endpoint (query protocol, XML replies
 RecordingProxy   reverse proxy in front of moto that records requests *and* replies;
                  it also serves absolute-form (forward proxy) requests to loopback
                  targets and records that they came through as a proxy.
+Acceptor         base of the raw-socket listeners: an accept loop that ends on close().
 TrapServer       a listener that only counts TCP connections.
 UnixBridge       unix-socket -> loopback TCP forwarder (filesystem unix sockets cross
                  network namespaces, so an agent inside ``unshare -n`` can reach moto).
@@ -518,6 +519,20 @@ class FakeSTS(_Base, _CredsMixin):
 # --------------------------------------------------------------------------- recording proxy
 
 
+def relay_reply(h, status, rheaders, data):
+    """Send an upstream reply (status, header pairs, whole body) back through handler
+    `h`, minus the hop-by-hop and framing headers: the body goes out with its own
+    Content-Length.  Shared by the proxies here and conftest's CountingProxy."""
+    h.send_response_only(status)
+    for k, v in rheaders:
+        if k.lower() in ("connection", "transfer-encoding", "content-length", "keep-alive"):
+            continue
+        h.send_header(k, v)
+    h.send_header("Content-Length", str(len(data)))
+    h.end_headers()
+    h.wfile.write(data)
+
+
 class _ProxyHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -558,14 +573,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         self._reply(status, rheaders, data)
 
     def _reply(self, status, rheaders, data):
-        self.send_response_only(status)
-        for k, v in rheaders:
-            if k.lower() in ("connection", "transfer-encoding", "content-length", "keep-alive"):
-                continue
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        relay_reply(self, status, rheaders, data)
 
     do_POST = do_GET = do_PUT = _handle
 
@@ -591,9 +599,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         a = self.connection
         a.settimeout(60)
         up.settimeout(60)
-        t = threading.Thread(target=_pump, args=(up, a), daemon=True)
+        t = threading.Thread(target=pump_socket, args=(up, a), daemon=True)
         t.start()
-        _pump(a, up)
+        pump_socket(a, up)
         t.join(60)
         up.close()
 
@@ -657,18 +665,16 @@ def sts_credentials(xml: bytes):
 # --------------------------------------------------------------------------- trap
 
 
-class TrapServer:
-    """Counts TCP connections to (host, port), closes each at once."""
+class Acceptor:
+    """A thread accepting connections on the listening socket `sock` and handing each
+    to ``_accepted(conn)``, until ``close()``.  The accept timeout (`poll` seconds)
+    bounds how long ``close()`` waits for the loop.  The base of the trap, the unix
+    bridge's inside end and test_scratch.py's CONNECT proxy, whose accept loops are
+    the same."""
 
-    def __init__(self, host="127.0.0.1", port=0):
-        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(fam, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
-        self.sock.listen(64)
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
-        self.connections = 0
+    def __init__(self, sock, poll=0.1):
+        self.sock = sock
+        self.sock.settimeout(poll)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -681,11 +687,10 @@ class TrapServer:
                 continue
             except OSError:
                 return
-            self.connections += 1
-            try:
-                c.close()
-            except OSError:
-                pass
+            self._accepted(c)
+
+    def _accepted(self, conn):  # pragma: no cover - overridden
+        raise NotImplementedError
 
     def close(self):
         self.stop.set()
@@ -693,10 +698,34 @@ class TrapServer:
         self.sock.close()
 
 
+class TrapServer(Acceptor):
+    """Counts TCP connections to (host, port), closes each at once."""
+
+    def __init__(self, host="127.0.0.1", port=0):
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(fam, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(64)
+        self.port = sock.getsockname()[1]
+        self.connections = 0
+        super().__init__(sock)
+
+    def _accepted(self, conn):
+        self.connections += 1
+        try:
+            conn.close()
+        except OSError:
+            pass
+
+
 # --------------------------------------------------------------------------- unix bridge
 
 
-def _pump(src, dst):
+def pump_socket(src, dst):
+    """Copy src to dst until EOF or an error, then pass the EOF on (shut dst for
+    writing, src for reading).  One direction of a tunnel: used by the proxies and the
+    bridge here and by test_scratch.py's CONNECT proxy."""
     try:
         while True:
             data = src.recv(65536)
@@ -716,8 +745,8 @@ def _pump(src, dst):
 def _splice(a, b):
     a.settimeout(120)
     b.settimeout(120)
-    t1 = threading.Thread(target=_pump, args=(a, b), daemon=True)
-    t2 = threading.Thread(target=_pump, args=(b, a), daemon=True)
+    t1 = threading.Thread(target=pump_socket, args=(a, b), daemon=True)
+    t2 = threading.Thread(target=pump_socket, args=(b, a), daemon=True)
     t1.start()
     t2.start()
 
@@ -730,36 +759,20 @@ def _splice(a, b):
     threading.Thread(target=closer, daemon=True).start()
 
 
-class _Forwarder:
+class _Forwarder(Acceptor):
     """Accepts on `listen_sock`; each connection is spliced to a new `connect()` socket."""
 
     def __init__(self, listen_sock, connect):
-        self.sock = listen_sock
-        self.sock.settimeout(0.1)
         self.connect = connect
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        super().__init__(listen_sock)
 
-    def _run(self):
-        while not self.stop.is_set():
-            try:
-                c, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            try:
-                up = self.connect()
-            except OSError:
-                c.close()
-                continue
-            _splice(c, up)
-
-    def close(self):
-        self.stop.set()
-        self.thread.join(2)
-        self.sock.close()
+    def _accepted(self, conn):
+        try:
+            up = self.connect()
+        except OSError:
+            conn.close()
+            return
+        _splice(conn, up)
 
 
 class UnixBridge(_Forwarder):
@@ -806,7 +819,9 @@ def _set_up(sock, ifname: bytes):
     fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sh", ifname, flags | IFF_UP))
 
 
-def _loopback_up():
+def loopback_up():
+    """Bring ``lo`` up: a fresh ``unshare -n`` namespace starts with it down.  Shared
+    with netns_helper.py, the other in-namespace runner."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         _set_up(s, b"lo")
@@ -868,54 +883,15 @@ def _cycle(items):
     return fn
 
 
-def netns_main(spec):
-    """Spec keys: agent, cwd, config (TOML text), env (dict; "{SM}" -> the in-namespace
-    end of the bridge, "{S0}", "{S1}".. -> the servers' URLs), bridge (unix socket path
-    or null), addresses (["169.254.170.2/32", ...] added to lo), servers ([{kind:
-    container|imds|trap, host, port, creds: [[akid, secret, token], ...], lifetime,
-    auth, path, token_mode, region}]), requests ([[path, headers]]), start_timeout.
+def run_agent(spec, env):
+    """Run the agent inside the namespace, send it spec["requests"] and stop it.
 
-    Prints JSON: rc, port, stdout, stderr, addresses ({addr: [ok, err]}),
-    responses ([[status, body, seconds]]), servers ([{calls: [...], connections: n}])."""
-    _loopback_up()
-    out = {"addresses": {}}
-    for a in spec.get("addresses", []):
-        out["addresses"][a] = list(_add_address(a))
-    servers = []
-    for s in spec.get("servers", []):
-        kind = s["kind"]
-        host, port = s.get("host", "127.0.0.1"), s.get("port", 0)
-        if kind == "trap":
-            servers.append(TrapServer(host, port))
-        elif kind == "container":
-            servers.append(FakeContainer(_cycle(s["creds"]), path=s.get("path", "/creds"),
-                                         expected_auth=s.get("auth"), lifetime=s.get("lifetime"), host=host, port=port))
-        elif kind == "imds":
-            servers.append(FakeIMDS(_cycle(s["creds"]) if s.get("creds") else None, region=s.get("region"),
-                                    token_mode=s.get("token_mode", "v2"), lifetime=s.get("lifetime"),
-                                    host=host, port=port))
-        else:
-            raise ValueError(kind)
-    fwd = None
-    subst = {}
-    if spec.get("bridge"):
-        ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        ls.bind(("127.0.0.1", 0))
-        ls.listen(64)
-        subst["{SM}"] = f"http://127.0.0.1:{ls.getsockname()[1]}"
-        fwd = _Forwarder(ls, _unix_connector(spec["bridge"]))
-    for i, s in enumerate(servers):
-        if isinstance(s, TrapServer):
-            subst[f"{{S{i}}}"] = f"127.0.0.1:{s.port}"
-        else:
-            subst[f"{{S{i}}}"] = s.url
-
-    def sub(v):
-        for k, r in subst.items():
-            v = v.replace(k, r)
-        return v
-
-    env = {k: sub(v) for k, v in spec["env"].items()}
+    Shared by both in-namespace runners (this file's :func:`netns_main` and
+    netns_helper.py), which start the agent, wait for its listening line, send
+    the requests and stop it in exactly the same way.  Spec keys used: agent, cwd,
+    config (TOML text or None = no --config), requests ([[path, headers]]),
+    start_timeout.  Returns {rc (None while it was running), port, stdout, stderr,
+    responses ([[status, body, seconds]])}."""
     argv = [spec["agent"]]
     if spec.get("config") is not None:
         cfg = os.path.join(spec["cwd"], "agent.toml")
@@ -966,6 +942,58 @@ def netns_main(spec):
             proc.wait(5)
     for t in readers:
         t.join(5)
+    return {"rc": rc, "port": port, "stdout": "".join(so), "stderr": "".join(se), "responses": responses}
+
+
+def netns_main(spec):
+    """Spec keys: agent, cwd, config (TOML text), env (dict; "{SM}" -> the in-namespace
+    end of the bridge, "{S0}", "{S1}".. -> the servers' URLs), bridge (unix socket path
+    or null), addresses (["169.254.170.2/32", ...] added to lo), servers ([{kind:
+    container|imds|trap, host, port, creds: [[akid, secret, token], ...], lifetime,
+    auth, path, token_mode, region}]), requests ([[path, headers]]), start_timeout.
+
+    Prints JSON: rc, port, stdout, stderr, addresses ({addr: [ok, err]}),
+    responses ([[status, body, seconds]]), servers ([{calls: [...], connections: n}])."""
+    loopback_up()
+    out = {"addresses": {}}
+    for a in spec.get("addresses", []):
+        out["addresses"][a] = list(_add_address(a))
+    servers = []
+    for s in spec.get("servers", []):
+        kind = s["kind"]
+        host, port = s.get("host", "127.0.0.1"), s.get("port", 0)
+        if kind == "trap":
+            servers.append(TrapServer(host, port))
+        elif kind == "container":
+            servers.append(FakeContainer(_cycle(s["creds"]), path=s.get("path", "/creds"),
+                                         expected_auth=s.get("auth"), lifetime=s.get("lifetime"), host=host, port=port))
+        elif kind == "imds":
+            servers.append(FakeIMDS(_cycle(s["creds"]) if s.get("creds") else None, region=s.get("region"),
+                                    token_mode=s.get("token_mode", "v2"), lifetime=s.get("lifetime"),
+                                    host=host, port=port))
+        else:
+            raise ValueError(kind)
+    fwd = None
+    subst = {}
+    if spec.get("bridge"):
+        ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(64)
+        subst["{SM}"] = f"http://127.0.0.1:{ls.getsockname()[1]}"
+        fwd = _Forwarder(ls, _unix_connector(spec["bridge"]))
+    for i, s in enumerate(servers):
+        if isinstance(s, TrapServer):
+            subst[f"{{S{i}}}"] = f"127.0.0.1:{s.port}"
+        else:
+            subst[f"{{S{i}}}"] = s.url
+
+    def sub(v):
+        for k, r in subst.items():
+            v = v.replace(k, r)
+        return v
+
+    env = {k: sub(v) for k, v in spec["env"].items()}
+    ran = run_agent(spec, env)
     srv_out = []
     for s in servers:
         if isinstance(s, TrapServer):
@@ -975,8 +1003,8 @@ def netns_main(spec):
         s.close()
     if fwd:
         fwd.close()
-    out.update({"rc": rc, "port": port, "stdout": "".join(so), "stderr": "".join(se),
-                "responses": responses, "servers": srv_out})
+    out.update(ran)
+    out["servers"] = srv_out
     print(json.dumps(out))
 
 

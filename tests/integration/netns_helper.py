@@ -15,28 +15,14 @@ Prints one JSON object: rc (None while it was running), port, stdout, stderr,
 responses ([[status, body], ...]), sts_calls, sm_calls.
 """
 
-import fcntl
 import json
-import re
-import socket
-import struct
-import subprocess
 import sys
 import threading
-import time
-import http.client
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-
-def loopback_up():
-    SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        ifr = struct.pack("16sh", b"lo", 0)
-        flags = struct.unpack("16sh", fcntl.ioctl(s, SIOCGIFFLAGS, ifr)[:18])[1]
-        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sh", b"lo", flags | IFF_UP))
-    finally:
-        s.close()
+# Run as a script, this file's directory is on sys.path: the agent runner and the
+# loopback set-up are the ones fake_metadata.py's own in-namespace runner uses.
+from fake_metadata import loopback_up, run_agent
 
 
 STS_OK = (
@@ -108,60 +94,13 @@ def main():
     threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
     fake = f"http://127.0.0.1:{srv.server_address[1]}"
     env = {k: v.replace("{FAKE}", fake) for k, v in spec["env"].items()}
-    argv = [spec["agent"]]
-    if spec.get("config") is not None:
-        with open(spec["cwd"] + "/agent.toml", "w") as f:
-            f.write(spec["config"])
-        argv += ["--config", spec["cwd"] + "/agent.toml"]
-    proc = subprocess.Popen(argv, cwd=spec["cwd"], env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out, err = [], []
-
-    def pump(stream, sink):
-        for line in iter(stream.readline, b""):
-            sink.append(line.decode("utf-8", "replace"))
-
-    threads = [threading.Thread(target=pump, args=(proc.stdout, out), daemon=True),
-               threading.Thread(target=pump, args=(proc.stderr, err), daemon=True)]
-    for t in threads:
-        t.start()
-    port = None
-    deadline = time.monotonic() + spec.get("start_timeout", 10)
-    while time.monotonic() < deadline:
-        m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", "".join(out))
-        if m:
-            port = int(m.group(1))
-            break
-        if proc.poll() is not None:
-            break
-        time.sleep(0.02)
-    responses = []
-    if port is not None:
-        for path, headers in spec.get("requests", []):
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                c.request("GET", path, headers=headers)
-                r = c.getresponse()
-                responses.append([r.status, r.read().decode("utf-8", "replace")])
-                c.close()
-            except OSError as e:
-                responses.append([None, repr(e)])
-    rc = proc.poll()
-    if rc is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    for t in threads:
-        t.join(5)
+    ran = run_agent(spec, env)
     srv.shutdown()
     srv.server_close()
-    print(json.dumps({
-        "rc": rc, "port": port, "stdout": "".join(out), "stderr": "".join(err),
-        "responses": responses, "sts_calls": srv.state["sts_calls"], "sm_calls": srv.state["sm_calls"],
-    }))
+    # This runner's replies carry no timings: [[status, body], ...].
+    ran["responses"] = [r[:2] for r in ran["responses"]]
+    ran.update({"sts_calls": srv.state["sts_calls"], "sm_calls": srv.state["sm_calls"]})
+    print(json.dumps(ran))
 
 
 if __name__ == "__main__":

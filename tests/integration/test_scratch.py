@@ -44,14 +44,19 @@ import pytest
 
 from conftest import (
     DUMMY_CREDS,
-    LISTEN_RE,
     REPO_ROOT,
     START_TIMEOUT,
     Agent,
     _Reader,
-    _stop,
+    await_listening,
+    communicate_or_stop,
+    overlay,
+    sm_operation,
+    spawn_agent,
+    stop_all,
     unique,
 )
+from fake_metadata import Acceptor, pump_socket
 
 # STATIC_AGENT_BIN overrides (e.g. the `make static-ring` build under target/ring).
 STATIC_BIN = Path(
@@ -71,6 +76,16 @@ CHROOT_CONFIG = (
 )
 # log_to_file left at its default (true): logs/ under the working directory.
 CHROOT_CONFIG_DEFAULT_LOGGING = 'http_port = 0\nvalidate_credentials = false\nregion = "us-east-1"\n'
+
+
+def _shut_down(socks):
+    """Shut every socket down both ways, so that the connection threads of a fake
+    being closed (TLS upstream, CONNECT proxy) end now rather than at their timeouts."""
+    for s in socks:
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 # --------------------------------------------------------------------------- PKI
@@ -178,11 +193,7 @@ class _TLSHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         raw = self.rfile.read(n) if n else b""
-        target = (self.headers.get("X-Amz-Target") or "").split(".")[-1]
-        try:
-            req = json.loads(raw or b"{}")
-        except ValueError:
-            req = {}
+        target, req = sm_operation(self.headers, raw)
         name = req.get("SecretId") or ""
         srv._record(target, name, {k.lower(): v for k, v in self.headers.items()})
         arn = f"arn:aws:secretsmanager:us-east-1:123456789012:secret:{name}-AbCdEf"
@@ -297,11 +308,7 @@ class TLSFakeUpstream:
         self.server.server_close()
         with self.lock:
             socks = list(self.open)
-        for s in socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        _shut_down(socks)
 
 
 @pytest.fixture
@@ -314,7 +321,7 @@ def tls_upstream(pki):
 # --------------------------------------------------------------------------- CONNECT proxy
 
 
-class ConnectProxy:
+class ConnectProxy(Acceptor):
     """A small HTTP CONNECT proxy on 127.0.0.1 that records every request line and
     tunnels to loopback targets only.  Bounded: at most `max_conns` connections at
     once, 8 KiB request heads, 10 s to send the head, tunnels idle for 30 s close.
@@ -326,16 +333,13 @@ class ConnectProxy:
         self.connections = 0  # TCP connections accepted
         self.lines = []  # request lines, e.g. "CONNECT 127.0.0.1:1234 HTTP/1.1"
         self.slots = threading.BoundedSemaphore(max_conns)
-        self.stop = threading.Event()
         self.socks = set()
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.sock.settimeout(0.05)
-        self.port = self.sock.getsockname()[1]
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self._accept_loop, daemon=True)
-        self.thread.start()
+        super().__init__(sock, poll=0.05)
 
     # ---- inspection
     def connect_targets(self):
@@ -351,20 +355,13 @@ class ConnectProxy:
             return self.connections
 
     # ---- plumbing
-    def _accept_loop(self):
-        while not self.stop.is_set():
-            try:
-                c, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with self.lock:
-                self.connections += 1
-            if not self.slots.acquire(blocking=False):
-                c.close()
-                continue
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+    def _accepted(self, c):
+        with self.lock:
+            self.connections += 1
+        if not self.slots.acquire(blocking=False):
+            c.close()
+            return
+        threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
     def _keep(self, s, on):
         with self.lock:
@@ -407,9 +404,9 @@ class ConnectProxy:
                 up.sendall(rest)
             c.settimeout(30)
             up.settimeout(30)
-            t = threading.Thread(target=self._pump, args=(up, c), daemon=True)
+            t = threading.Thread(target=pump_socket, args=(up, c), daemon=True)
             t.start()
-            self._pump(c, up)
+            pump_socket(c, up)
             t.join(35)
         except OSError:
             pass
@@ -423,33 +420,11 @@ class ConnectProxy:
                         pass
             self.slots.release()
 
-    @staticmethod
-    def _pump(src, dst):
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            try:
-                dst.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-
     def close(self):
-        self.stop.set()
-        self.thread.join(2)
-        self.sock.close()
+        super().close()
         with self.lock:
             socks = list(self.socks)
-        for s in socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        _shut_down(socks)
 
 
 @pytest.fixture
@@ -493,12 +468,7 @@ def chroot_env(upstream_url, token, extra=None):
         "AWS_EC2_METADATA_DISABLED": "true",
         "AWS_ENDPOINT_URL_SECRETS_MANAGER": upstream_url,
     }
-    for k, v in (extra or {}).items():
-        if v is None:
-            env.pop(k, None)
-        else:
-            env[k] = v
-    return env
+    return overlay(env, extra)
 
 
 def tree(root: Path):
@@ -547,15 +517,7 @@ class Scratch:
         if userspec:
             argv.append(f"--userspec={userspec}")
         argv += [str(root), IN_ROOT_BIN, "--config", "/agent.toml"]
-        proc = subprocess.Popen(
-            argv,
-            cwd="/",
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
+        proc = spawn_agent(argv, "/", env)
         self.procs.append(proc)
         return proc
 
@@ -563,44 +525,16 @@ class Scratch:
         """Start the chrooted agent and wait for its listening line."""
         proc = self.popen(root, env, userspec)
         out, err = _Reader(proc.stdout), _Reader(proc.stderr)
-        deadline = time.monotonic() + START_TIMEOUT
-        port = None
-        while time.monotonic() < deadline:
-            m = LISTEN_RE.search(out.text())
-            if m:
-                port = int(m.group(1))
-                break
-            if proc.poll() is not None:
-                break
-            time.sleep(0.02)
-        if port is None:
-            _stop(proc)
-            out.join(2)
-            err.join(2)
-            raise AssertionError(
-                f"chrooted static agent did not start (rc={proc.returncode}; 127 or ENOENT would mean "
-                f"the binary is not static)\nstdout: {out.text()!r}\nstderr: {err.text()[-4000:]!r}"
-            )
+        port = await_listening(proc, out, err, "chrooted static agent",
+                               "; 127 or ENOENT would mean the binary is not static")
         return Agent(proc, port, env["AWS_TOKEN"], root, out, err, root / "agent.toml")
 
     def run_expect_exit(self, root, env, userspec=None, timeout=START_TIMEOUT):
         proc = self.popen(root, env, userspec)
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _stop(proc)
-            out, err = proc.communicate(timeout=5)
-            return None, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
-        return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+        return communicate_or_stop(proc, timeout)
 
     def cleanup(self):
-        for p in self.procs:
-            _stop(p)
-            for s in (p.stdout, p.stderr):
-                try:
-                    s.close()
-                except Exception:
-                    pass
+        stop_all(self.procs)
         for r in self.readonly:
             try:
                 r.chmod(0o755)
