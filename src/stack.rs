@@ -10,14 +10,13 @@
 /// stack bounds are only a guess).
 #[cfg(target_os = "linux")]
 pub fn release_unused() {
-    // Room for this function's own frame and the madvise call below it.
-    const MARGIN: usize = 4096;
-    let page = 4096;
+    let page = page_size();
     let here = &page as *const usize as usize;
-    let Some((low, _)) = bounds() else {
+    let Some(low) = lowest_address() else {
         return;
     };
-    let end = here.saturating_sub(MARGIN) & !(page - 1);
+    // One page of room for this function's own frame and the madvise call.
+    let end = here.saturating_sub(page) & !(page - 1);
     let start = (low + page - 1) & !(page - 1);
     if end > start {
         // SAFETY: [start, end) lies inside this thread's own stack mapping,
@@ -34,9 +33,19 @@ pub fn release_unused() {
 #[cfg(not(target_os = "linux"))]
 pub fn release_unused() {}
 
-/// The lowest and highest address of the calling thread's stack.
+/// The kernel's page size (4 KiB on x86_64; 16 or 64 KiB on some arm64).
 #[cfg(target_os = "linux")]
-fn bounds() -> Option<(usize, usize)> {
+fn page_size() -> usize {
+    // SAFETY: plain sysconf query.
+    match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as usize,
+        _ => 4096,
+    }
+}
+
+/// The lowest address of the calling thread's stack.
+#[cfg(target_os = "linux")]
+fn lowest_address() -> Option<usize> {
     // SAFETY: `attr` is initialised by pthread_getattr_np before it is read
     // and destroyed once; the out-pointers are valid locals.
     unsafe {
@@ -51,7 +60,7 @@ fn bounds() -> Option<(usize, usize)> {
         if got != 0 || addr.is_null() {
             return None;
         }
-        Some((addr as usize, addr as usize + size))
+        Some(addr as usize)
     }
 }
 
@@ -73,7 +82,7 @@ mod tests {
             }
         }
         fn resident_pages(low: usize, high: usize) -> usize {
-            let page = 4096;
+            let page = page_size();
             let mut vec = vec![0u8; (high - low) / page];
             // SAFETY: [low, high) is this thread's stack mapping; `vec` has one
             // byte per page.
@@ -82,16 +91,19 @@ mod tests {
             assert_eq!(ok, 0, "mincore: {}", std::io::Error::last_os_error());
             vec.iter().filter(|&&b| b & 1 == 1).count()
         }
+        // Room for 200 frames of a debug build (~5 KiB each); with 1 MiB the
+        // test passed only when glibc reused a larger cached stack.
         let counts = thread::Builder::new()
-            .stack_size(1 << 20)
+            .stack_size(8 << 20)
             .spawn(|| {
-                let (low, _) = bounds().expect("stack bounds");
-                let low = (low + 4095) & !4095;
-                let here = (&low as *const usize as usize) & !4095;
+                let page = page_size();
+                let low = lowest_address().expect("stack bounds");
+                let low = (low + page - 1) & !(page - 1);
+                let here = (&low as *const usize as usize) & !(page - 1);
                 std::hint::black_box(touch(200));
-                let before = resident_pages(low, here - 16 * 4096);
-                crate::stack::release_unused();
-                let after = resident_pages(low, here - 16 * 4096);
+                let before = resident_pages(low, here - 16 * page);
+                release_unused();
+                let after = resident_pages(low, here - 16 * page);
                 // The stack still works, and reaches deep again.
                 std::hint::black_box(touch(200));
                 (before, after)
