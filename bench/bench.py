@@ -28,7 +28,6 @@ import secrets
 import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -231,23 +230,8 @@ def throughput(pid, port, token, seconds, workdir, name):
            "--timeout", "5s", "-s", os.path.join(common.HERE, "report.lua"),
            "-H", "%s: %s" % (common.TOKEN_HEADER, token), url]
     samples = []
-    running = threading.Event()
-    running.set()
-
-    def sample():
-        while running.is_set():
-            samples.append(common.proc_status(pid))
-            time.sleep(0.25)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
-    finally:
-        running.clear()
-        sampler.join()
-    with open(os.path.join(workdir, "wrk-%s.txt" % name), "w") as f:
-        f.write(out.stdout + out.stderr)
+    out = common.run_sampling(cmd, seconds + 60, 0.25, lambda _: samples.append(common.proc_status(pid)),
+                              os.path.join(workdir, "wrk-%s.txt" % name))
     m = re.search(r"^BENCH (.*)$", out.stdout, re.M)
     if out.returncode != 0 or not m:
         raise RuntimeError("wrk failed:\n" + out.stdout + out.stderr)

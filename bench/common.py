@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -210,6 +211,32 @@ def get(port, path, token, timeout=10, conn=None):
     finally:
         if own:
             conn.close()
+
+
+def run_sampling(cmd, timeout, every, sample, log_path):
+    """Runs `cmd` (wrk) to its end while a thread calls `sample(seconds)` every
+    `every` seconds, on a fixed schedule from the start; writes the command's
+    output to `log_path` and returns the CompletedProcess."""
+    stop = threading.Event()
+    start = time.monotonic()
+
+    def loop():
+        next_at = start
+        while not stop.is_set():
+            sample(time.monotonic() - start)
+            next_at += every
+            stop.wait(max(0, next_at - time.monotonic()))
+
+    sampler = threading.Thread(target=loop)
+    sampler.start()
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    finally:
+        stop.set()
+        sampler.join()
+    with open(log_path, "w") as f:
+        f.write(out.stdout + out.stderr)
+    return out
 
 
 def _status(pid):

@@ -35,11 +35,8 @@ import os
 import re
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
@@ -138,33 +135,20 @@ def run_wrk_sampling(pid, port, token, seconds, samples, workdir):
     cmd = ["wrk", "-t2", "-c32", "-d%ds" % seconds, "--timeout", "30s",
            "-s", os.path.join(common.HERE, "soak.lua"),
            "-H", "%s: %s" % (common.TOKEN_HEADER, token), url, "--", str(SECRETS)]
-    stop = threading.Event()
-    start = time.monotonic()
     csv = open(os.path.join(workdir, "samples.csv"), "w")
     csv.write("seconds,rss_kib,threads\n")
 
-    def sample():
-        next_at = start
-        while not stop.is_set():
-            rss, threads = common.proc_status(pid)
-            t = time.monotonic() - start
-            if rss is not None:
-                samples.append((t, rss, threads))
-                csv.write("%.1f,%d,%d\n" % (t, rss, threads))
-                csv.flush()
-            next_at += 1
-            stop.wait(max(0, next_at - time.monotonic()))
+    def sample(t):
+        rss, threads = common.proc_status(pid)
+        if rss is not None:
+            samples.append((t, rss, threads))
+            csv.write("%.1f,%d,%d\n" % (t, rss, threads))
+            csv.flush()
 
-    sampler = threading.Thread(target=sample)
-    sampler.start()
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120)
+        out = common.run_sampling(cmd, seconds + 120, 1, sample, os.path.join(workdir, "wrk.txt"))
     finally:
-        stop.set()
-        sampler.join()
         csv.close()
-    with open(os.path.join(workdir, "wrk.txt"), "w") as f:
-        f.write(out.stdout + out.stderr)
     if out.returncode != 0 or "SOAK " not in out.stdout:
         raise RuntimeError("wrk failed:\n" + out.stdout + out.stderr)
     return out.stdout
