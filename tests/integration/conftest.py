@@ -257,6 +257,21 @@ def spawn_agent(argv, cwd, env) -> subprocess.Popen:
     )
 
 
+# The least a bare agent process needs: no validation call, no log file.
+MINIMAL_CONFIG = 'http_port = 0\nlog_to_file = false\nvalidate_credentials = false\nregion = "us-east-1"\n'
+
+
+def spawn_wrapped_agent(wrapper, workdir: Path, upstream_url) -> subprocess.Popen:
+    """The agent under a launcher (setpriv, unshare, ...) with MINIMAL_CONFIG in
+    `workdir` (readable by any user) and dummy credentials, for tests that need
+    the bare process rather than an AgentFactory agent."""
+    cfg = workdir / "agent.toml"
+    cfg.write_text(MINIMAL_CONFIG)
+    cfg.chmod(0o644)
+    env = agent_env(upstream_url, "tok", DUMMY_CREDS, home=workdir)
+    return spawn_agent([*wrapper, str(agent_bin()), "--config", str(cfg)], workdir, env)
+
+
 def await_listening(proc, out, err, what="agent", hint="") -> int:
     """Wait up to START_TIMEOUT for the agent's `listening on` line and return its
     port; if it exits or never listens, stop it and fail with its output.  `what`

@@ -2,14 +2,13 @@
 
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import DUMMY_CREDS, LISTEN_RE, agent_bin, agent_env, http_request, ok
+from conftest import LISTEN_RE, http_request, ok, spawn_wrapped_agent
 
 
 def test_steady_reader_never_waits_for_secrets_manager(agent, fake_upstream):
@@ -51,14 +50,8 @@ def test_process_is_not_dumpable(fake_upstream):
     # pytest's own tmp dirs are private to root; uid 65534 must read the config.
     tmp_path = Path(tempfile.mkdtemp(prefix="sma-dump-"))
     tmp_path.chmod(0o755)
-    cfg = tmp_path / "agent.toml"
-    cfg.write_text('http_port = 0\nlog_to_file = false\nvalidate_credentials = false\nregion = "us-east-1"\n')
-    cfg.chmod(0o644)
-    env = agent_env(fake_upstream.url, "tok", DUMMY_CREDS, home=tmp_path)
-    proc = subprocess.Popen(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(agent_bin()), "--config", str(cfg)],
-        cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
+    proc = spawn_wrapped_agent(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"], tmp_path,
+                               fake_upstream.url)
     try:
         line = proc.stdout.readline().decode()
         assert LISTEN_RE.search(line), (line, proc.stderr.read1(4000) if proc.poll() is not None else b"")

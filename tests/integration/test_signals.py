@@ -4,12 +4,10 @@
 import os
 import shutil
 import signal
-import subprocess
-import time
 
 import pytest
 
-from conftest import LISTEN_RE, agent_bin, agent_env, DUMMY_CREDS, wait_until
+from conftest import LISTEN_RE, spawn_wrapped_agent, wait_until
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -31,13 +29,7 @@ def _children(pid):
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare")
 def test_sigterm_as_pid_one(tmp_path, fake_upstream):
-    cfg = tmp_path / "agent.toml"
-    cfg.write_text('http_port = 0\nlog_to_file = false\nvalidate_credentials = false\nregion = "us-east-1"\n')
-    env = agent_env(fake_upstream.url, "tok", DUMMY_CREDS, home=tmp_path)
-    proc = subprocess.Popen(
-        ["unshare", "--pid", "--fork", "--kill-child", str(agent_bin()), "--config", str(cfg)],
-        cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
+    proc = spawn_wrapped_agent(["unshare", "--pid", "--fork", "--kill-child"], tmp_path, fake_upstream.url)
     try:
         line = proc.stdout.readline().decode()
         assert LISTEN_RE.search(line), line
