@@ -240,7 +240,7 @@ fn refresher<U: Upstream>(shared: &Shared<U>, rx: &Mutex<Receiver<SecretQuery>>)
         let next = lock(rx).recv();
         let Ok(query) = next else { return };
         shared.refresh_ahead(&query);
-        crate::stack::release_unused();
+        crate::os::stack::release_unused();
     }
 }
 

@@ -6,6 +6,8 @@
 //! A request's path: `server` (socket) → `api` (checks, routes) → `cache` →
 //! `aws::secrets_manager` (signed call) and back.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use secrets_manager_agent::{
-    api, aws, cache, config, credentials, lambda, logger, server, signals, token,
+    api, aws, cache, config, credentials, lambda, logger, os, server, token,
 };
 
 use aws::endpoint;
@@ -146,14 +148,19 @@ fn wipe_cache() {
 /// SIGTERM/SIGINT wipe the cache and end the process with status 0.
 fn exit_on_signals() -> Result<(), String> {
     let failed = |e: std::io::Error| format!("cannot set up signal handling: {e}");
-    signals::block_termination().map_err(failed)?;
-    signals::on_termination(|signal| {
-        log::info!("signal {signal} received: exiting");
-        wipe_cache();
-        log::logger().flush();
-        std::process::exit(0);
-    })
-    .map_err(failed)
+    os::signals::block_termination().map_err(failed)?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .stack_size(64 * 1024)
+        .spawn(|| {
+            let signal = os::signals::wait_for_termination();
+            log::info!("signal {signal} received: exiting");
+            wipe_cache();
+            log::logger().flush();
+            std::process::exit(0);
+        })
+        .map_err(failed)?;
+    Ok(())
 }
 
 /// The Lambda extension's life: register, wait for the first INVOKE, start
@@ -235,8 +242,7 @@ struct Agent {
 /// Everything up to the listening socket: token, region, endpoints,
 /// credentials (checked with STS when asked), cache, bind, start-up line.
 fn start(config: &Config) -> Result<Agent, String> {
-    raise_fd_limit();
-    forbid_core_dumps();
+    prepare_process();
 
     let (token, token_var) =
         token::Token::from_env(&config.ssrf_env_variables).map_err(|e| e.to_string())?;
@@ -401,41 +407,14 @@ fn env_millis(name: &str, default: u64) -> Result<Duration, String> {
     }
 }
 
-/// A crash or `gcore` must not write cached secrets to disk: no core dumps,
-/// and non-dumpable also keeps other processes of the same user from
-/// attaching with ptrace or reading /proc/PID/mem.
-fn forbid_core_dumps() {
-    let none = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain syscalls with valid arguments.
-    unsafe {
-        if libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 {
-            log::warn!("could not mark the process non-dumpable");
-        }
-        if libc::setrlimit(libc::RLIMIT_CORE, &none) != 0 {
-            log::warn!("could not disable core dumps");
-        }
+/// Hardening and limits that apply to the whole process; failures are
+/// reported, not fatal.
+fn prepare_process() {
+    if let Err(why) = os::process::forbid_core_dumps() {
+        log::warn!("{why}");
     }
-}
-
-/// Idle keep-alive clients each hold a descriptor; the default soft limit
-/// (often 1024) would cap them well below what the hard limit allows.
-fn raise_fd_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain syscalls on a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                log::debug!("could not raise the open-file limit");
-            }
-        }
+    if let Err(e) = os::process::raise_fd_limit() {
+        log::debug!("could not raise the open-file limit: {e}");
     }
 }
 

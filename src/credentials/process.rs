@@ -30,11 +30,8 @@ fn run_with_timeout(command: &str, source: &str, timeout: Duration) -> Result<Cr
         .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot run credential_process: {e}"))?;
-    let group = child.id() as libc::pid_t;
-    let kill_group = || {
-        // SAFETY: signals the process group created for this child above.
-        unsafe { libc::killpg(group, libc::SIGKILL) };
-    };
+    let group = child.id();
+    let kill_group = || crate::os::process::kill_process_group(group);
     // Both pipes are read on their own threads so a chatty child cannot block
     // on a full pipe; results come back over a channel so a grandchild that
     // keeps a pipe open cannot block us.

@@ -7,10 +7,10 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use crate::api::{Request, Response};
+use crate::os::io::{read_appending, readable_within};
 use crate::server::pool::Scratch;
 
 /// Largest request head accepted; larger ones get 431 without being buffered.
@@ -159,25 +159,6 @@ pub fn serve(mut conn: Conn, handle: &dyn Fn(&Request) -> Response, scratch: &mu
     }
 }
 
-/// Reads up to `room` bytes onto the end of `buf`. Reading into the spare
-/// capacity instead of a zeroed buffer keeps a request from paying a memset,
-/// and an idle worker from holding a read buffer.
-fn read_appending(stream: &TcpStream, buf: &mut Vec<u8>, room: usize) -> io::Result<usize> {
-    buf.reserve(room);
-    let spare = buf.spare_capacity_mut();
-    let room = room.min(spare.len());
-    // SAFETY: `spare` is writable memory of at least `room` bytes owned by
-    // `buf`; read(2) writes at most `room` bytes into it and returns how many.
-    let n = unsafe { libc::read(stream.as_raw_fd(), spare.as_mut_ptr().cast(), room) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let n = n as usize;
-    // SAFETY: read(2) initialised the first `n` bytes of the spare capacity.
-    unsafe { buf.set_len(buf.len() + n) };
-    Ok(n)
-}
-
 /// Parses one head from `buf`; when complete, runs the API and renders the
 /// answer into `out`.
 pub fn parse(buf: &[u8], handle: &dyn Fn(&Request) -> Response, out: &mut Vec<u8>) -> Head {
@@ -261,22 +242,6 @@ fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
         }
     }
     out.extend_from_slice(&digits[i..]);
-}
-
-/// Whether `stream` has data (or EOF) within `wait`.
-fn readable_within(stream: &TcpStream, wait: Duration) -> bool {
-    let mut fd = libc::pollfd {
-        fd: stream.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let timeout = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: wait.subsec_nanos() as libc::c_long,
-    };
-    // SAFETY: one valid pollfd and a valid timeout; no signal mask change.
-    let ready = unsafe { libc::ppoll(&mut fd, 1, &timeout, std::ptr::null()) };
-    ready > 0
 }
 
 /// Answers a request we will not serve, then closes gently: the client gets the

@@ -19,6 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::api::{Request, Response};
+use crate::os;
+use crate::os::io::{is_ready, poll_in, PollFd};
 use conn::{Conn, Next};
 use pool::Pool;
 
@@ -121,7 +123,7 @@ struct Poller {
 
 impl Poller {
     fn run(mut self) -> io::Result<()> {
-        let mut fds: Vec<libc::pollfd> = Vec::new();
+        let mut fds: Vec<PollFd> = Vec::new();
         loop {
             self.parked.extend(self.parked_rx.try_iter());
             self.shed_pending();
@@ -133,11 +135,6 @@ impl Poller {
                 self.accept_paused_until = None;
             }
 
-            let poll_in = |fd| libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
             fds.clear();
             fds.push(poll_in(self.wake.as_raw_fd()));
             let listen_fd = if self.accept_paused_until.is_none() {
@@ -160,39 +157,23 @@ impl Poller {
                 .min(Duration::from_secs(1))
                 .min(starved_check)
                 .max(Duration::from_micros(100));
-            let wait = libc::timespec {
-                tv_sec: wait.as_secs() as libc::time_t,
-                tv_nsec: wait.subsec_nanos() as libc::c_long,
-            };
-            // SAFETY: `fds` is a live, correctly sized array of pollfd and
-            // `wait` a valid timeout; the signal mask is left alone.
-            let ready = unsafe {
-                libc::ppoll(
-                    fds.as_mut_ptr(),
-                    fds.len() as libc::nfds_t,
-                    &wait,
-                    std::ptr::null(),
-                )
-            };
-            if ready < 0 {
-                let err = io::Error::last_os_error();
-                if err.kind() != io::ErrorKind::Interrupted {
-                    return Err(err);
-                }
-                continue;
+            match os::io::poll(&mut fds, wait) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
             }
-            if fds[0].revents != 0 {
+            if is_ready(&fds[0]) {
                 let mut sink = [0u8; 256];
                 while matches!((&self.wake).read(&mut sink), Ok(n) if n > 0) {}
             }
             // Dispatch before accepting: `fds` indexes the parked list as it was.
             for i in (0..self.parked.len()).rev() {
-                if fds[i + 2].revents != 0 {
+                if is_ready(&fds[i + 2]) {
                     let conn = self.parked.swap_remove(i);
                     self.pool.submit(conn);
                 }
             }
-            if fds[1].revents != 0 {
+            if is_ready(&fds[1]) {
                 self.accept();
             }
         }

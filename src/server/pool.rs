@@ -219,7 +219,7 @@ fn worker<T>(shared: &Shared<T>) {
         if !trimmed {
             drop(state);
             scratch = Scratch::new(&shared.queued);
-            crate::stack::release_unused();
+            crate::os::stack::release_unused();
             trimmed = true;
             state = lock(&shared.state);
             continue;

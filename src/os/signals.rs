@@ -1,4 +1,4 @@
-//! Clean exit on SIGTERM and SIGINT.
+//! SIGTERM and SIGINT, taken as ordinary code instead of in a handler.
 //!
 //! As PID 1 in a container the agent gets no default signal handling, so
 //! without this `docker stop` and Kubernetes would wait out their grace period
@@ -31,18 +31,12 @@ pub fn block_termination() -> io::Result<()> {
     Ok(())
 }
 
-/// Starts the thread that waits for SIGTERM or SIGINT (blocked beforehand by
-/// [`block_termination`]) and runs `on_signal`.
-pub fn on_termination(on_signal: impl FnOnce(i32) + Send + 'static) -> io::Result<()> {
+/// Waits until SIGTERM or SIGINT (blocked beforehand by
+/// [`block_termination`]) arrives and returns its number.
+pub fn wait_for_termination() -> i32 {
     let set = termination_signals();
-    std::thread::Builder::new()
-        .name("signals".into())
-        .stack_size(64 * 1024)
-        .spawn(move || {
-            let mut signal: libc::c_int = 0;
-            // SAFETY: `set` is a valid signal set; `signal` is written by sigwait.
-            while unsafe { libc::sigwait(&set, &mut signal) } != 0 {}
-            on_signal(signal);
-        })?;
-    Ok(())
+    let mut signal: libc::c_int = 0;
+    // SAFETY: `set` is a valid signal set; `signal` is written by sigwait.
+    while unsafe { libc::sigwait(&set, &mut signal) } != 0 {}
+    signal
 }

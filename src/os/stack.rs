@@ -1,4 +1,4 @@
-//! Giving a thread's unused stack pages back to the kernel.
+//! Giving a thread's unused stack pages back to the kernel (`madvise`).
 //!
 //! A call into AWS (TLS, signing, JSON) touches ~40 KiB of stack; a cache hit
 //! needs a few KiB. Without this, every thread that ever fetched keeps those
