@@ -2,7 +2,8 @@
 #
 #   make demo    build the agent, start a local Secrets Manager emulator (moto), fetch a secret
 #   make test    unit tests (cargo test) + integration tests (pytest against moto)
-#   make lint    rustfmt --check + clippy with warnings denied
+#   make lint    rustfmt --check + clippy with warnings denied + make layers
+#   make layers  module graph: no import cycle, imports only go down the layers (scripts/check_layers.py)
 #   make static  fully static musl release binary (needs musl-tools and the musl rustup target)
 #   make static-ring  the same with the ring TLS provider: smallest, no post-quantum key exchange
 #   make build   optimised release binary for the host (glibc)
@@ -23,7 +24,7 @@ DEBUG_BIN   := $(CURDIR)/target/debug/$(BIN_NAME)
 PYTEST_ARGS ?=
 
 .PHONY: bench bench-compare soak bench-tools
-.PHONY: all build venv test unit-test integration-test lint static static-ring musl-build describe size-check demo clean lambda-layer
+.PHONY: all build venv test unit-test integration-test lint layers static static-ring musl-build describe size-check demo clean lambda-layer
 
 all: build
 
@@ -58,6 +59,13 @@ integration-test: venv
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	@$(MAKE) --no-print-directory layers
+
+# The checker's own tests first, then the check; `$(PYTHON) scripts/check_layers.py --print`
+# prints the layers with each module's imports.
+layers:
+	$(PYTHON) scripts/test_check_layers.py
+	$(PYTHON) scripts/check_layers.py
 
 # aws-lc-sys compiles C code: for the musl target it needs musl-gcc (Debian package musl-tools).
 # The default build must stay within SIZE_BUDGET bytes (3.5 MB); `make test` checks it.

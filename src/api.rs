@@ -1,46 +1,19 @@
 //! The HTTP surface of AWS's agent: routes, the order of checks, status codes
-//! and bodies (`compat.md`). Knows nothing about sockets; the server hands it a
-//! parsed request and writes back what it returns.
+//! and bodies, as README's "HTTP API" section lists them. Knows nothing about
+//! sockets; the server hands it a parsed request and writes back what it
+//! returns.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::aws::SecretQuery;
-use crate::cache::{Body, Cache, Upstream};
+use crate::aws::{SecretQuery, UpstreamError};
+use crate::cache::{Cache, Key, Upstream};
 use crate::query::{parse_query, percent_decode};
+use crate::server::http::{Request, Response, ResponseBody};
 use crate::token::Token;
 
 /// Requests beyond `max_conn` that `/ping` may still use, so health checks
 /// answer while the agent is saturated.
 const PING_HEADROOM: usize = 4;
-
-pub struct Request<'a> {
-    pub method: &'a str,
-    /// Path and query, as sent.
-    pub target: &'a str,
-    pub headers: &'a [httparse::Header<'a>],
-}
-
-pub struct Response {
-    pub status: u16,
-    pub content_type: &'static str,
-    pub body: ResponseBody,
-}
-
-pub enum ResponseBody {
-    Static(&'static str),
-    Owned(String),
-    Shared(Body),
-}
-
-impl ResponseBody {
-    pub fn as_bytes(&self) -> &[u8] {
-        match self {
-            ResponseBody::Static(s) => s.as_bytes(),
-            ResponseBody::Owned(s) => s.as_bytes(),
-            ResponseBody::Shared(b) => b,
-        }
-    }
-}
 
 const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -126,7 +99,7 @@ impl<U: Upstream + 'static> Api<U> {
             return text(404, "Not found");
         };
         match parsed {
-            Ok((secret, refresh_now)) => self.secret(&secret, refresh_now),
+            Ok((secret, refresh_now)) => self.secret(&Key::Secret(secret), refresh_now),
             Err(response) => response,
         }
     }
@@ -163,22 +136,47 @@ impl<U: Upstream + 'static> Api<U> {
         }
     }
 
-    fn secret(&self, query: &SecretQuery, refresh_now: bool) -> Response {
-        match self.cache.get(query, refresh_now) {
+    fn secret(&self, key: &Key, refresh_now: bool) -> Response {
+        match self.cache.get(key, refresh_now) {
             Ok(body) => Response {
                 status: 200,
                 content_type: JSON,
                 body: ResponseBody::Shared(body),
             },
             Err(e) => {
-                log::warn!("request for {} failed: {e}", query.secret_id);
-                Response {
-                    status: e.status(),
-                    content_type: JSON,
-                    body: ResponseBody::Owned(e.body()),
-                }
+                log::warn!("request for {key} failed: {e}");
+                upstream_error(&e)
             }
         }
+    }
+}
+
+/// How a failed upstream call is told to the client (README, "HTTP API"):
+/// AWS's own error answers keep their status and code; the agent's own
+/// failures get the fixed status and body AWS's agent gives them. Every body
+/// is valid JSON.
+pub fn upstream_error(e: &UpstreamError) -> Response {
+    let pair =
+        |code: &str, message: &str| serde_json::json!({ "__type": code, "message": message });
+    let (status, body) = match e {
+        UpstreamError::Service {
+            status,
+            code,
+            message,
+            ..
+        } => (*status, pair(code, message)),
+        UpstreamError::Timeout => (504, pair("TimeoutError", "Timeout")),
+        UpstreamError::Connection(_) | UpstreamError::Tls(_) => {
+            (502, pair("ConnectionError", "Read Error"))
+        }
+        UpstreamError::Response(_) => (502, pair("ConnectionError", "Response Error")),
+        UpstreamError::Credentials(why) => (500, pair("CredentialsError", why)),
+        UpstreamError::Internal(_) => (500, serde_json::json!({ "__type": "InternalFailure" })),
+    };
+    Response {
+        status,
+        content_type: JSON,
+        body: ResponseBody::Owned(body.to_string()),
     }
 }
 
@@ -259,7 +257,6 @@ fn finish(secret_id: String, options: Options) -> Parsed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aws::secrets_manager::Description;
     use crate::aws::{SecretValue, UpstreamError};
     use crate::cache;
     use crate::secret::SecretBytes;
@@ -269,13 +266,14 @@ mod tests {
     struct Echo;
 
     impl Upstream for Echo {
-        fn get_secret_value(&self, q: &SecretQuery) -> Result<SecretValue, UpstreamError> {
+        fn fetch(&self, key: &Key) -> Result<SecretValue, UpstreamError> {
+            let Key::Secret(q) = key;
             if q.secret_id == "missing" {
-                return Err(UpstreamError::Service {
-                    status: 400,
-                    code: "ResourceNotFoundException".into(),
-                    message: "no \"such\" secret".into(),
-                });
+                return Err(UpstreamError::service(
+                    400,
+                    "ResourceNotFoundException",
+                    "no \"such\" secret",
+                ));
             }
             Ok(SecretValue {
                 body: SecretBytes::new(
@@ -285,7 +283,7 @@ mod tests {
                 version_id: "v1".into(),
             })
         }
-        fn describe_secret(&self, _: &str) -> Result<Description, UpstreamError> {
+        fn still_current(&self, _: &Key, _: &str) -> Result<bool, UpstreamError> {
             Err(UpstreamError::Timeout)
         }
     }
@@ -411,6 +409,52 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["__type"], "ResourceNotFoundException");
         assert_eq!(v["message"], "no \"such\" secret");
+    }
+
+    #[test]
+    fn upstream_failures_get_fixed_json_answers() {
+        let answer = |e: UpstreamError| {
+            let r = upstream_error(&e);
+            (
+                r.status,
+                String::from_utf8(r.body.as_bytes().to_vec()).unwrap(),
+            )
+        };
+        let read_error = r#"{"__type":"ConnectionError","message":"Read Error"}"#;
+        let fixed = [
+            (
+                UpstreamError::Timeout,
+                504,
+                r#"{"__type":"TimeoutError","message":"Timeout"}"#,
+            ),
+            (UpstreamError::Connection("refused".into()), 502, read_error),
+            (UpstreamError::Tls("unknown issuer".into()), 502, read_error),
+            (
+                UpstreamError::Response("garbage".into()),
+                502,
+                r#"{"__type":"ConnectionError","message":"Response Error"}"#,
+            ),
+            (
+                UpstreamError::Internal("x".into()),
+                500,
+                r#"{"__type":"InternalFailure"}"#,
+            ),
+        ];
+        for (error, status, body) in fixed {
+            assert_eq!(answer(error), (status, body.to_string()));
+        }
+        let (status, body) = answer(UpstreamError::Credentials("no \"creds\"".into()));
+        assert_eq!(status, 500);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["__type"], "CredentialsError");
+        assert_eq!(v["message"], "no \"creds\"");
+        let (status, body) = answer(UpstreamError::service(403, "AccessDenied", "a & <b>"));
+        assert_eq!(status, 403);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            (v["__type"].as_str(), v["message"].as_str()),
+            (Some("AccessDenied"), Some("a & <b>"))
+        );
     }
 
     #[test]

@@ -1,25 +1,28 @@
-//! The secret cache: fresh entries served from memory, expired ones revalidated
-//! with DescribeSecret, and concurrent misses for one key coalesced into a
-//! single upstream call.
+//! The answer cache: fresh entries served from memory, expired ones
+//! revalidated with a cheap metadata call, and concurrent misses for one key
+//! coalesced into a single upstream call.
 //!
 //! No lock is held while talking to AWS, so a slow call for one secret never
 //! delays a hit on another. An entry that is read shortly before its TTL ends
 //! is refreshed in the background ("refresh-ahead"), so a steady reader never
-//! waits for Secrets Manager; entries nobody reads simply expire.
+//! waits for AWS; entries nobody reads simply expire.
+//!
+//! The policy here knows nothing of Secrets Manager: answers are cached under
+//! a typed [`Key`] and filled through [`Upstream`], so another upstream or a
+//! per-request role extends the key instead of copying the cache. Time comes
+//! from a [`Clock`] parameter so the tests can step past TTLs without sleeping.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::aws::retry::random_unit;
-use crate::aws::secrets_manager::Description;
 use crate::aws::{SecretQuery, SecretValue, SecretsManager, UpstreamError};
+use crate::clock::{Clock, SystemClock};
+use crate::random;
 use crate::secret::SecretBytes;
 use crate::sync::lock;
-
-/// The stage a request without `versionId`/`versionStage` asks for.
-const CURRENT: &str = "AWSCURRENT";
 
 /// A rendered response body, shared by the cache and every writer of it;
 /// zeroed when the last of them lets go.
@@ -32,18 +35,43 @@ const REFRESHERS: usize = 2;
 const REFRESH_QUEUE: usize = 64;
 pub type Served = Result<Body, UpstreamError>;
 
-/// The upstream the cache fills from; a trait so tests can count calls.
+/// What an answer is cached under. A new upstream adds a variant (Parameter
+/// Store), a per-request role a field.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    Secret(SecretQuery),
+}
+
+/// For log lines: what was asked for, never a value.
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Key::Secret(query) => write!(f, "secret {}", query.secret_id),
+        }
+    }
+}
+
+/// Where the cache fills from; a trait so tests can script and count calls.
 pub trait Upstream: Send + Sync {
-    fn get_secret_value(&self, query: &SecretQuery) -> Result<SecretValue, UpstreamError>;
-    fn describe_secret(&self, secret_id: &str) -> Result<Description, UpstreamError>;
+    /// The value and its version, rendered as the body the agent serves.
+    fn fetch(&self, key: &Key) -> Result<SecretValue, UpstreamError>;
+    /// Whether the version cached for `key` is still what `fetch` would
+    /// return (a cheap metadata call).
+    fn still_current(&self, key: &Key, cached_version: &str) -> Result<bool, UpstreamError>;
 }
 
 impl Upstream for SecretsManager {
-    fn get_secret_value(&self, query: &SecretQuery) -> Result<SecretValue, UpstreamError> {
-        SecretsManager::get_secret_value(self, query)
+    fn fetch(&self, key: &Key) -> Result<SecretValue, UpstreamError> {
+        match key {
+            Key::Secret(query) => self.get_secret_value(query),
+        }
     }
-    fn describe_secret(&self, secret_id: &str) -> Result<Description, UpstreamError> {
-        SecretsManager::describe_secret(self, secret_id)
+    fn still_current(&self, key: &Key, cached_version: &str) -> Result<bool, UpstreamError> {
+        match key {
+            Key::Secret(query) => Ok(self
+                .describe_secret(&query.secret_id)?
+                .still_answers(query, cached_version)),
+        }
     }
 }
 
@@ -54,23 +82,26 @@ pub struct Settings {
     pub ignore_transient_errors: bool,
 }
 
-pub struct Cache<U> {
-    shared: Arc<Shared<U>>,
+/// The clock is a type parameter, not a trait object, so a hit with the
+/// system clock costs no indirect call.
+pub struct Cache<U, C: Clock = SystemClock> {
+    shared: Arc<Shared<U, C>>,
     /// Keys to refresh ahead of expiry. The refreshers start with the first
     /// refresh (an agent whose secrets are read once never needs them);
     /// `None` if they could not start.
-    refresh: OnceLock<Option<SyncSender<SecretQuery>>>,
+    refresh: OnceLock<Option<SyncSender<Key>>>,
 }
 
 /// The state the request threads and the refreshers share.
-struct Shared<U> {
+struct Shared<U, C> {
     upstream: U,
+    clock: C,
     settings: Settings,
     /// Keys and entries boxed: the table keeps about twice as many slots as
     /// entries, and a slot of two pointers instead of ~240 bytes cut the
     /// memory of 1,000 cached secrets by a third.
-    entries: Mutex<HashMap<Box<SecretQuery>, Box<Entry>>>,
-    flights: Mutex<HashMap<SecretQuery, Arc<Flight>>>,
+    entries: Mutex<HashMap<Box<Key>, Box<Entry>>>,
+    flights: Mutex<HashMap<Key, Arc<Flight>>>,
 }
 
 struct Entry {
@@ -85,8 +116,7 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(body: Body, version_id: String, ttl: Duration) -> Entry {
-        let now = Instant::now();
+    fn new(body: Body, version_id: String, ttl: Duration, now: Instant) -> Entry {
         let mut entry = Entry {
             body,
             version_id,
@@ -95,15 +125,14 @@ impl Entry {
             refresh_queued: false,
             last_used: now,
         };
-        entry.restart(ttl);
+        entry.restart(ttl, now);
         entry
     }
 
-    /// A new TTL from now; the refresh point falls in its last 10 to 20 %.
-    fn restart(&mut self, ttl: Duration) {
-        let now = Instant::now();
+    /// A new TTL from `now`; the refresh point falls in its last 10 to 20 %.
+    fn restart(&mut self, ttl: Duration, now: Instant) {
         self.fresh_until = now + ttl;
-        self.refresh_after = self.fresh_until - ttl.mul_f64(0.1 + 0.1 * random_unit());
+        self.refresh_after = self.fresh_until - ttl.mul_f64(0.1 + 0.1 * random::unit());
         self.refresh_queued = false;
     }
 }
@@ -132,8 +161,15 @@ enum Lookup {
 
 impl<U: Upstream + 'static> Cache<U> {
     pub fn new(upstream: U, settings: Settings) -> Cache<U> {
+        Cache::with_clock(upstream, settings, SystemClock)
+    }
+}
+
+impl<U: Upstream + 'static, C: Clock + 'static> Cache<U, C> {
+    pub fn with_clock(upstream: U, settings: Settings, clock: C) -> Cache<U, C> {
         let shared = Arc::new(Shared {
             upstream,
+            clock,
             settings,
             entries: Mutex::new(HashMap::new()),
             flights: Mutex::new(HashMap::new()),
@@ -147,25 +183,22 @@ impl<U: Upstream + 'static> Cache<U> {
     /// Answers a client's request: from memory when fresh, else from AWS.
     /// `refresh_now` always asks GetSecretValue and leaves the cache as it was
     /// on failure.
-    pub fn get(&self, query: &SecretQuery, refresh_now: bool) -> Served {
+    pub fn get(&self, key: &Key, refresh_now: bool) -> Served {
         let shared = &*self.shared;
         if shared.settings.ttl.is_zero() {
-            return shared
-                .upstream
-                .get_secret_value(query)
-                .map(|v| Arc::new(v.body));
+            return shared.upstream.fetch(key).map(|v| Arc::new(v.body));
         }
         if refresh_now {
-            return shared.fetch_and_store(query);
+            return shared.fetch_and_store(key);
         }
-        match shared.lookup(query) {
+        match shared.lookup(key) {
             Lookup::Fresh { body, refresh } => {
                 if refresh {
-                    self.queue_refresh(query);
+                    self.queue_refresh(key);
                 }
                 Ok(body)
             }
-            Lookup::Missing => shared.single_flight(query, None, || shared.fetch_and_store(query)),
+            Lookup::Missing => shared.single_flight(key, None, || shared.fetch_and_store(key)),
             Lookup::Expired {
                 body,
                 version_id,
@@ -176,22 +209,19 @@ impl<U: Upstream + 'static> Cache<U> {
                 // as stale answers are allowed at all.
                 let stale =
                     (recent && shared.settings.ignore_transient_errors).then(|| body.clone());
-                shared.single_flight(query, stale, || shared.revalidate(query, body, &version_id))
+                shared.single_flight(key, stale, || shared.revalidate(key, body, &version_id))
             }
         }
     }
 
-    fn queue_refresh(&self, query: &SecretQuery) {
+    fn queue_refresh(&self, key: &Key) {
         let refresh = self.refresh.get_or_init(|| start_refreshers(&self.shared));
         let Some(refresh) = refresh else { return };
-        match refresh.try_send(query.clone()) {
+        match refresh.try_send(key.clone()) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                log::debug!(
-                    "refresh queue full; {} will revalidate when it expires",
-                    query.secret_id
-                );
-                self.shared.refresh_done(query);
+                log::debug!("refresh queue full; {key} will revalidate when it expires");
+                self.shared.refresh_done(key);
             }
             Err(TrySendError::Disconnected(_)) => {}
         }
@@ -216,10 +246,10 @@ impl<U: Upstream + 'static> Cache<U> {
 }
 
 /// The refresher threads; they end when the cache (and so the sender) is dropped.
-fn start_refreshers<U: Upstream + 'static>(
-    shared: &Arc<Shared<U>>,
-) -> Option<SyncSender<SecretQuery>> {
-    let (tx, rx) = mpsc::sync_channel::<SecretQuery>(REFRESH_QUEUE);
+fn start_refreshers<U: Upstream + 'static, C: Clock + 'static>(
+    shared: &Arc<Shared<U, C>>,
+) -> Option<SyncSender<Key>> {
+    let (tx, rx) = mpsc::sync_channel::<Key>(REFRESH_QUEUE);
     let rx = Arc::new(Mutex::new(rx));
     let mut started = 0;
     for _ in 0..REFRESHERS {
@@ -235,20 +265,20 @@ fn start_refreshers<U: Upstream + 'static>(
     (started > 0).then_some(tx)
 }
 
-fn refresher<U: Upstream>(shared: &Shared<U>, rx: &Mutex<Receiver<SecretQuery>>) {
+fn refresher<U: Upstream, C: Clock>(shared: &Shared<U, C>, rx: &Mutex<Receiver<Key>>) {
     loop {
         let next = lock(rx).recv();
-        let Ok(query) = next else { return };
-        shared.refresh_ahead(&query);
+        let Ok(key) = next else { return };
+        shared.refresh_ahead(&key);
         crate::os::stack::release_unused();
     }
 }
 
-impl<U: Upstream> Shared<U> {
-    fn lookup(&self, query: &SecretQuery) -> Lookup {
-        let now = Instant::now();
+impl<U: Upstream, C: Clock> Shared<U, C> {
+    fn lookup(&self, key: &Key) -> Lookup {
+        let now = self.clock.now();
         let mut entries = lock(&self.entries);
-        match entries.get_mut(query) {
+        match entries.get_mut(key) {
             // While a refresh-ahead is queued or running, the entry keeps
             // answering for up to one more TTL: readers do not wait for it.
             Some(entry)
@@ -279,17 +309,17 @@ impl<U: Upstream> Shared<U> {
     /// there is one, else waits for the result.
     fn single_flight(
         &self,
-        query: &SecretQuery,
+        key: &Key,
         stale: Option<Body>,
         work: impl FnOnce() -> Served,
     ) -> Served {
         let (flight, leader) = {
             let mut flights = lock(&self.flights);
-            match flights.get(query) {
+            match flights.get(key) {
                 Some(flight) => (flight.clone(), false),
                 None => {
                     let flight = Arc::new(Flight::default());
-                    flights.insert(query.clone(), flight.clone());
+                    flights.insert(key.clone(), flight.clone());
                     (flight, true)
                 }
             }
@@ -312,7 +342,7 @@ impl<U: Upstream> Shared<U> {
         // Publishes even if `work` panics, so followers never wait forever.
         let mut publish = Publish {
             cache: self,
-            query,
+            key,
             flight: &flight,
             result: Err(UpstreamError::Internal("secret fetch panicked".into())),
         };
@@ -320,33 +350,27 @@ impl<U: Upstream> Shared<U> {
         publish.result.clone()
     }
 
-    /// An expired entry: keep it if DescribeSecret says the cached version still
-    /// answers the request, else fetch the value again.
-    fn revalidate(&self, query: &SecretQuery, stale: Body, version_id: &str) -> Served {
+    /// An expired entry: keep it if the upstream says the cached version
+    /// still answers the request, else fetch the value again.
+    fn revalidate(&self, key: &Key, stale: Body, version_id: &str) -> Served {
         let ignore = self.settings.ignore_transient_errors;
-        let fetched = match self.upstream.describe_secret(&query.secret_id) {
-            Ok(description) if still_answers(&description, query, version_id) => {
-                self.restart_ttl(query, version_id);
+        let fetched = match self.upstream.still_current(key, version_id) {
+            Ok(true) => {
+                self.restart_ttl(key, version_id);
                 return Ok(stale);
             }
-            // Not current any more, or DescribeSecret is not allowed (policies
-            // often grant GetSecretValue alone): the value itself decides.
-            Ok(_) => self.fetch_and_store(query),
+            // Not current any more, or the metadata call is not allowed
+            // (policies often grant GetSecretValue alone): the value decides.
+            Ok(false) => self.fetch_and_store(key),
             Err(e) if e.is_transient() => Err(e),
             Err(e) => {
-                log::debug!(
-                    "DescribeSecret for {} failed ({e}); fetching the value",
-                    query.secret_id
-                );
-                self.fetch_and_store(query)
+                log::debug!("checking {key} failed ({e}); fetching the value");
+                self.fetch_and_store(key)
             }
         };
         match fetched {
             Err(e) if ignore && e.is_transient() => {
-                log::warn!(
-                    "serving cached {} after a transient error: {e}",
-                    query.secret_id
-                );
+                log::warn!("serving cached {key} after a transient error: {e}");
                 Ok(stale)
             }
             other => other,
@@ -355,35 +379,34 @@ impl<U: Upstream> Shared<U> {
 
     /// A background refresh of an entry read near the end of its TTL: the
     /// same revalidation an expired entry gets, but nobody waits for it.
-    fn refresh_ahead(&self, query: &SecretQuery) {
+    fn refresh_ahead(&self, key: &Key) {
         let current = lock(&self.entries)
-            .get(query)
+            .get(key)
             .map(|e| (e.body.clone(), e.version_id.clone()));
         let Some((body, version_id)) = current else {
             return;
         };
-        log::debug!("refreshing {} ahead of expiry", query.secret_id);
-        if let Err(e) =
-            self.single_flight(query, None, || self.revalidate(query, body, &version_id))
-        {
-            log::warn!("background refresh of {} failed: {e}", query.secret_id);
+        log::debug!("refreshing {key} ahead of expiry");
+        if let Err(e) = self.single_flight(key, None, || self.revalidate(key, body, &version_id)) {
+            log::warn!("background refresh of {key} failed: {e}");
         }
-        self.refresh_done(query);
+        self.refresh_done(key);
     }
 
     /// A refresh-ahead ended (or was dropped): if it did not restart the TTL,
     /// the entry expires normally and the next read revalidates it.
-    fn refresh_done(&self, query: &SecretQuery) {
-        if let Some(entry) = lock(&self.entries).get_mut(query) {
+    fn refresh_done(&self, key: &Key) {
+        if let Some(entry) = lock(&self.entries).get_mut(key) {
             entry.refresh_queued = false;
         }
     }
 
-    fn fetch_and_store(&self, query: &SecretQuery) -> Served {
-        let value = self.upstream.get_secret_value(query)?;
+    fn fetch_and_store(&self, key: &Key) -> Served {
+        let value = self.upstream.fetch(key)?;
         let body: Body = Arc::new(value.body);
+        let now = self.clock.now();
         let mut entries = lock(&self.entries);
-        if !entries.contains_key(query) && entries.len() >= self.settings.capacity {
+        if !entries.contains_key(key) && entries.len() >= self.settings.capacity {
             let oldest = entries
                 .iter()
                 .min_by_key(|(_, e)| e.last_used)
@@ -393,72 +416,63 @@ impl<U: Upstream> Shared<U> {
             }
         }
         entries.insert(
-            Box::new(query.clone()),
+            Box::new(key.clone()),
             Box::new(Entry::new(
                 body.clone(),
                 value.version_id,
                 self.settings.ttl,
+                now,
             )),
         );
         Ok(body)
     }
 
-    fn restart_ttl(&self, query: &SecretQuery, version_id: &str) {
+    fn restart_ttl(&self, key: &Key, version_id: &str) {
+        let now = self.clock.now();
         let mut entries = lock(&self.entries);
-        if let Some(entry) = entries.get_mut(query) {
+        if let Some(entry) = entries.get_mut(key) {
             if entry.version_id == version_id {
-                entry.restart(self.settings.ttl);
+                entry.restart(self.settings.ttl, now);
             }
         }
     }
 }
 
-struct Publish<'a, U: Upstream> {
-    cache: &'a Shared<U>,
-    query: &'a SecretQuery,
+struct Publish<'a, U: Upstream, C: Clock> {
+    cache: &'a Shared<U, C>,
+    key: &'a Key,
     flight: &'a Flight,
     result: Served,
 }
 
-impl<U: Upstream> Drop for Publish<'_, U> {
+impl<U: Upstream, C: Clock> Drop for Publish<'_, U, C> {
     fn drop(&mut self) {
-        lock(&self.cache.flights).remove(self.query);
+        lock(&self.cache.flights).remove(self.key);
         *lock(&self.flight.result) = Some(self.result.clone());
         self.flight.done.notify_all();
-    }
-}
-
-/// Whether the version cached for `query` is still what GetSecretValue would return.
-fn still_answers(description: &Description, query: &SecretQuery, cached_version: &str) -> bool {
-    let Some(versions) = &description.version_ids_to_stages else {
-        return false;
-    };
-    let has_stage = |version: &str, stage: &str| {
-        versions
-            .get(version)
-            .is_some_and(|stages| stages.iter().any(|s| s == stage))
-    };
-    match (&query.version_id, &query.version_stage) {
-        (Some(id), None) => versions.contains_key(id),
-        (Some(id), Some(stage)) => has_stage(id, stage),
-        (None, stage) => has_stage(cached_version, stage.as_deref().unwrap_or(CURRENT)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use crate::clock::TestClock;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-    /// A scripted upstream: the current version and value, call counters, and a
-    /// switch that makes every call fail transiently.
+    /// A scripted upstream: the current version and value, call counters,
+    /// switches that make calls fail, and a gate that holds GetSecretValue
+    /// "in flight" for as long as a test needs.
     #[derive(Default)]
     struct Fake {
         version: Mutex<(String, String)>,
         gets: AtomicUsize,
         describes: AtomicUsize,
-        down: std::sync::atomic::AtomicBool,
-        delay: Duration,
+        /// Every call fails transiently.
+        down: AtomicBool,
+        /// The metadata call is not allowed (a non-transient error).
+        denied: AtomicBool,
+        held: Mutex<bool>,
+        released: Condvar,
     }
 
     impl Fake {
@@ -470,6 +484,13 @@ mod tests {
         fn set(&self, version: &str, value: &str) {
             *lock(&self.version) = (version.into(), value.into());
         }
+        fn hold(&self) {
+            *lock(&self.held) = true;
+        }
+        fn release(&self) {
+            *lock(&self.held) = false;
+            self.released.notify_all();
+        }
         fn fail_if_down(&self) -> Result<(), UpstreamError> {
             if self.down.load(Ordering::SeqCst) {
                 return Err(UpstreamError::Timeout);
@@ -479,9 +500,16 @@ mod tests {
     }
 
     impl Upstream for Fake {
-        fn get_secret_value(&self, _: &SecretQuery) -> Result<SecretValue, UpstreamError> {
+        fn fetch(&self, _: &Key) -> Result<SecretValue, UpstreamError> {
             self.gets.fetch_add(1, Ordering::SeqCst);
-            std::thread::sleep(self.delay);
+            let mut held = lock(&self.held);
+            while *held {
+                held = self
+                    .released
+                    .wait(held)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            drop(held);
             self.fail_if_down()?;
             let (version, value) = lock(&self.version).clone();
             Ok(SecretValue {
@@ -489,30 +517,81 @@ mod tests {
                 version_id: version,
             })
         }
-        fn describe_secret(&self, _: &str) -> Result<Description, UpstreamError> {
+        fn still_current(&self, _: &Key, cached_version: &str) -> Result<bool, UpstreamError> {
             self.describes.fetch_add(1, Ordering::SeqCst);
             self.fail_if_down()?;
-            let (version, _) = lock(&self.version).clone();
-            Ok(Description {
-                version_ids_to_stages: Some(HashMap::from([(version, vec![CURRENT.into()])])),
-            })
+            if self.denied.load(Ordering::SeqCst) {
+                return Err(UpstreamError::service(
+                    400,
+                    "AccessDeniedException",
+                    "not allowed",
+                ));
+            }
+            Ok(lock(&self.version).0 == cached_version)
         }
     }
 
-    fn query(id: &str) -> SecretQuery {
-        SecretQuery {
+    fn key(id: &str) -> Key {
+        Key::Secret(SecretQuery {
             secret_id: id.into(),
             version_id: None,
             version_stage: None,
-        }
+        })
     }
 
-    fn settings(ttl_ms: u64) -> Settings {
+    const TTL: Duration = Duration::from_secs(300);
+
+    fn settings(ttl: Duration) -> Settings {
         Settings {
-            ttl: Duration::from_millis(ttl_ms),
+            ttl,
             capacity: 2,
             ignore_transient_errors: true,
         }
+    }
+
+    fn test_cache(fake: Fake, settings: Settings) -> Cache<Fake, TestClock> {
+        Cache::with_clock(fake, settings, TestClock::default())
+    }
+
+    impl Cache<Fake, TestClock> {
+        fn advance(&self, by: Duration) {
+            self.shared.clock.advance(by);
+        }
+        fn gets(&self) -> usize {
+            self.shared.upstream.gets.load(Ordering::SeqCst)
+        }
+        fn describes(&self) -> usize {
+            self.shared.upstream.describes.load(Ordering::SeqCst)
+        }
+        fn refreshers_started(&self) -> bool {
+            self.refresh.get().is_some()
+        }
+        /// Whether a refresh-ahead of `key` is queued or running.
+        fn refreshing(&self, key: &Key) -> bool {
+            lock(&self.shared.entries)
+                .get(key)
+                .is_some_and(|e| e.refresh_queued)
+        }
+        /// Callers sharing the upstream call for `key` (0 if none runs).
+        fn in_flight(&self, key: &Key) -> usize {
+            // The table holds one reference, each caller one more.
+            lock(&self.shared.flights)
+                .get(key)
+                .map_or(0, |f| Arc::strong_count(f) - 1)
+        }
+    }
+
+    /// Waits for a background thread to make `done` true; false if it does
+    /// not within a generous bound (a failure, not a timing assumption).
+    fn eventually(done: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
     }
 
     fn text(served: Served) -> String {
@@ -520,186 +599,240 @@ mod tests {
     }
 
     #[test]
+    fn keys_log_the_id_only() {
+        let key = Key::Secret(SecretQuery {
+            secret_id: "prod/db".into(),
+            version_id: Some("v1".into()),
+            version_stage: Some("AWSPREVIOUS".into()),
+        });
+        assert_eq!(key.to_string(), "secret prod/db");
+    }
+
+    #[test]
     fn fresh_hits_do_not_call_upstream() {
-        let cache = Cache::new(Fake::new("v1", "one"), settings(60_000));
-        assert_eq!(text(cache.get(&query("a"), false)), "one");
-        assert_eq!(text(cache.get(&query("a"), false)), "one");
-        assert_eq!(cache.shared.upstream.gets.load(Ordering::SeqCst), 1);
+        let cache = test_cache(Fake::new("v1", "one"), settings(TTL));
+        assert_eq!(text(cache.get(&key("a"), false)), "one");
+        // Up to the earliest refresh point (80 % of the TTL), a read is a
+        // plain hit: no upstream call, in the foreground or behind.
+        cache.advance(TTL.mul_f64(0.8) - Duration::from_millis(1));
+        assert_eq!(text(cache.get(&key("a"), false)), "one");
+        assert_eq!((cache.gets(), cache.describes()), (1, 0));
+        assert!(!cache.refreshers_started());
     }
 
     #[test]
     fn expired_entries_revalidate_with_describe() {
-        let cache = Cache::new(Fake::new("v1", "one"), settings(20));
-        cache.get(&query("a"), false).unwrap();
-        std::thread::sleep(Duration::from_millis(30));
-        assert_eq!(text(cache.get(&query("a"), false)), "one");
-        assert_eq!(cache.shared.upstream.gets.load(Ordering::SeqCst), 1);
-        assert_eq!(cache.shared.upstream.describes.load(Ordering::SeqCst), 1);
+        let cache = test_cache(Fake::new("v1", "one"), settings(TTL));
+        cache.get(&key("a"), false).unwrap();
+        // Expired from the TTL's last instant on.
+        cache.advance(TTL);
+        assert_eq!(text(cache.get(&key("a"), false)), "one");
+        assert_eq!((cache.gets(), cache.describes()), (1, 1));
+        // Still current: the TTL restarted from the revalidation.
+        cache.advance(TTL / 2);
+        assert_eq!(text(cache.get(&key("a"), false)), "one");
+        assert_eq!((cache.gets(), cache.describes()), (1, 1));
 
         cache.shared.upstream.set("v2", "two");
-        std::thread::sleep(Duration::from_millis(30));
-        assert_eq!(text(cache.get(&query("a"), false)), "two");
-        assert_eq!(cache.shared.upstream.gets.load(Ordering::SeqCst), 2);
+        cache.advance(TTL);
+        assert_eq!(text(cache.get(&key("a"), false)), "two");
+        assert_eq!((cache.gets(), cache.describes()), (2, 2));
+    }
+
+    #[test]
+    fn denied_describe_falls_back_to_the_value() {
+        let cache = test_cache(Fake::new("v1", "one"), settings(TTL));
+        cache.get(&key("a"), false).unwrap();
+        cache.shared.upstream.denied.store(true, Ordering::SeqCst);
+        cache.shared.upstream.set("v2", "two");
+        cache.advance(TTL);
+        assert_eq!(text(cache.get(&key("a"), false)), "two");
+        assert_eq!((cache.gets(), cache.describes()), (2, 1));
     }
 
     #[test]
     fn transient_errors_serve_stale_only_when_allowed() {
-        let cache = Cache::new(Fake::new("v1", "one"), settings(10));
-        cache.get(&query("a"), false).unwrap();
+        let cache = test_cache(Fake::new("v1", "one"), settings(TTL));
+        cache.get(&key("a"), false).unwrap();
         cache.shared.upstream.down.store(true, Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(text(cache.get(&query("a"), false)), "one");
+        cache.advance(TTL);
+        assert_eq!(text(cache.get(&key("a"), false)), "one");
+        // A transient error is not an answer: the value is not fetched.
+        assert_eq!((cache.gets(), cache.describes()), (1, 1));
+        // Nor does it restart the TTL: the next read asks again.
+        assert_eq!(text(cache.get(&key("a"), false)), "one");
+        assert_eq!(cache.describes(), 2);
 
         let strict = Settings {
             ignore_transient_errors: false,
-            ..settings(10)
+            ..settings(TTL)
         };
-        let cache = Cache::new(Fake::new("v1", "one"), strict);
-        cache.get(&query("a"), false).unwrap();
+        let cache = test_cache(Fake::new("v1", "one"), strict);
+        cache.get(&key("a"), false).unwrap();
         cache.shared.upstream.down.store(true, Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(20));
+        cache.advance(TTL);
         assert_eq!(
-            cache.get(&query("a"), false).err(),
+            cache.get(&key("a"), false).err(),
             Some(UpstreamError::Timeout)
         );
+        // The entry stays: once the upstream is back it revalidates, no fetch.
+        cache.shared.upstream.down.store(false, Ordering::SeqCst);
+        assert_eq!(text(cache.get(&key("a"), false)), "one");
+        assert_eq!((cache.gets(), cache.describes()), (1, 2));
     }
 
     #[test]
     fn refresh_now_failure_keeps_the_cache() {
-        let cache = Cache::new(Fake::new("v1", "one"), settings(60_000));
-        cache.get(&query("a"), false).unwrap();
+        let cache = test_cache(Fake::new("v1", "one"), settings(TTL));
+        cache.get(&key("a"), false).unwrap();
         cache.shared.upstream.down.store(true, Ordering::SeqCst);
-        assert!(cache.get(&query("a"), true).is_err());
+        assert!(cache.get(&key("a"), true).is_err());
         cache.shared.upstream.down.store(false, Ordering::SeqCst);
-        assert_eq!(text(cache.get(&query("a"), false)), "one");
+        assert_eq!(text(cache.get(&key("a"), false)), "one");
         cache.shared.upstream.set("v2", "two");
-        assert_eq!(text(cache.get(&query("a"), true)), "two");
-        assert_eq!(text(cache.get(&query("a"), false)), "two");
+        assert_eq!(text(cache.get(&key("a"), true)), "two");
+        assert_eq!(text(cache.get(&key("a"), false)), "two");
+        assert_eq!((cache.gets(), cache.describes()), (3, 0));
     }
 
     #[test]
-    fn ttl_zero_keeps_nothing_and_capacity_bounds() {
-        let cache = Cache::new(Fake::new("v1", "one"), settings(0));
-        cache.get(&query("a"), false).unwrap();
-        cache.get(&query("a"), false).unwrap();
-        assert_eq!(cache.shared.upstream.gets.load(Ordering::SeqCst), 2);
+    fn ttl_zero_keeps_nothing() {
+        let cache = test_cache(Fake::new("v1", "one"), settings(Duration::ZERO));
+        cache.get(&key("a"), false).unwrap();
+        cache.get(&key("a"), false).unwrap();
+        assert_eq!((cache.gets(), cache.describes()), (2, 0));
         assert_eq!(cache.len(), 0);
+    }
 
-        let cache = Cache::new(Fake::new("v1", "one"), settings(60_000));
-        for id in ["a", "b", "c", "a"] {
-            cache.get(&query(id), false).unwrap();
+    #[test]
+    fn capacity_evicts_the_least_recently_used() {
+        let cache = test_cache(Fake::new("v1", "one"), settings(TTL));
+        // "a" is read again after "b" arrived: "b" is the least recently
+        // used (the oldest by insertion is "a").
+        for id in ["a", "b", "a", "c"] {
+            cache.advance(Duration::from_millis(1));
+            cache.get(&key(id), false).unwrap();
         }
         assert_eq!(cache.len(), 2);
-        // "a" was the least recently used when "c" arrived, so it was fetched again.
-        assert_eq!(cache.shared.upstream.gets.load(Ordering::SeqCst), 4);
+        assert_eq!(cache.gets(), 3);
+        cache.get(&key("a"), false).unwrap();
+        cache.get(&key("c"), false).unwrap();
+        assert_eq!(cache.gets(), 3, "a and c stayed");
+        cache.get(&key("b"), false).unwrap();
+        assert_eq!(cache.gets(), 4, "b was evicted");
     }
 
     #[test]
     fn concurrent_misses_make_one_call() {
-        let fake = Fake {
-            delay: Duration::from_millis(200),
-            ..Fake::new("v1", "one")
-        };
-        let cache = Arc::new(Cache::new(fake, settings(60_000)));
+        let fake = Fake::new("v1", "one");
+        fake.hold();
+        let cache = Arc::new(test_cache(fake, settings(TTL)));
         let threads: Vec<_> = (0..20)
             .map(|_| {
                 let cache = cache.clone();
-                std::thread::spawn(move || text(cache.get(&query("a"), false)))
+                std::thread::spawn(move || text(cache.get(&key("a"), false)))
             })
             .collect();
+        // Every caller joined the one call before it returns.
+        let joined = eventually(|| cache.in_flight(&key("a")) == 20);
+        cache.shared.upstream.release();
+        assert!(joined, "{} callers in flight", cache.in_flight(&key("a")));
         for t in threads {
             assert_eq!(t.join().unwrap(), "one");
         }
-        assert_eq!(cache.shared.upstream.gets.load(Ordering::SeqCst), 1);
+        assert_eq!(cache.gets(), 1);
     }
 
     #[test]
     fn reads_near_expiry_refresh_in_the_background() {
-        let cache = Cache::new(Fake::new("v1", "one"), settings(400));
-        cache.get(&query("a"), false).unwrap();
-        // Inside the last 10-20 % of the TTL: served at once, refreshed behind.
-        std::thread::sleep(Duration::from_millis(370));
-        assert_eq!(text(cache.get(&query("a"), false)), "one");
-        let describes = || cache.shared.upstream.describes.load(Ordering::SeqCst);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while describes() == 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert_eq!(describes(), 1);
+        let cache = test_cache(Fake::new("v1", "one"), settings(TTL));
+        cache.get(&key("a"), false).unwrap();
+        // Past the latest refresh point (90 % of the TTL), before expiry:
+        // served at once, refreshed behind.
+        cache.advance(TTL.mul_f64(0.95));
+        assert_eq!(text(cache.get(&key("a"), false)), "one");
+        assert!(cache.refreshers_started());
+        assert!(eventually(|| !cache.refreshing(&key("a"))));
+        assert_eq!((cache.gets(), cache.describes()), (1, 1));
         // The TTL restarted: past the first expiry it is still a plain hit.
-        std::thread::sleep(Duration::from_millis(100));
-        assert_eq!(text(cache.get(&query("a"), false)), "one");
-        assert_eq!(cache.shared.upstream.gets.load(Ordering::SeqCst), 1);
-        assert_eq!(describes(), 1);
+        cache.advance(TTL.mul_f64(0.5));
+        assert_eq!(text(cache.get(&key("a"), false)), "one");
+        assert_eq!((cache.gets(), cache.describes()), (1, 1));
+    }
+
+    #[test]
+    fn a_background_refresh_picks_up_a_new_version() {
+        let cache = test_cache(Fake::new("v1", "one"), settings(TTL));
+        cache.get(&key("a"), false).unwrap();
+        cache.shared.upstream.set("v2", "two");
+        cache.advance(TTL.mul_f64(0.95));
+        assert_eq!(text(cache.get(&key("a"), false)), "one", "no wait");
+        assert!(eventually(|| !cache.refreshing(&key("a"))));
+        assert_eq!((cache.gets(), cache.describes()), (2, 1));
+        assert_eq!(text(cache.get(&key("a"), false)), "two");
+        assert_eq!(cache.gets(), 2);
     }
 
     #[test]
     fn readers_during_a_revalidation_get_the_expired_value() {
-        let fake = Fake {
-            delay: Duration::from_millis(300),
-            ..Fake::new("v1", "one")
-        };
-        let cache = Arc::new(Cache::new(fake, settings(100)));
-        assert_eq!(text(cache.get(&query("a"), false)), "one");
-        std::thread::sleep(Duration::from_millis(120));
+        let cache = Arc::new(test_cache(Fake::new("v1", "one"), settings(TTL)));
+        assert_eq!(text(cache.get(&key("a"), false)), "one");
+        cache.advance(TTL.mul_f64(1.2));
         cache.shared.upstream.set("v2", "two");
+        cache.shared.upstream.hold();
         let leader = {
             let cache = cache.clone();
-            std::thread::spawn(move || text(cache.get(&query("a"), false)))
+            std::thread::spawn(move || text(cache.get(&key("a"), false)))
         };
-        // Wait until the leader is inside GetSecretValue.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while cache.shared.upstream.gets.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
+        // The leader is inside GetSecretValue, and stays there until released.
+        let inside = eventually(|| cache.gets() == 2);
+        let (tx, rx) = mpsc::channel();
+        {
+            let cache = cache.clone();
+            std::thread::spawn(move || tx.send(text(cache.get(&key("a"), false))));
         }
-        assert_eq!(
-            text(cache.get(&query("a"), false)),
-            "one",
-            "follower: no wait"
-        );
+        let follower = rx.recv_timeout(Duration::from_secs(10));
+        cache.shared.upstream.release();
+        assert!(inside, "the leader never fetched");
+        assert_eq!(follower.as_deref(), Ok("one"), "the follower does not wait");
         assert_eq!(
             leader.join().unwrap(),
             "two",
             "the leader waits for the new value"
         );
-        assert_eq!(text(cache.get(&query("a"), false)), "two");
+        assert_eq!(text(cache.get(&key("a"), false)), "two");
+        assert_eq!((cache.gets(), cache.describes()), (2, 1));
     }
 
     #[test]
     fn unread_entries_are_not_refreshed() {
-        let cache = Cache::new(Fake::new("v1", "one"), settings(100));
-        cache.get(&query("a"), false).unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-        assert_eq!(cache.shared.upstream.describes.load(Ordering::SeqCst), 0);
+        let cache = test_cache(Fake::new("v1", "one"), settings(TTL));
+        // Read often, but only before the refresh window opens.
+        for _ in 0..5 {
+            cache.get(&key("a"), false).unwrap();
+            cache.advance(TTL / 8);
+        }
+        assert!(cache.shared.clock.now() < lock(&cache.shared.entries)[&key("a")].refresh_after);
+        // Then nobody reads it until long after it expired.
+        cache.advance(TTL * 3);
+        assert_eq!((cache.gets(), cache.describes()), (1, 0));
+        assert!(!cache.refreshers_started(), "no refresh was ever queued");
+        // The next read revalidates: the counters above could have moved.
+        assert_eq!(text(cache.get(&key("a"), false)), "one");
+        assert_eq!((cache.gets(), cache.describes()), (1, 1));
+        assert!(!cache.refreshers_started());
     }
 
     #[test]
     fn wipe_empties_the_cache() {
-        let cache = Cache::new(Fake::new("v1", "one"), settings(60_000));
-        cache.get(&query("a"), false).unwrap();
+        let cache = test_cache(Fake::new("v1", "one"), settings(TTL));
+        let in_use = cache.get(&key("a"), false).unwrap();
+        cache.get(&key("b"), false).unwrap();
         cache.wipe();
         assert_eq!(cache.len(), 0);
-    }
-
-    #[test]
-    fn version_requests_check_existence_and_stage() {
-        let versions = HashMap::from([
-            ("v1".to_string(), vec!["AWSPREVIOUS".to_string()]),
-            ("v2".to_string(), vec![CURRENT.to_string()]),
-        ]);
-        let d = Description {
-            version_ids_to_stages: Some(versions),
-        };
-        let q = |id: Option<&str>, stage: Option<&str>| SecretQuery {
-            secret_id: "s".into(),
-            version_id: id.map(Into::into),
-            version_stage: stage.map(Into::into),
-        };
-        assert!(still_answers(&d, &q(Some("v1"), None), "v1"));
-        assert!(!still_answers(&d, &q(Some("v3"), None), "v3"));
-        assert!(still_answers(&d, &q(None, Some("AWSPREVIOUS")), "v1"));
-        assert!(!still_answers(&d, &q(None, None), "v1"));
-        assert!(still_answers(&d, &q(None, None), "v2"));
-        assert!(!still_answers(&d, &q(Some("v1"), Some(CURRENT)), "v1"));
+        // A body a response is still writing is left alone.
+        assert_eq!(&**in_use, b"one");
+        cache.get(&key("a"), false).unwrap();
+        assert_eq!(cache.gets(), 3, "fetched again after the wipe");
     }
 }

@@ -1,107 +1,64 @@
 //! RFC 3339 / ISO-8601 UTC timestamps: formatting for log lines and parsing
-//! the `Expiration` of temporary credentials, without a date crate.
+//! the `Expiration` of temporary credentials.
+//!
+//! Uses `time` (already in the binary through aws-smithy-types) rather than
+//! that crate's `DateTime`, which refuses a space separator and trims the
+//! fraction, while log lines need a fixed width.
 
+use std::borrow::Cow;
+use std::fmt::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// `2026-11-28T21:08:17.123Z`.
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// Seconds in 400 Gregorian years, after which the calendar repeats. `time`
+/// stops at year 9999; folding whole cycles out first keeps any `SystemTime`
+/// formattable instead of panicking.
+const SECS_PER_400_YEARS: u64 = 146_097 * 86_400;
+
+/// `2026-11-28T21:08:17.123Z`: always three fraction digits, so log columns
+/// line up. Times before 1970 show as the epoch.
 pub fn format(t: SystemTime) -> String {
     let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        since.subsec_millis()
-    )
+    let cycles = since.as_secs() / SECS_PER_400_YEARS;
+    let within = Duration::new(since.as_secs() % SECS_PER_400_YEARS, since.subsec_nanos());
+    // Less than 400 years past 1970: well inside `time`'s range.
+    let dt = OffsetDateTime::UNIX_EPOCH + within;
+    let year = i64::from(dt.year()) + 400 * cycles as i64;
+    let mut out = String::with_capacity(24);
+    // Writing into a String cannot fail.
+    let _ = write!(
+        out,
+        "{year:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        u8::from(dt.month()),
+        dt.day(),
+        dt.hour(),
+        dt.minute(),
+        dt.second(),
+        dt.millisecond()
+    );
+    out
 }
 
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fff](Z|±HH:MM)` (a space may stand for `T`).
+/// Times before 1970 give `None`.
 pub fn parse(text: &str) -> Option<SystemTime> {
-    let t = text.trim().as_bytes();
-    let num = |range: std::ops::Range<usize>| -> Option<i64> {
-        let part = t.get(range)?;
-        if !part.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        std::str::from_utf8(part).ok()?.parse().ok()
-    };
-    let sep = |i: usize, c: &[u8]| t.get(i).is_some_and(|b| c.contains(b));
-    if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt ") && sep(13, b":") && sep(16, b":")) {
-        return None;
-    }
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    let mut i = 19;
-    let mut nanos: u32 = 0;
-    if sep(i, b".") {
-        i += 1;
-        let start = i;
-        while t.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-        let digits = std::str::from_utf8(&t[start..i.min(start + 9)]).ok()?;
-        if digits.is_empty() {
-            return None;
-        }
-        nanos = digits.parse::<u32>().ok()? * 10u32.pow(9 - digits.len() as u32);
-    }
-    let offset_secs = match t.get(i..)? {
-        b"Z" | b"z" => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let digits = [*h1, *h2, *m1, *m2];
-            if !digits.iter().all(u8::is_ascii_digit) {
-                return None;
-            }
-            let v = |a: u8, b: u8| i64::from(a - b'0') * 10 + i64::from(b - b'0');
-            let secs = v(*h1, *h2) * 3600 + v(*m1, *m2) * 60;
-            if *sign == b'+' {
-                secs
-            } else {
-                -secs
-            }
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(year, month as u32, day as u32);
-    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
-    let secs = u64::try_from(secs).ok()?;
-    Some(UNIX_EPOCH + Duration::new(secs, nanos))
+    let text = normalize_separator(text.trim())?;
+    let dt = OffsetDateTime::parse(&text, &Rfc3339).ok()?;
+    let secs = u64::try_from(dt.unix_timestamp()).ok()?;
+    Some(UNIX_EPOCH + Duration::new(secs, dt.nanosecond()))
 }
 
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-/// The inverse of [`civil_from_days`].
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// `time` takes any byte between date and time, so the separator is checked
+/// here: `T`, `t`, or a space, which is rewritten to the `T` RFC 3339 names.
+fn normalize_separator(text: &str) -> Option<Cow<'_, str>> {
+    match text.as_bytes().get(10)? {
+        b'T' | b't' => Some(Cow::Borrowed(text)),
+        // Byte 10 is ASCII, so both slices fall on character boundaries.
+        b' ' => Some(Cow::Owned(format!("{}T{}", &text[..10], &text[11..]))),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -149,5 +106,80 @@ mod tests {
         ] {
             assert_eq!(parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn checks_the_separator_itself() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_900_097);
+        assert_eq!(parse("2026-11-28t21:08:17z"), Some(t));
+        assert_eq!(parse(" 2026-11-28 21:08:17Z\n"), Some(t));
+        for bad in [
+            "2026-11-28X21:08:17Z",
+            "2026-11-28_21:08:17Z",
+            "2026-11-28\u{e9}21:08:17Z",
+        ] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn applies_offsets_and_fractions() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_900_097);
+        assert_eq!(
+            parse("2026-11-29T06:38:17.25+09:30"),
+            Some(t + Duration::from_millis(250))
+        );
+        assert_eq!(parse("2026-11-28T21:08:17-00:00"), Some(t));
+        // Digits past nanoseconds are dropped, not rounded.
+        assert_eq!(
+            parse("2026-11-28T21:08:17.1234567899Z"),
+            Some(t + Duration::from_nanos(123_456_789))
+        );
+        // An offset that lands before 1970 is refused like any earlier time.
+        assert_eq!(parse("1970-01-01T00:30:00+01:00"), None);
+        assert_eq!(parse("1970-01-01T00:00:00Z"), Some(UNIX_EPOCH));
+    }
+
+    #[test]
+    fn calendar_and_offset_ranges_are_checked() {
+        for bad in [
+            "2026-02-29T00:00:00Z",
+            "2026-09-31T00:00:00Z",
+            "2026-11-28T21:08:17+24:00",
+            "2026-11-28T21:08:17+01:60",
+            "2026-11-28T21:08:60Z",
+        ] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+        assert!(parse("2024-02-29T00:00:00Z").is_some());
+        // A real leap second reads as the last instant before the next second.
+        let next = UNIX_EPOCH + Duration::from_secs(1_483_228_800); // 2017-01-01
+        assert_eq!(
+            parse("2016-12-31T23:59:60Z"),
+            Some(next - Duration::from_nanos(1))
+        );
+    }
+
+    #[test]
+    fn epoch_and_far_future_round_trip() {
+        assert_eq!(parse(&format(UNIX_EPOCH)), Some(UNIX_EPOCH));
+        let last = "9999-12-31T23:59:59.999Z";
+        let t = parse(last).unwrap();
+        assert_eq!(format(t), last);
+        assert_eq!(parse(&format(t)), Some(t));
+        // Before 1970 formats as the epoch, as it always has.
+        assert_eq!(
+            format(UNIX_EPOCH - Duration::from_secs(1)),
+            "1970-01-01T00:00:00.000Z"
+        );
+    }
+
+    #[test]
+    fn formats_past_year_9999_without_panicking() {
+        // A negative offset can put a parsed expiry past 9999 in UTC.
+        let t = parse("9999-12-31T23:59:59-23:59").unwrap();
+        assert_eq!(format(t), "10000-01-01T23:58:59.000Z");
+        let far = UNIX_EPOCH + Duration::from_secs(u64::MAX / 2);
+        assert!(format(far).ends_with('Z'));
     }
 }

@@ -4,18 +4,21 @@
 
 #![deny(unsafe_code)]
 
+pub mod agent;
 pub mod api;
 pub mod aws;
 pub mod cache;
+pub mod clock;
 pub mod config;
 pub mod credentials;
+pub mod env;
 pub mod iso8601;
-pub mod lambda;
 pub mod logger;
 // The only module allowed `unsafe`: every OS call behind a safe function.
 #[allow(unsafe_code)]
 pub mod os;
 pub mod query;
+pub mod random;
 pub mod secret;
 pub mod server;
 pub mod sync;

@@ -1,71 +1,57 @@
-//! Percent-decoding and query-string splitting for request targets.
+//! Percent-decoding and query-string splitting for request targets, and the
+//! form encoding of STS request bodies.
+//!
+//! The escapes themselves are handled by `percent-encoding`, which the HTTP
+//! stack already compiles in; this module adds the rules it leaves to callers:
+//! `+` as a space in query strings, and strict UTF-8 for the decoded bytes.
+
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+/// Everything but the RFC 3986 unreserved characters is escaped, which is what
+/// STS's query protocol signs and expects.
+const FORM_ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// Decodes `%XX` escapes (and `+` as a space when `plus_is_space`, as in query
 /// strings). A `%` not followed by two hex digits is kept as it is. Returns
 /// `None` when the decoded bytes are not UTF-8.
 pub fn percent_decode(input: &str, plus_is_space: bool) -> Option<String> {
-    let bytes = input.as_bytes();
-    if !bytes
-        .iter()
-        .any(|&b| b == b'%' || (plus_is_space && b == b'+'))
+    // Most secret ids and query values carry no escape: one copy, no decoding.
+    if !input
+        .bytes()
+        .any(|b| b == b'%' || (plus_is_space && b == b'+'))
     {
-        return Some(input.to_string());
+        return Some(input.to_owned());
     }
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => match (
-                bytes.get(i + 1).and_then(hex),
-                bytes.get(i + 2).and_then(hex),
-            ) {
-                (Some(hi), Some(lo)) => {
-                    out.push(hi << 4 | lo);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' if plus_is_space => out.push(b' '),
-            b => out.push(b),
+    // Decoding never grows the input, so this is the only allocation.
+    let mut out = Vec::with_capacity(input.len());
+    // The crate knows nothing of `+`. Splitting on it before decoding keeps an
+    // escaped `%2B` a plus, and no escape can span a `+` (not a hex digit).
+    for (i, part) in input.split(|c| plus_is_space && c == '+').enumerate() {
+        if i > 0 {
+            out.push(b' ');
         }
-        i += 1;
+        out.extend(percent_decode_str(part));
     }
     String::from_utf8(out).ok()
 }
 
 /// `application/x-www-form-urlencoded` body from pairs, escaping all but the
-/// RFC 3986 unreserved characters (what STS's query protocol expects).
+/// RFC 3986 unreserved characters with upper-case hex.
 pub fn form_encode(pairs: &[(&str, &str)]) -> String {
     let mut out = String::new();
     for (i, (key, value)) in pairs.iter().enumerate() {
         if i > 0 {
             out.push('&');
         }
-        percent_encode_into(&mut out, key);
+        out.extend(utf8_percent_encode(key, FORM_ESCAPED));
         out.push('=');
-        percent_encode_into(&mut out, value);
+        out.extend(utf8_percent_encode(value, FORM_ESCAPED));
     }
     out
-}
-
-fn percent_encode_into(out: &mut String, text: &str) {
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-}
-
-fn hex(b: &u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// Splits `a=1&b=2` into decoded pairs. Empty pieces (`a=1&&b=2`) are skipped;
@@ -100,6 +86,19 @@ mod tests {
     }
 
     #[test]
+    fn plus_rule_is_ours_not_the_decoders() {
+        // An escaped plus stays a plus in query mode; only a bare one is a space.
+        assert_eq!(percent_decode("a%2Bb+c", true).unwrap(), "a+b c");
+        assert_eq!(percent_decode("a%2bb+c", false).unwrap(), "a+b+c");
+        // A `+` never completes an escape, in either mode.
+        assert_eq!(percent_decode("%+41%4+", true).unwrap(), "% 41%4 ");
+        assert_eq!(percent_decode("%+41%4+", false).unwrap(), "%+41%4+");
+        // Strict UTF-8 across the pieces the pluses split: no lossy repair.
+        assert_eq!(percent_decode("%C3+%A9", true), None);
+        assert_eq!(percent_decode("%C3%A9+", true).unwrap(), "\u{e9} ");
+    }
+
+    #[test]
     fn form_encoding_round_trips() {
         let body = form_encode(&[
             ("Action", "AssumeRole"),
@@ -111,6 +110,16 @@ mod tests {
         );
         let back = parse_query(&body).unwrap();
         assert_eq!(back[1].1, "arn:aws:iam::1:role/a b+c");
+    }
+
+    #[test]
+    fn form_encoding_escapes_with_upper_case_hex() {
+        assert_eq!(
+            form_encode(&[("k", "AZaz09-_.~ \u{e9}/*\n")]),
+            "k=AZaz09-_.~%20%C3%A9%2F%2A%0A"
+        );
+        assert_eq!(form_encode(&[("", "")]), "=");
+        assert_eq!(form_encode(&[]), "");
     }
 
     #[test]

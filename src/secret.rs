@@ -23,8 +23,11 @@ impl SecretBytes {
     }
 
     /// Overwrites the bytes now (the buffer stays allocated, all zero).
+    /// In place, not `Vec::zeroize`: that also truncates the vector to empty,
+    /// which would leave nothing to show that the bytes were overwritten.
     pub fn wipe(&mut self) {
-        self.0.zeroize();
+        self.0.as_mut_slice().zeroize();
+        self.0.spare_capacity_mut().zeroize();
     }
 }
 
@@ -58,6 +61,7 @@ mod tests {
         assert_eq!(&*s, b"hunter2");
         assert_eq!(format!("{s:?}"), "SecretBytes(7 bytes)");
         s.wipe();
-        assert!(s.iter().all(|&b| b == 0) || s.is_empty());
+        assert_eq!(s.len(), 7, "the length is kept");
+        assert!(s.iter().all(|&b| b == 0), "{:?}", &*s);
     }
 }

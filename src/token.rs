@@ -5,6 +5,10 @@
 //! the variable it came from does.
 
 use std::fmt;
+use std::path::Path;
+
+use crate::env::{self, TokenFileError};
+use subtle::ConstantTimeEq;
 
 /// The token every secret request must carry. `Debug` is redacted on purpose.
 pub struct Token(Vec<u8>);
@@ -51,7 +55,7 @@ impl std::error::Error for TokenError {}
 impl Token {
     /// The first variable of `vars` that is set (and not blank) wins.
     pub fn from_env(vars: &[String]) -> Result<(Token, String), TokenError> {
-        Token::from_lookup(vars, |name| std::env::var(name).ok())
+        Token::from_lookup(vars, env::raw)
     }
 
     fn from_lookup(
@@ -63,19 +67,21 @@ impl Token {
                 continue;
             };
             let token = match value.strip_prefix("file://") {
-                Some(path) => std::fs::read_to_string(path)
-                    .map_err(|e| TokenError::File {
-                        var: var.clone(),
-                        path: path.to_string(),
-                        reason: e.to_string(),
-                    })?
-                    .trim()
-                    .to_string(),
+                Some(path) => match env::read_token_file(Path::new(path)) {
+                    Ok(token) => token,
+                    Err(TokenFileError::Empty { .. }) => {
+                        return Err(TokenError::Empty { var: var.clone() })
+                    }
+                    Err(TokenFileError::Unreadable { path, reason }) => {
+                        return Err(TokenError::File {
+                            var: var.clone(),
+                            path,
+                            reason,
+                        })
+                    }
+                },
                 None => value,
             };
-            if token.is_empty() {
-                return Err(TokenError::Empty { var: var.clone() });
-            }
             return Ok((Token(token.into_bytes()), var.clone()));
         }
         Err(TokenError::NoneSet {
@@ -88,15 +94,12 @@ impl Token {
         Token(value.as_bytes().to_vec())
     }
 
-    /// Compares in time that depends only on the candidate's length, so response
+    /// Compares without an early exit on the first wrong byte, so response
     /// timing does not reveal how many leading bytes were right.
     pub fn matches(&self, candidate: &[u8]) -> bool {
-        let mut diff = (self.0.len() ^ candidate.len()) as u64;
-        for (i, byte) in candidate.iter().enumerate() {
-            let expected = self.0.get(i % self.0.len().max(1)).copied().unwrap_or(0);
-            diff |= u64::from(expected ^ byte);
-        }
-        diff == 0
+        // subtle returns at once when the lengths differ, so timing can show
+        // the token's length but never any of its content.
+        bool::from(self.0.as_slice().ct_eq(candidate))
     }
 }
 
@@ -104,7 +107,7 @@ impl Token {
 pub fn generate() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex::encode(bytes))
 }
 
 #[cfg(test)]
@@ -130,6 +133,16 @@ mod tests {
         assert!(!t.matches(b"S3cret"));
         assert!(!t.matches(b""));
         assert!(!t.matches(b"s3crets3cret"));
+    }
+
+    #[test]
+    fn one_wrong_byte_anywhere_fails() {
+        let t = Token::new("s3cret");
+        for i in 0..6 {
+            let mut candidate = *b"s3cret";
+            candidate[i] ^= 1;
+            assert!(!t.matches(&candidate), "byte {i}");
+        }
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! Bytes -> request head -> the agent's API, asserting the HTTP contract
-//! (`compat.md`): no panic, only the contract's status codes, a non-empty body,
-//! and the order of checks (token before method before routing).
+//! (README, "HTTP API"): no panic, only the contract's status codes, a
+//! non-empty body, and the order of checks (token before method before
+//! routing).
 //!
 //! Two input modes, chosen by the first byte:
 //! * anything but NUL: the bytes are a raw request head for the server's own
-//!   parser (`server::conn::parse`: httparse, 64 headers, 64 KiB head), which
-//!   hands it to `Api::handle` and renders the answer; the rendered head must
-//!   carry the status and the body's length;
+//!   parser (`server::http::parse_head`: httparse, 64 headers, 64 KiB head);
+//!   a complete head goes to `Api::handle` and the answer through
+//!   `server::http::render`, as the server does; the rendered head must carry
+//!   the status and the body's length;
 //! * NUL: a structured request that need not survive httparse, one item a line:
 //!   `path_prefix`, method, target, then `name:value` header lines. This reaches
 //!   `Api::handle` with strings the HTTP parser would refuse (spaces, controls,
@@ -17,13 +19,12 @@ use std::sync::Once;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use secrets_manager_agent::api::{self, Api, Request};
-use secrets_manager_agent::aws::secrets_manager::Description;
+use secrets_manager_agent::api::{self, Api};
 use secrets_manager_agent::aws::{SecretQuery, SecretValue, UpstreamError};
-use secrets_manager_agent::cache::{self, Cache, Upstream};
+use secrets_manager_agent::cache::{self, Cache, Key, Upstream};
 use secrets_manager_agent::query::{parse_query, percent_decode};
 use secrets_manager_agent::secret::SecretBytes;
-use secrets_manager_agent::server::conn::{self, Head, MAX_HEAD, MAX_HEADERS};
+use secrets_manager_agent::server::http::{self, Head, Request, Response, MAX_HEAD, MAX_HEADERS};
 use secrets_manager_agent::token::Token;
 
 const TOKEN_VAR: &str = "SMA_FUZZ_TOKEN";
@@ -37,16 +38,8 @@ struct Fake;
 /// The fake's failures by secret ID.
 fn fake_error(secret_id: &str) -> Option<UpstreamError> {
     Some(match secret_id {
-        "missing" => UpstreamError::Service {
-            status: 400,
-            code: "ResourceNotFoundException".into(),
-            message: "no \"such\" secret".into(),
-        },
-        "unavailable" => UpstreamError::Service {
-            status: 503,
-            code: "ServiceUnavailable".into(),
-            message: "try later".into(),
-        },
+        "missing" => UpstreamError::service(400, "ResourceNotFoundException", "no \"such\" secret"),
+        "unavailable" => UpstreamError::service(503, "ServiceUnavailable", "try later"),
         "timeout" => UpstreamError::Timeout,
         "conn" => UpstreamError::Connection("reset".into()),
         "garbled" => UpstreamError::Response("bad json".into()),
@@ -61,7 +54,8 @@ fn echo(q: &SecretQuery) -> Vec<u8> {
 }
 
 impl Upstream for Fake {
-    fn get_secret_value(&self, q: &SecretQuery) -> Result<SecretValue, UpstreamError> {
+    fn fetch(&self, key: &Key) -> Result<SecretValue, UpstreamError> {
+        let Key::Secret(q) = key;
         match fake_error(&q.secret_id) {
             Some(e) => Err(e),
             None => Ok(SecretValue {
@@ -71,7 +65,7 @@ impl Upstream for Fake {
         }
     }
 
-    fn describe_secret(&self, _: &str) -> Result<Description, UpstreamError> {
+    fn still_current(&self, _: &Key, _: &str) -> Result<bool, UpstreamError> {
         Err(UpstreamError::Timeout)
     }
 }
@@ -104,7 +98,8 @@ fn api(prefix: &str) -> Api<Fake> {
     )
 }
 
-/// What the contract (`compat.md`) says a request to a secret route gets.
+/// What the contract (README, "HTTP API") says a request to a secret route
+/// gets.
 enum Expect {
     /// Step 4 refuses it; any of these bodies (the contract does not order the
     /// query checks among themselves).
@@ -114,7 +109,7 @@ enum Expect {
     Unchecked,
 }
 
-/// A reference model of the query rules, written from `compat.md`. It shares
+/// A reference model of the query rules, written from the contract. It shares
 /// `parse_query`/`percent_decode` with the agent (the property tests cover
 /// those on their own).
 fn model(path: &str, query: &str, prefix: &str) -> Expect {
@@ -192,7 +187,7 @@ fn model(path: &str, query: &str, prefix: &str) -> Expect {
 
 /// Runs the request through the API, checks the answer against the contract
 /// and returns it.
-fn check(api: &Api<Fake>, prefix: &str, request: &Request) -> api::Response {
+fn check(api: &Api<Fake>, prefix: &str, request: &Request) -> Response {
     let response = api.handle(request);
     let status = response.status;
     let body = response.body.as_bytes();
@@ -276,7 +271,10 @@ fn check(api: &Api<Fake>, prefix: &str, request: &Request) -> api::Response {
         }
         Expect::Secret(query, _refresh_now) => {
             let (want_status, want_body) = match fake_error(&query.secret_id) {
-                Some(e) => (e.status(), e.body().into_bytes()),
+                Some(e) => {
+                    let r = api::upstream_error(&e);
+                    (r.status, r.body.as_bytes().to_vec())
+                }
                 None => (200, echo(&query)),
             };
             assert_eq!(
@@ -292,27 +290,22 @@ fn check(api: &Api<Fake>, prefix: &str, request: &Request) -> api::Response {
     response
 }
 
-/// The server's parse step (`conn.rs`): head -> API -> rendered answer.
+/// The server's steps between reading and writing (`conn::serve`): head ->
+/// API -> rendered answer.
 fn raw(data: &[u8]) {
-    let prefix = "/v1/";
-    let api = api(prefix);
-    let status = std::cell::Cell::new(None);
-    let mut out = Vec::new();
-    let head = conn::parse(
-        data,
-        &|request| {
-            let response = check(&api, prefix, request);
-            status.set(Some(response.status));
-            response
-        },
-        &mut out,
-    );
-    let Head::Complete { len, .. } = head else {
-        assert!(status.get().is_none(), "the API ran for an incomplete head");
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let Head::Complete(parsed) = http::parse_head(data, &mut headers) else {
+        // Partial, too large or invalid: the API never sees it.
         return;
     };
+    let len = parsed.len;
     assert!(len <= data.len() && len <= MAX_HEAD, "head length {len}");
-    let status = status.get().expect("a complete head reaches the API");
+    let prefix = "/v1/";
+    let api = api(prefix);
+    let response = check(&api, prefix, &parsed.request);
+    let status = response.status;
+    let mut out = Vec::new();
+    http::render(&mut out, &response, parsed.stays_open());
     let text = String::from_utf8_lossy(&out);
     let (head, _) = text
         .split_once("\r\n\r\n")

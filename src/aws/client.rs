@@ -1,19 +1,21 @@
-//! One signed AWS call with retries: credentials, SigV4, transport. Every
-//! service module (Secrets Manager, STS) goes through here.
+//! One AWS call with retries: credentials, SigV4, transport. Every service
+//! module (Secrets Manager, STS) goes through here, so there is one retry
+//! path and one retry budget per client.
 
 use std::sync::Arc;
 
 use super::error::UpstreamError;
-use super::retry::{Attempt, Retry};
+use super::identity::ProvideCredentials;
+use super::retry::Retry;
 use super::sign::sign_request;
 use super::transport::Transport;
-use crate::credentials::ProvideCredentials;
 
 pub struct Client {
     transport: Transport,
     retry: Retry,
     region: String,
-    credentials: Arc<dyn ProvideCredentials>,
+    /// `None`: an anonymous client, whose calls are sent unsigned.
+    credentials: Option<Arc<dyn ProvideCredentials>>,
 }
 
 impl Client {
@@ -26,7 +28,18 @@ impl Client {
             transport,
             retry: Retry::default(),
             region,
-            credentials,
+            credentials: Some(credentials),
+        }
+    }
+
+    /// A client that signs nothing: for calls whose proof is in the body
+    /// (STS AssumeRoleWithWebIdentity).
+    pub fn anonymous(transport: Transport, region: String) -> Client {
+        Client {
+            transport,
+            retry: Retry::default(),
+            region,
+            credentials: None,
         }
     }
 
@@ -40,31 +53,22 @@ impl Client {
         body: &[u8],
     ) -> Result<Vec<u8>, UpstreamError> {
         self.retry.run(|_| {
-            let creds = match self.credentials.credentials() {
-                Ok(creds) => creds,
-                Err(e) => return failed(UpstreamError::Credentials(e.to_string())),
-            };
-            let signed = match sign_request(&creds, &self.region, service, url, headers, body) {
-                Ok(signed) => signed,
-                Err(why) => return failed(UpstreamError::Internal(why)),
+            let signed = match &self.credentials {
+                Some(provider) => {
+                    let creds = provider
+                        .credentials()
+                        .map_err(|e| UpstreamError::Credentials(e.to_string()))?;
+                    sign_request(&creds, &self.region, service, url, headers, body)
+                        .map_err(UpstreamError::Internal)?
+                }
+                None => Vec::new(),
             };
             let all: Vec<(String, String)> = headers
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .chain(signed)
                 .collect();
-            let outcome = self.transport.post(url, &all, body);
-            Attempt {
-                result: outcome.result.map(|reply| reply.body),
-                retry_after: outcome.retry_after,
-            }
+            self.transport.post(url, &all, body)
         })
-    }
-}
-
-fn failed<T>(error: UpstreamError) -> Attempt<T> {
-    Attempt {
-        result: Err(error),
-        retry_after: None,
     }
 }

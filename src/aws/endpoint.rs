@@ -55,9 +55,7 @@ pub fn resolve(
     region: &str,
     profile_endpoint: Option<&str>,
 ) -> Result<String, EndpointError> {
-    resolve_with(service, region, profile_endpoint, |name| {
-        std::env::var(name).ok()
-    })
+    resolve_with(service, region, profile_endpoint, crate::env::var)
 }
 
 pub fn resolve_with(

@@ -1,9 +1,10 @@
-//! What can go wrong talking to AWS, and how each failure is told to the client.
-//!
-//! The status/body pairs are the drop-in contract of AWS's agent
-//! (`compat.md`), except that every body here is valid JSON.
+//! What can go wrong talking to AWS: the error every AWS call returns, which
+//! failures are worth a retry, and reading AWS's error answers (JSON, XML, or
+//! whatever a proxy sends). How a failure is told to the agent's own client
+//! is the HTTP surface's decision (`api`).
 
 use std::fmt;
+use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum UpstreamError {
@@ -12,6 +13,9 @@ pub enum UpstreamError {
         status: u16,
         code: String,
         message: String,
+        /// The server's `x-amz-retry-after` hint: how long to wait before
+        /// trying again.
+        retry_after: Option<Duration>,
     },
     /// No answer within the timeout (connect or whole call).
     Timeout,
@@ -29,32 +33,21 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
-    /// The status the agent answers its client with.
-    pub fn status(&self) -> u16 {
-        match self {
-            UpstreamError::Service { status, .. } => *status,
-            UpstreamError::Timeout => 504,
-            UpstreamError::Connection(_) | UpstreamError::Tls(_) | UpstreamError::Response(_) => {
-                502
-            }
-            UpstreamError::Credentials(_) | UpstreamError::Internal(_) => 500,
+    /// An AWS error answer without a retry hint.
+    pub fn service(status: u16, code: &str, message: &str) -> UpstreamError {
+        UpstreamError::Service {
+            status,
+            code: code.to_string(),
+            message: message.to_string(),
+            retry_after: None,
         }
     }
 
-    /// The JSON body the agent answers its client with.
-    pub fn body(&self) -> String {
-        let pair = |code: &str, message: &str| {
-            serde_json::json!({ "__type": code, "message": message }).to_string()
-        };
+    /// How long the server asked us to wait before a retry, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            UpstreamError::Service { code, message, .. } => pair(code, message),
-            UpstreamError::Timeout => pair("TimeoutError", "Timeout"),
-            UpstreamError::Connection(_) | UpstreamError::Tls(_) => {
-                pair("ConnectionError", "Read Error")
-            }
-            UpstreamError::Response(_) => pair("ConnectionError", "Response Error"),
-            UpstreamError::Credentials(why) => pair("CredentialsError", why),
-            UpstreamError::Internal(_) => r#"{"__type":"InternalFailure"}"#.to_string(),
+            UpstreamError::Service { retry_after, .. } => *retry_after,
+            _ => None,
         }
     }
 
@@ -109,6 +102,7 @@ impl fmt::Display for UpstreamError {
                 status,
                 code,
                 message,
+                ..
             } => write!(f, "AWS answered {status} {code}: {message}"),
             UpstreamError::Timeout => f.write_str("AWS did not answer in time"),
             UpstreamError::Connection(why) => write!(f, "connection to AWS failed: {why}"),
@@ -128,7 +122,12 @@ impl std::error::Error for UpstreamError {}
 /// Builds a `Service` error from a non-2xx answer. JSON bodies (the AWS JSON
 /// protocols) give `__type`/`message`; XML bodies (STS, proxies, some emulators)
 /// give `<Code>`/`<Message>`; anything else keeps the status as `UnknownError`.
-pub fn service_error(status: u16, error_type_header: Option<&str>, body: &[u8]) -> UpstreamError {
+pub fn service_error(
+    status: u16,
+    error_type_header: Option<&str>,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> UpstreamError {
     let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     let text = String::from_utf8_lossy(body);
     let from_json = |keys: &[&str]| {
@@ -151,6 +150,7 @@ pub fn service_error(status: u16, error_type_header: Option<&str>, body: &[u8]) 
         status,
         code,
         message,
+        retry_after,
     }
 }
 
@@ -205,12 +205,17 @@ mod tests {
         let e = service_error(
             400,
             None,
+            None,
             br#"{"__type":"com.amazonaws#ResourceNotFoundException","message":"Secrets Manager can't find \"x\""}"#,
         );
-        assert_eq!(e.status(), 400);
-        let body: serde_json::Value = serde_json::from_str(&e.body()).unwrap();
-        assert_eq!(body["__type"], "ResourceNotFoundException");
-        assert_eq!(body["message"], "Secrets Manager can't find \"x\"");
+        assert_eq!(
+            e,
+            UpstreamError::service(
+                400,
+                "ResourceNotFoundException",
+                "Secrets Manager can't find \"x\""
+            )
+        );
         assert!(!e.is_transient());
     }
 
@@ -219,36 +224,40 @@ mod tests {
         let e = service_error(
             400,
             Some("ThrottlingException:http://internal"),
+            None,
             br#"{"Message":"slow down"}"#,
         );
         assert_eq!(
             e,
-            UpstreamError::Service {
-                status: 400,
-                code: "ThrottlingException".into(),
-                message: "slow down".into()
-            }
+            UpstreamError::service(400, "ThrottlingException", "slow down")
         );
         assert!(e.is_transient());
     }
 
     #[test]
-    fn xml_and_html_bodies_still_give_json() {
+    fn xml_and_html_bodies_still_give_a_code() {
         let e = service_error(
             403,
             None,
+            None,
             b"<ErrorResponse><Error><Code>SignatureDoesNotMatch</Code><Message>a &amp; b</Message></Error></ErrorResponse>",
         );
-        assert_eq!(e.status(), 403);
-        let body: serde_json::Value = serde_json::from_str(&e.body()).unwrap();
-        assert_eq!(body["__type"], "SignatureDoesNotMatch");
-        assert_eq!(body["message"], "a & b");
+        assert_eq!(
+            e,
+            UpstreamError::service(403, "SignatureDoesNotMatch", "a & b")
+        );
 
-        let e = service_error(502, None, b"<html><body>Bad gateway</body></html>");
-        let body: serde_json::Value = serde_json::from_str(&e.body()).unwrap();
-        assert_eq!(body["__type"], "UnknownError");
-        assert_eq!(e.status(), 502);
+        let e = service_error(502, None, None, b"<html><body>Bad gateway</body></html>");
+        assert_eq!(e, UpstreamError::service(502, "UnknownError", ""));
         assert!(e.is_transient());
+    }
+
+    #[test]
+    fn the_retry_hint_is_kept() {
+        let hint = Some(Duration::from_millis(1500));
+        let e = service_error(503, None, hint, b"{}");
+        assert_eq!(e.retry_after(), hint);
+        assert_eq!(UpstreamError::Timeout.retry_after(), None);
     }
 
     #[test]
@@ -258,25 +267,5 @@ mod tests {
         let ours = json_error(&e);
         assert!(!ours.contains("12345678"), "{ours}");
         assert!(ours.contains("unexpected shape"), "{ours}");
-    }
-
-    #[test]
-    fn fixed_bodies_match_the_contract() {
-        assert_eq!(
-            UpstreamError::Timeout.body(),
-            r#"{"__type":"TimeoutError","message":"Timeout"}"#
-        );
-        assert_eq!(
-            UpstreamError::Connection("refused".into()).body(),
-            r#"{"__type":"ConnectionError","message":"Read Error"}"#
-        );
-        assert_eq!(
-            UpstreamError::Response("garbage".into()).body(),
-            r#"{"__type":"ConnectionError","message":"Response Error"}"#
-        );
-        assert_eq!(
-            UpstreamError::Internal("x".into()).body(),
-            r#"{"__type":"InternalFailure"}"#
-        );
     }
 }

@@ -1,9 +1,15 @@
 //! Talking to AWS without the SDK: endpoints, signing, retries, transport, and
-//! the Secrets Manager operations built on them.
+//! the Secrets Manager and STS operations built on them.
+//!
+//! Layers, top down: `secrets_manager`/`sts` (one operation each) → `client`
+//! (sign + retry) → `sign` with `identity` (who signs) → `transport` (HTTPS)
+//! with `endpoint` (where) and `error` (what went wrong). Nothing here knows
+//! where credentials come from: `credentials/` implements `identity`'s trait.
 
 pub mod client;
 pub mod endpoint;
 pub mod error;
+pub mod identity;
 pub mod retry;
 pub mod secrets_manager;
 pub mod sign;

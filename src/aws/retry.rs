@@ -16,33 +16,30 @@ const MAX_BACKOFF: Duration = Duration::from_secs(20);
 /// One per client; shared by all threads.
 pub struct Retry {
     budget: AtomicU32,
-}
-
-/// What an attempt reported besides its result: an `x-amz-retry-after` hint.
-pub struct Attempt<T> {
-    pub result: Result<T, UpstreamError>,
-    pub retry_after: Option<Duration>,
+    /// How a backoff is waited out; tests swap in one that does not sleep.
+    sleep: fn(Duration),
 }
 
 impl Default for Retry {
     fn default() -> Self {
         Retry {
             budget: AtomicU32::new(BUDGET),
+            sleep: std::thread::sleep,
         }
     }
 }
 
 impl Retry {
     /// Runs `attempt` until it succeeds, fails for good, runs out of attempts
-    /// or the budget is empty.
-    pub fn run<T>(&self, mut attempt: impl FnMut(u32) -> Attempt<T>) -> Result<T, UpstreamError> {
+    /// or the budget is empty. A server's `x-amz-retry-after` hint (carried by
+    /// the error) replaces the backoff, but never beyond its cap.
+    pub fn run<T>(
+        &self,
+        mut attempt: impl FnMut(u32) -> Result<T, UpstreamError>,
+    ) -> Result<T, UpstreamError> {
         let mut spent = 0;
         for n in 1.. {
-            let Attempt {
-                result,
-                retry_after,
-            } = attempt(n);
-            let err = match result {
+            let err = match attempt(n) {
                 Ok(value) => {
                     self.refund(if spent == 0 { 1 } else { spent });
                     return Ok(value);
@@ -62,10 +59,11 @@ impl Retry {
                 return Err(err);
             }
             spent = cost;
-            // A server's hint is honoured, but never beyond the backoff cap.
-            let delay = retry_after.map_or_else(|| backoff(n), |d| d.min(MAX_BACKOFF));
+            let delay = err
+                .retry_after()
+                .map_or_else(|| backoff(n), |d| d.min(MAX_BACKOFF));
             log::debug!("attempt {n} failed ({err}); retrying in {delay:?}");
-            std::thread::sleep(delay);
+            (self.sleep)(delay);
         }
         unreachable!("the attempt loop only ends by returning")
     }
@@ -90,16 +88,7 @@ impl Retry {
 /// `random[0,1) * min(2^(attempt-1) s, 20 s)`.
 fn backoff(attempt: u32) -> Duration {
     let cap = Duration::from_secs(1u64 << (attempt - 1).min(5)).min(MAX_BACKOFF);
-    cap.mul_f64(random_unit())
-}
-
-/// A uniform float in [0, 1); falls back to 0.5 if the OS has no randomness.
-pub fn random_unit() -> f64 {
-    let mut bytes = [0u8; 8];
-    if getrandom::fill(&mut bytes).is_err() {
-        return 0.5;
-    }
-    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+    cap.mul_f64(crate::random::unit())
 }
 
 #[cfg(test)]
@@ -107,31 +96,28 @@ mod tests {
     use super::*;
 
     fn service(status: u16, code: &str) -> UpstreamError {
-        UpstreamError::Service {
-            status,
-            code: code.into(),
-            message: String::new(),
-        }
+        UpstreamError::service(status, code, "")
     }
 
-    fn attempt<T>(result: Result<T, UpstreamError>) -> Attempt<T> {
-        Attempt {
-            result,
-            retry_after: Some(Duration::ZERO),
+    /// Retries without waiting out the backoff.
+    fn retry() -> Retry {
+        Retry {
+            sleep: |_| {},
+            ..Retry::default()
         }
     }
 
     #[test]
     fn retries_transient_then_succeeds() {
-        let retry = Retry::default();
+        let retry = retry();
         let mut calls = 0;
         let r = retry.run(|_| {
             calls += 1;
-            attempt(if calls < 3 {
+            if calls < 3 {
                 Err(service(503, "ServiceUnavailable"))
             } else {
                 Ok(7)
-            })
+            }
         });
         assert_eq!(r, Ok(7));
         assert_eq!(calls, 3);
@@ -139,11 +125,11 @@ mod tests {
 
     #[test]
     fn stops_after_three_attempts_and_on_final_errors() {
-        let retry = Retry::default();
+        let retry = retry();
         let mut calls = 0;
         let r: Result<(), _> = retry.run(|_| {
             calls += 1;
-            attempt(Err(service(400, "ThrottlingException")))
+            Err(service(400, "ThrottlingException"))
         });
         assert!(r.is_err());
         assert_eq!(calls, 3);
@@ -151,7 +137,7 @@ mod tests {
         let mut calls = 0;
         let r: Result<(), _> = retry.run(|_| {
             calls += 1;
-            attempt(Err(service(400, "ResourceNotFoundException")))
+            Err(service(400, "ResourceNotFoundException"))
         });
         assert!(r.is_err());
         assert_eq!(calls, 1);
@@ -159,16 +145,40 @@ mod tests {
 
     #[test]
     fn empty_budget_means_no_retry() {
-        let retry = Retry::default();
+        let retry = retry();
         let mut calls = 0;
         for _ in 0..60 {
             let _: Result<(), _> = retry.run(|_| {
                 calls += 1;
-                attempt(Err(UpstreamError::Timeout))
+                Err(UpstreamError::Timeout)
             });
         }
         // 500 / 10 = 50 timeout retries are affordable, then every call is one attempt.
         assert_eq!(calls, 25 * 3 + 35);
+    }
+
+    #[test]
+    fn server_hints_replace_the_backoff_up_to_its_cap() {
+        thread_local! {
+            static SLEPT: std::cell::RefCell<Vec<Duration>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let retry = Retry {
+            sleep: |d| SLEPT.with(|s| s.borrow_mut().push(d)),
+            ..Retry::default()
+        };
+        let hinted = |ms| UpstreamError::Service {
+            status: 503,
+            code: "ServiceUnavailable".into(),
+            message: String::new(),
+            retry_after: Some(Duration::from_millis(ms)),
+        };
+        let mut calls = 0;
+        let _: Result<(), _> = retry.run(|_| {
+            calls += 1;
+            Err(hinted(if calls == 1 { 1_500 } else { 30_000 }))
+        });
+        let slept = SLEPT.with(|s| s.borrow().clone());
+        assert_eq!(slept, vec![Duration::from_millis(1_500), MAX_BACKOFF]);
     }
 
     #[test]
@@ -177,7 +187,5 @@ mod tests {
             let d = backoff(attempt);
             assert!(d < Duration::from_secs(1u64 << (attempt - 1)).min(MAX_BACKOFF));
         }
-        let u = random_unit();
-        assert!((0.0..1.0).contains(&u));
     }
 }

@@ -34,6 +34,30 @@ pub struct Description {
     pub version_ids_to_stages: Option<HashMap<String, Vec<String>>>,
 }
 
+/// The stage a request without `versionId`/`versionStage` asks for.
+const CURRENT: &str = "AWSCURRENT";
+
+impl Description {
+    /// Whether the version cached for `query` is still what GetSecretValue
+    /// would return: a pinned version still exists (with the pinned stage, if
+    /// any), or the cached version still carries the stage asked for.
+    pub fn still_answers(&self, query: &SecretQuery, cached_version: &str) -> bool {
+        let Some(versions) = &self.version_ids_to_stages else {
+            return false;
+        };
+        let has_stage = |version: &str, stage: &str| {
+            versions
+                .get(version)
+                .is_some_and(|stages| stages.iter().any(|s| s == stage))
+        };
+        match (&query.version_id, &query.version_stage) {
+            (Some(id), None) => versions.contains_key(id),
+            (Some(id), Some(stage)) => has_stage(id, stage),
+            (None, stage) => has_stage(cached_version, stage.as_deref().unwrap_or(CURRENT)),
+        }
+    }
+}
+
 pub struct SecretsManager {
     client: Arc<Client>,
     endpoint: String,
@@ -221,5 +245,31 @@ mod tests {
             .err()
             .unwrap();
         assert!(!e.to_string().contains("987654321"), "{e}");
+    }
+
+    #[test]
+    fn version_requests_check_existence_and_stage() {
+        let versions = HashMap::from([
+            ("v1".to_string(), vec!["AWSPREVIOUS".to_string()]),
+            ("v2".to_string(), vec![CURRENT.to_string()]),
+        ]);
+        let d = Description {
+            version_ids_to_stages: Some(versions),
+        };
+        let q = |id: Option<&str>, stage: Option<&str>| SecretQuery {
+            secret_id: "s".into(),
+            version_id: id.map(Into::into),
+            version_stage: stage.map(Into::into),
+        };
+        assert!(d.still_answers(&q(Some("v1"), None), "v1"));
+        assert!(!d.still_answers(&q(Some("v3"), None), "v3"));
+        assert!(d.still_answers(&q(None, Some("AWSPREVIOUS")), "v1"));
+        assert!(!d.still_answers(&q(None, None), "v1"));
+        assert!(d.still_answers(&q(None, None), "v2"));
+        assert!(!d.still_answers(&q(Some("v1"), Some(CURRENT)), "v1"));
+        let unknown = Description {
+            version_ids_to_stages: None,
+        };
+        assert!(!unknown.still_answers(&q(None, None), "v2"));
     }
 }

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4;
 
-use crate::credentials::Credentials;
+use super::identity::Credentials;
 
 /// Returns the headers to add (`authorization`, `x-amz-date`, and
 /// `x-amz-security-token` for session credentials). `headers` are the ones the

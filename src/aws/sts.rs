@@ -1,14 +1,13 @@
 //! STS over its query protocol: GetCallerIdentity (the start-up check behind
 //! `validate_credentials`), AssumeRole (profiles with `role_arn`) and
-//! AssumeRoleWithWebIdentity (EKS IRSA, sent unsigned).
+//! AssumeRoleWithWebIdentity (EKS IRSA, sent unsigned), and the credentials
+//! in their answers.
 
 use std::sync::Arc;
 
 use super::client::Client;
 use super::error::{xml_element, UpstreamError};
-use super::retry::{Attempt, Retry};
-use super::transport::Transport;
-use crate::credentials::{from_sts_xml, Credentials};
+use super::identity::Credentials;
 use crate::query::form_encode;
 
 const FORM: &str = "application/x-www-form-urlencoded; charset=utf-8";
@@ -20,6 +19,8 @@ pub struct Sts {
 }
 
 impl Sts {
+    /// Calls are signed with `client`'s credentials; an anonymous client
+    /// (`Client::anonymous`) suits only AssumeRoleWithWebIdentity.
     pub fn new(client: Arc<Client>, endpoint: String) -> Sts {
         Sts { client, endpoint }
     }
@@ -50,7 +51,26 @@ impl Sts {
             pairs.push(("ExternalId", id));
         }
         let reply = self.post(&form_encode(&pairs))?;
-        from_sts_xml(&reply, "assumed role").map_err(UpstreamError::Response)
+        from_xml(&reply, "assumed role").map_err(UpstreamError::Response)
+    }
+
+    /// AssumeRoleWithWebIdentity: the web identity token is the proof, so the
+    /// call needs no signature (and an anonymous client sends none).
+    pub fn assume_role_with_web_identity(
+        &self,
+        role_arn: &str,
+        session_name: &str,
+        token: &str,
+    ) -> Result<Credentials, UpstreamError> {
+        let body = form_encode(&[
+            ("Action", "AssumeRoleWithWebIdentity"),
+            ("Version", VERSION),
+            ("RoleArn", role_arn),
+            ("RoleSessionName", session_name),
+            ("WebIdentityToken", token),
+        ]);
+        let reply = self.post(&body)?;
+        from_xml(&reply, "web identity").map_err(UpstreamError::Response)
     }
 
     fn post(&self, body: &str) -> Result<Vec<u8>, UpstreamError> {
@@ -60,35 +80,6 @@ impl Sts {
     }
 }
 
-/// AssumeRoleWithWebIdentity: the web identity token is the proof, so the call
-/// is not signed.
-pub fn assume_role_with_web_identity(
-    transport: &Transport,
-    retry: &Retry,
-    endpoint: &str,
-    role_arn: &str,
-    session_name: &str,
-    token: &str,
-) -> Result<Credentials, UpstreamError> {
-    let body = form_encode(&[
-        ("Action", "AssumeRoleWithWebIdentity"),
-        ("Version", VERSION),
-        ("RoleArn", role_arn),
-        ("RoleSessionName", session_name),
-        ("WebIdentityToken", token),
-    ]);
-    let url = format!("{endpoint}/");
-    let headers = [("content-type".to_string(), FORM.to_string())];
-    let reply = retry.run(|_| {
-        let outcome = transport.post(&url, &headers, body.as_bytes());
-        Attempt {
-            result: outcome.result.map(|r| r.body),
-            retry_after: outcome.retry_after,
-        }
-    })?;
-    from_sts_xml(&reply, "web identity").map_err(UpstreamError::Response)
-}
-
 /// `RoleSessionName` when none is configured.
 pub fn default_session_name() -> String {
     let secs = std::time::SystemTime::now()
@@ -96,4 +87,44 @@ pub fn default_session_name() -> String {
         .unwrap_or_default()
         .as_secs();
     format!("secrets-manager-agent-{secs}")
+}
+
+/// The `<Credentials>` element of an STS AssumeRole* answer.
+fn from_xml(body: &[u8], source: &str) -> Result<Credentials, String> {
+    let text = String::from_utf8_lossy(body);
+    let creds = xml_element(&text, "Credentials").ok_or("STS answer has no <Credentials>")?;
+    let get = |name| xml_element(&creds, name).filter(|v| !v.is_empty());
+    let (Some(access_key_id), Some(secret_access_key)) =
+        (get("AccessKeyId"), get("SecretAccessKey"))
+    else {
+        return Err("STS answer lacks AccessKeyId or SecretAccessKey".into());
+    };
+    Ok(Credentials {
+        access_key_id,
+        secret_access_key,
+        session_token: get("SessionToken"),
+        expiry: get("Expiration").and_then(|e| crate::iso8601::parse(&e)),
+        source: source.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_from_xml() {
+        let body = b"<AssumeRoleResponse><AssumeRoleResult><Credentials><AccessKeyId>ASIA</AccessKeyId>\
+            <SecretAccessKey>S</SecretAccessKey><SessionToken>T</SessionToken>\
+            <Expiration>2026-11-28T21:08:17Z</Expiration></Credentials></AssumeRoleResult></AssumeRoleResponse>";
+        let c = from_xml(body, "sts").unwrap();
+        assert_eq!(c.access_key_id, "ASIA");
+        assert_eq!(c.session_token.as_deref(), Some("T"));
+        assert!(c.expiry.is_some());
+        assert!(from_xml(b"<x/>", "sts").is_err());
+        let no_secret = b"<Credentials><AccessKeyId>ASIA</AccessKeyId></Credentials>";
+        assert!(from_xml(no_secret, "sts")
+            .unwrap_err()
+            .contains("SecretAccessKey"));
+    }
 }

@@ -32,17 +32,6 @@ pub struct Transport {
     agent: ureq::Agent,
 }
 
-/// A 2xx answer; the status and headers of other answers become errors.
-pub struct Reply {
-    pub body: Vec<u8>,
-}
-
-/// A finished exchange: the result plus the server's `x-amz-retry-after` hint.
-pub struct Outcome {
-    pub result: Result<Reply, UpstreamError>,
-    pub retry_after: Option<Duration>,
-}
-
 impl Transport {
     /// For AWS APIs: honours `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` and trusts
     /// `roots` (see [`roots_from_env`]).
@@ -89,19 +78,24 @@ impl Transport {
     }
 
     /// POSTs `body` with `headers` (already signed) and reads the whole answer.
-    pub fn post(&self, url: &str, headers: &[(String, String)], body: &[u8]) -> Outcome {
+    pub fn post(
+        &self,
+        url: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Result<Vec<u8>, UpstreamError> {
         self.send("POST", url, headers, body)
     }
 
-    /// Sends one request and reads the whole answer; non-2xx answers become
-    /// [`UpstreamError::Service`] with their status.
+    /// Sends one request and reads the whole 2xx body; other answers become
+    /// [`UpstreamError::Service`] with their status, code and retry hint.
     pub fn send(
         &self,
         method: &str,
         url: &str,
         headers: &[(String, String)],
         body: &[u8],
-    ) -> Outcome {
+    ) -> Result<Vec<u8>, UpstreamError> {
         // ureq would fail such a request with "output too small".
         let head: usize = url.len()
             + HEAD_ALLOWANCE
@@ -110,14 +104,11 @@ impl Transport {
                 .map(|(n, v)| n.len() + v.len() + 4)
                 .sum::<usize>();
         if head > OUTPUT_BUFFER {
-            return Outcome {
-                result: Err(UpstreamError::Internal(format!(
-                    "the signed request head would be about {head} bytes, more than the \
-                     {} KiB this agent sends; is the session token unusually long?",
-                    OUTPUT_BUFFER / 1024
-                ))),
-                retry_after: None,
-            };
+            return Err(UpstreamError::Internal(format!(
+                "the signed request head would be about {head} bytes, more than the \
+                 {} KiB this agent sends; is the session token unusually long?",
+                OUTPUT_BUFFER / 1024
+            )));
         }
         let mut request = ureq::http::Request::builder().method(method).uri(url);
         for (name, value) in headers {
@@ -132,19 +123,11 @@ impl Transport {
         };
         let mut response = match sent {
             Ok(Ok(response)) => response,
-            Ok(Err(e)) => {
-                return Outcome {
-                    result: Err(classify(e)),
-                    retry_after: None,
-                }
-            }
+            Ok(Err(e)) => return Err(classify(e)),
             Err(e) => {
-                return Outcome {
-                    result: Err(UpstreamError::Internal(format!(
-                        "bad request to {url}: {e}"
-                    ))),
-                    retry_after: None,
-                }
+                return Err(UpstreamError::Internal(format!(
+                    "bad request to {url}: {e}"
+                )))
             }
         };
         let status = response.status().as_u16();
@@ -163,15 +146,17 @@ impl Transport {
             .body_mut()
             .with_config()
             .limit(MAX_BODY)
-            .read_to_vec();
-        let result = match body {
-            Err(e) => Err(classify(e)),
-            Ok(body) if (200..300).contains(&status) => Ok(Reply { body }),
-            Ok(body) => Err(service_error(status, error_type.as_deref(), &body)),
-        };
-        Outcome {
-            result,
-            retry_after,
+            .read_to_vec()
+            .map_err(classify)?;
+        if (200..300).contains(&status) {
+            Ok(body)
+        } else {
+            Err(service_error(
+                status,
+                error_type.as_deref(),
+                retry_after,
+                &body,
+            ))
         }
     }
 }
@@ -193,7 +178,7 @@ compile_error!("enable a TLS crypto provider: feature `aws-lc` (default) or `rin
 /// have no CA files), or the PEM bundle named by `AWS_CA_BUNDLE` instead, for
 /// networks whose proxy re-signs TLS.
 pub fn roots_from_env() -> Result<RootCerts, String> {
-    match crate::credentials::env_var("AWS_CA_BUNDLE") {
+    match crate::env::var("AWS_CA_BUNDLE") {
         None => Ok(RootCerts::WebPki),
         Some(path) => {
             let pem = std::fs::read(&path)

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Credentials, CredentialsError, ProvideCredentials};
+use crate::aws::identity::{Credentials, CredentialsError, ProvideCredentials};
 use crate::aws::transport::{Timeouts, Transport};
 use crate::aws::UpstreamError;
 
@@ -27,7 +27,7 @@ pub struct Container {
 
 impl Container {
     pub fn from_env() -> Container {
-        Container::from_lookup(super::env_var)
+        Container::from_lookup(crate::env::var)
     }
 
     fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Container {
@@ -58,12 +58,7 @@ impl Container {
     /// (EKS rotates it), else the variable.
     fn authorization(&self) -> Result<Option<String>, String> {
         let token = match &self.token_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-                    .trim()
-                    .to_string(),
-            ),
+            Some(path) => Some(crate::env::read_token_file(path).map_err(|e| e.to_string())?),
             None => self.token.clone(),
         };
         if token.as_ref().is_some_and(|t| t.contains(['\r', '\n'])) {
@@ -83,9 +78,9 @@ impl Container {
             if attempt > 0 {
                 std::thread::sleep(Duration::from_millis(100 << attempt));
             }
-            match self.transport.send("GET", uri, &headers, b"").result {
-                Ok(reply) => {
-                    return super::from_json(&reply.body, SOURCE).map_err(|e| format!("{uri}: {e}"))
+            match self.transport.send("GET", uri, &headers, b"") {
+                Ok(body) => {
+                    return super::json::from_json(&body, SOURCE).map_err(|e| format!("{uri}: {e}"))
                 }
                 Err(
                     e @ UpstreamError::Service {

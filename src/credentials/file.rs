@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use super::{ini, Credentials, CredentialsError, ProvideCredentials};
+use super::ini;
+use crate::aws::identity::{Credentials, CredentialsError, ProvideCredentials};
 use crate::sync::lock;
 
 const SOURCE: &str = "credentials_file_path";
@@ -53,20 +54,14 @@ impl CredentialsFile {
         let section = sections
             .get(&self.profile)
             .ok_or_else(|| format!("no [{}] section", self.profile))?;
-        let get = |key: &str| section.get(key).filter(|v| !v.is_empty()).cloned();
-        match (get("aws_access_key_id"), get("aws_secret_access_key")) {
-            (Some(access_key_id), Some(secret_access_key)) => Ok(Arc::new(Credentials {
-                access_key_id,
-                secret_access_key,
-                session_token: get("aws_session_token"),
-                expiry: None,
-                source: SOURCE.into(),
-            })),
-            _ => Err(format!(
-                "[{}] lacks aws_access_key_id or aws_secret_access_key",
-                self.profile
-            )),
-        }
+        ini::static_keys(section, SOURCE)
+            .map(Arc::new)
+            .ok_or_else(|| {
+                format!(
+                    "[{}] lacks aws_access_key_id or aws_secret_access_key",
+                    self.profile
+                )
+            })
     }
 }
 

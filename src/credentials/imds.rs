@@ -9,9 +9,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Credentials, CredentialsError, ProvideCredentials};
+use crate::aws::identity::{Credentials, CredentialsError, ProvideCredentials};
 use crate::aws::transport::{Timeouts, Transport};
 use crate::aws::UpstreamError;
+use crate::env;
 use crate::sync::lock;
 
 const SOURCE: &str = "IMDS";
@@ -40,14 +41,14 @@ enum Token {
 
 impl Imds {
     pub fn from_env() -> Imds {
-        let endpoint = match super::env_var("AWS_EC2_METADATA_SERVICE_ENDPOINT") {
+        let endpoint = match env::var("AWS_EC2_METADATA_SERVICE_ENDPOINT") {
             Some(url) => url.trim_end_matches('/').to_string(),
-            None => match super::env_var("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE") {
+            None => match env::var("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE") {
                 Some(mode) if mode.eq_ignore_ascii_case("ipv6") => "http://[fd00:ec2::254]".into(),
                 _ => "http://169.254.169.254".into(),
             },
         };
-        let disabled = super::env_flag("AWS_EC2_METADATA_DISABLED")
+        let disabled = env::flag("AWS_EC2_METADATA_DISABLED")
             .then(|| "disabled by AWS_EC2_METADATA_DISABLED".to_string());
         Imds {
             transport: Transport::without_proxy(Timeouts {
@@ -56,7 +57,7 @@ impl Imds {
             }),
             endpoint,
             disabled,
-            v1_disabled: super::env_flag("AWS_EC2_METADATA_V1_DISABLED"),
+            v1_disabled: env::flag("AWS_EC2_METADATA_V1_DISABLED"),
             token: Mutex::new(Token::Unknown),
         }
     }
@@ -73,8 +74,8 @@ impl Imds {
                 .map(|t| vec![("x-aws-ec2-metadata-token".to_string(), t)])
                 .unwrap_or_default();
             let url = format!("{}{path}", self.endpoint);
-            match self.transport.send("GET", &url, &headers, b"").result {
-                Ok(reply) => return Ok(String::from_utf8_lossy(&reply.body).into_owned()),
+            match self.transport.send("GET", &url, &headers, b"") {
+                Ok(body) => return Ok(String::from_utf8_lossy(&body).into_owned()),
                 Err(UpstreamError::Service { status: 401, .. }) if attempt == 0 => {
                     *lock(&self.token) = Token::Unknown;
                 }
@@ -99,9 +100,9 @@ impl Imds {
             "x-aws-ec2-metadata-token-ttl-seconds".to_string(),
             TOKEN_TTL_SECS.to_string(),
         )];
-        match self.transport.send("PUT", &url, &headers, b"").result {
-            Ok(reply) => {
-                let value = String::from_utf8_lossy(&reply.body).trim().to_string();
+        match self.transport.send("PUT", &url, &headers, b"") {
+            Ok(body) => {
+                let value = String::from_utf8_lossy(&body).trim().to_string();
                 if value.is_empty() {
                     return Err("the IMDSv2 token request answered an empty token".into());
                 }
@@ -176,7 +177,7 @@ impl ImdsProvider {
             .find(|l| !l.is_empty())
             .ok_or("no IAM role is attached to this instance")?;
         let body = self.imds.get(&format!("{CREDENTIALS_PATH}{role}"))?;
-        super::from_json(body.as_bytes(), SOURCE).map_err(|e| format!("role {role}: {e}"))
+        super::json::from_json(body.as_bytes(), SOURCE).map_err(|e| format!("role {role}: {e}"))
     }
 }
 

@@ -1,10 +1,28 @@
 //! The AWS shared config/credentials file format: `[section]` headers and
 //! `key = value` lines, `#`/`;` comments. Indented lines continue a nested
 //! block (e.g. `s3 =` settings) and are skipped: the agent never needs them.
+//! Also the one rule both profiles and `credentials_file_path` apply to a
+//! section: which keys make static credentials.
 
 use std::collections::HashMap;
 
-pub type Sections = HashMap<String, HashMap<String, String>>;
+use crate::aws::identity::Credentials;
+
+pub type Section = HashMap<String, String>;
+pub type Sections = HashMap<String, Section>;
+
+/// `aws_access_key_id` and `aws_secret_access_key` (both non-empty), with
+/// `aws_session_token` when set; `None` when either key is missing or empty.
+pub fn static_keys(section: &Section, source: &str) -> Option<Credentials> {
+    let get = |key: &str| section.get(key).filter(|v| !v.is_empty()).cloned();
+    Some(Credentials {
+        access_key_id: get("aws_access_key_id")?,
+        secret_access_key: get("aws_secret_access_key")?,
+        session_token: get("aws_session_token"),
+        expiry: None,
+        source: source.to_string(),
+    })
+}
 
 /// Parses `text`; `Err` names the first line that is neither a section, a
 /// setting, a comment nor blank.
@@ -69,6 +87,22 @@ mod tests {
         assert_eq!(s["default"]["aws_secret_access_key"], "sec");
         assert_eq!(s["profile dev"]["region"], "eu-west-1");
         assert!(!s["profile dev"].contains_key("max_concurrent_requests"));
+    }
+
+    #[test]
+    fn static_keys_need_both_non_empty_keys() {
+        let s = parse("[a]\naws_access_key_id = A\naws_secret_access_key = S\naws_session_token = T\n[b]\naws_access_key_id = A\naws_secret_access_key =\n").unwrap();
+        let c = static_keys(&s["a"], "profile a").unwrap();
+        assert_eq!(
+            (
+                c.access_key_id.as_str(),
+                c.secret_access_key.as_str(),
+                c.session_token.as_deref()
+            ),
+            ("A", "S", Some("T"))
+        );
+        assert_eq!(c.source, "profile a");
+        assert!(static_keys(&s["b"], "profile b").is_none());
     }
 
     #[test]

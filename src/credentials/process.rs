@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::Credentials;
+use crate::aws::identity::Credentials;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// Credentials JSON is small; more output than this is not credentials.
@@ -119,7 +119,7 @@ fn run_with_timeout(command: &str, source: &str, timeout: Duration) -> Result<Cr
     if version != Some(1) {
         return Err("credential_process output is not JSON with \"Version\": 1".into());
     }
-    super::from_json(&stdout, source).map_err(|e| format!("credential_process: {e}"))
+    super::json::from_json(&stdout, source).map_err(|e| format!("credential_process: {e}"))
 }
 
 #[cfg(test)]

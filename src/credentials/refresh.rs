@@ -6,13 +6,15 @@
 //! others keep using the current credentials if they are still valid. When the
 //! refresh fails after expiry, the last credentials stay in use for a bounded
 //! grace period, as the AWS SDKs do, and the source is retried at most every
-//! few seconds.
+//! few seconds. The time comes from a [`Clock`] parameter, so the tests step
+//! across expiries instead of sleeping.
 
 use std::sync::{Arc, Mutex, TryLockError};
 use std::time::{Duration, SystemTime};
 
-use super::{Credentials, CredentialsError, ProvideCredentials};
-use crate::aws::retry::random_unit;
+use crate::aws::identity::{Credentials, CredentialsError, ProvideCredentials};
+use crate::clock::{Clock, SystemClock};
+use crate::env;
 use crate::sync::lock;
 
 #[derive(Debug, Clone, Copy)]
@@ -26,21 +28,10 @@ pub struct Timing {
 impl Timing {
     /// Defaults, overridable by `SMA_CREDENTIALS_GRACE_SECS` (0 to 1 day) and
     /// `SMA_CREDENTIALS_RETRY_SECS` (1 s to 1 hour).
-    pub fn from_env() -> Result<Timing, String> {
-        let secs =
-            |name: &str, default: u64, range: std::ops::RangeInclusive<u64>| match super::env_var(
-                name,
-            ) {
-                None => Ok(Duration::from_secs(default)),
-                Some(v) => match v.parse::<u64>() {
-                    Ok(n) if range.contains(&n) => Ok(Duration::from_secs(n)),
-                    _ => Err(format!(
-                        "{name}={v} is not valid: expected seconds from {} to {}",
-                        range.start(),
-                        range.end()
-                    )),
-                },
-            };
+    pub fn from_env() -> Result<Timing, env::InvalidVar> {
+        let secs = |name, default, range| {
+            env::number_in(env::var, name, default, range, "seconds").map(Duration::from_secs)
+        };
         Ok(Timing {
             grace: secs("SMA_CREDENTIALS_GRACE_SECS", 900, 0..=86_400)?,
             retry_every: secs("SMA_CREDENTIALS_RETRY_SECS", 10, 1..=3_600)?,
@@ -48,8 +39,9 @@ impl Timing {
     }
 }
 
-pub struct Refreshing<P> {
+pub struct Refreshing<P, C: Clock = SystemClock> {
     source: P,
+    clock: C,
     timing: Timing,
     state: Mutex<State>,
     /// Held by the one thread that is asking the source.
@@ -68,8 +60,15 @@ struct State {
 
 impl<P: ProvideCredentials> Refreshing<P> {
     pub fn new(source: P, timing: Timing) -> Refreshing<P> {
+        Refreshing::with_clock(source, timing, SystemClock)
+    }
+}
+
+impl<P: ProvideCredentials, C: Clock> Refreshing<P, C> {
+    pub fn with_clock(source: P, timing: Timing, clock: C) -> Refreshing<P, C> {
         Refreshing {
             source,
+            clock,
             timing,
             state: Mutex::new(State::default()),
             refreshing: Mutex::new(()),
@@ -126,9 +125,9 @@ impl<P: ProvideCredentials> Refreshing<P> {
     }
 }
 
-impl<P: ProvideCredentials> ProvideCredentials for Refreshing<P> {
+impl<P: ProvideCredentials, C: Clock> ProvideCredentials for Refreshing<P, C> {
     fn credentials(&self) -> Result<Arc<Credentials>, CredentialsError> {
-        if let Some(answer) = self.cached(SystemTime::now()) {
+        if let Some(answer) = self.cached(self.clock.wall()) {
             return answer;
         }
         let _refreshing = match self.refreshing.try_lock() {
@@ -140,20 +139,20 @@ impl<P: ProvideCredentials> ProvideCredentials for Refreshing<P> {
                 {
                     let state = lock(&self.state);
                     if let Some(current) = &state.current {
-                        if current.expiry.is_none_or(|e| SystemTime::now() < e) {
+                        if current.expiry.is_none_or(|e| self.clock.wall() < e) {
                             return Ok(current.clone());
                         }
                     }
                 }
                 let guard = lock(&self.refreshing);
-                if let Some(answer) = self.cached(SystemTime::now()) {
+                if let Some(answer) = self.cached(self.clock.wall()) {
                     return answer;
                 }
                 guard
             }
         };
         let fetched = self.source.credentials();
-        let now = SystemTime::now();
+        let now = self.clock.wall();
         let mut state = lock(&self.state);
         match fetched {
             Ok(creds) => {
@@ -197,16 +196,19 @@ impl<P: ProvideCredentials> ProvideCredentials for Refreshing<P> {
 /// for short-lived credentials.
 fn refresh_time(now: SystemTime, expiry: SystemTime) -> SystemTime {
     let left = expiry.duration_since(now).unwrap_or_default();
-    let ahead = Duration::from_secs(300).mul_f64(1.0 + random_unit());
+    let ahead = Duration::from_secs(300).mul_f64(1.0 + crate::random::unit());
     expiry - ahead.min(left / 2)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::TestClock;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+    /// Hands out credentials valid for `lifetime` from the shared clock's now.
     struct Source {
+        clock: Arc<TestClock>,
         calls: AtomicUsize,
         down: AtomicBool,
         lifetime: Duration,
@@ -222,64 +224,101 @@ mod tests {
                 access_key_id: format!("AKID{n}"),
                 secret_access_key: "S".into(),
                 session_token: None,
-                expiry: Some(SystemTime::now() + self.lifetime),
+                expiry: Some(self.clock.wall() + self.lifetime),
                 source: "test".into(),
             }))
         }
     }
 
-    fn source(lifetime_ms: u64) -> Source {
-        Source {
+    const MIN: Duration = Duration::from_secs(60);
+    const MS: Duration = Duration::from_millis(1);
+
+    fn refreshing(lifetime: Duration, timing: Timing) -> Refreshing<Source, Arc<TestClock>> {
+        let clock = Arc::new(TestClock::default());
+        let source = Source {
+            clock: clock.clone(),
             calls: AtomicUsize::new(0),
             down: AtomicBool::new(false),
-            lifetime: Duration::from_millis(lifetime_ms),
-        }
+            lifetime,
+        };
+        Refreshing::with_clock(source, timing, clock)
     }
 
-    fn timing(grace_ms: u64, retry_ms: u64) -> Timing {
-        Timing {
-            grace: Duration::from_millis(grace_ms),
-            retry_every: Duration::from_millis(retry_ms),
+    fn timing(grace: Duration, retry_every: Duration) -> Timing {
+        Timing { grace, retry_every }
+    }
+
+    impl Refreshing<Source, Arc<TestClock>> {
+        fn key(&self) -> Result<String, CredentialsError> {
+            self.credentials().map(|c| c.access_key_id.clone())
+        }
+        fn calls(&self) -> usize {
+            self.source.calls.load(Ordering::SeqCst)
         }
     }
 
     #[test]
     fn caches_until_half_the_lifetime() {
-        let r = Refreshing::new(source(400), timing(0, 0));
-        assert_eq!(r.credentials().unwrap().access_key_id, "AKID0");
-        assert_eq!(r.credentials().unwrap().access_key_id, "AKID0");
-        std::thread::sleep(Duration::from_millis(250));
-        assert_eq!(r.credentials().unwrap().access_key_id, "AKID1");
-        assert_eq!(r.source.calls.load(Ordering::SeqCst), 2);
+        // Ten minutes: refreshing 5 to 10 minutes ahead is capped at half.
+        let r = refreshing(10 * MIN, timing(Duration::ZERO, Duration::ZERO));
+        assert_eq!(r.key().unwrap(), "AKID0");
+        r.clock.advance(5 * MIN - MS);
+        assert_eq!(r.key().unwrap(), "AKID0");
+        assert_eq!(r.calls(), 1);
+        r.clock.advance(MS);
+        assert_eq!(r.key().unwrap(), "AKID1");
+        assert_eq!(r.key().unwrap(), "AKID1");
+        assert_eq!(r.calls(), 2);
     }
 
     #[test]
     fn static_stability_then_failure() {
-        let r = Refreshing::new(source(100), timing(300, 0));
-        r.credentials().unwrap();
+        let r = refreshing(10 * MIN, timing(15 * MIN, Duration::ZERO));
+        r.key().unwrap();
         r.source.down.store(true, Ordering::SeqCst);
-        // Before expiry, within the refresh window: still the old ones.
-        std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(r.credentials().unwrap().access_key_id, "AKID0");
-        // After expiry, within the grace.
-        std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(r.credentials().unwrap().access_key_id, "AKID0");
-        // After the grace.
-        std::thread::sleep(Duration::from_millis(350));
-        assert!(r.credentials().is_err());
+        // Due for a refresh but not expired: the source is asked, the old ones
+        // are still good.
+        r.clock.advance(6 * MIN);
+        assert_eq!(r.key().unwrap(), "AKID0");
+        assert_eq!(r.calls(), 2);
+        // Expired (at 10 min): the grace starts with the first failure after
+        // expiry, at 11 min, and lasts until 26 min.
+        r.clock.advance(5 * MIN);
+        assert_eq!(r.key().unwrap(), "AKID0");
+        r.clock.advance(15 * MIN - MS);
+        assert_eq!(r.key().unwrap(), "AKID0");
+        r.clock.advance(MS);
+        assert!(r.key().is_err());
         // The source comes back.
         r.source.down.store(false, Ordering::SeqCst);
-        assert!(r.credentials().is_ok());
+        assert_eq!(r.key().unwrap(), "AKID5");
     }
 
     #[test]
     fn failing_source_is_not_asked_on_every_call() {
-        let r = Refreshing::new(source(100), timing(0, 60_000));
+        let r = refreshing(10 * MIN, timing(Duration::ZERO, MIN));
         r.source.down.store(true, Ordering::SeqCst);
         for _ in 0..5 {
-            assert!(r.credentials().is_err());
+            assert!(r.key().is_err());
         }
-        assert_eq!(r.source.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(r.calls(), 1);
+        r.clock.advance(MIN - MS);
+        assert!(r.key().is_err());
+        assert_eq!(r.calls(), 1);
+        r.clock.advance(MS);
+        assert!(r.key().is_err());
+        assert_eq!(r.calls(), 2, "asked again after retry_every");
+    }
+
+    #[test]
+    fn expired_on_arrival_is_asked_again_after_retry_every() {
+        let r = refreshing(Duration::ZERO, timing(Duration::ZERO, MIN));
+        assert_eq!(r.key().unwrap(), "AKID0");
+        r.clock.advance(MIN - MS);
+        assert_eq!(r.key().unwrap(), "AKID0");
+        assert_eq!(r.calls(), 1);
+        r.clock.advance(MS);
+        assert_eq!(r.key().unwrap(), "AKID1");
     }
 
     #[test]

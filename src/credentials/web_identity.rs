@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{Context, Credentials, CredentialsError, ProvideCredentials};
+use super::Context;
+use crate::aws::identity::{Credentials, CredentialsError, ProvideCredentials};
 use crate::aws::sts;
 
 const SOURCE: &str = "web identity";
@@ -18,7 +19,7 @@ pub struct WebIdentity {
 
 impl WebIdentity {
     pub fn from_env(ctx: Arc<Context>) -> WebIdentity {
-        let get = super::env_var;
+        let get = crate::env::var;
         let settings = match (get("AWS_WEB_IDENTITY_TOKEN_FILE"), get("AWS_ROLE_ARN")) {
             (Some(file), Some(role)) => {
                 Ok((PathBuf::from(file), role, get("AWS_ROLE_SESSION_NAME")))
@@ -43,24 +44,13 @@ pub fn assume(
     role_arn: &str,
     session_name: Option<&str>,
 ) -> Result<Credentials, String> {
-    let token = std::fs::read_to_string(token_file)
-        .map_err(|e| format!("cannot read {}: {e}", token_file.display()))?;
-    let token = token.trim();
-    if token.is_empty() {
-        return Err(format!("{} is empty", token_file.display()));
-    }
+    let token = crate::env::read_token_file(token_file).map_err(|e| e.to_string())?;
     let session = session_name
         .map(str::to_string)
         .unwrap_or_else(sts::default_session_name);
-    sts::assume_role_with_web_identity(
-        &ctx.transport,
-        &ctx.retry,
-        &ctx.sts_endpoint,
-        role_arn,
-        &session,
-        token,
-    )
-    .map_err(|e| format!("AssumeRoleWithWebIdentity for {role_arn}: {e}"))
+    ctx.web_identity_sts
+        .assume_role_with_web_identity(role_arn, &session, &token)
+        .map_err(|e| format!("AssumeRoleWithWebIdentity for {role_arn}: {e}"))
 }
 
 impl ProvideCredentials for WebIdentity {

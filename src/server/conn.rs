@@ -1,5 +1,7 @@
 //! One client connection: read a request head (bounded in size), hand it to the
-//! API, write the answer, and decide whether the connection stays open.
+//! handler, write the answer, and decide whether the connection stays open.
+//! Only the I/O is here: what the bytes mean (limits, keep-alive, bodies) is
+//! decided by `http::parse_head`, and the answer's bytes by `http::render`.
 //!
 //! A worker reads at most once per wake-up: the poller only dispatches a
 //! connection when it is readable, so that read never blocks, and a client that
@@ -9,13 +11,12 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::api::{Request, Response};
 use crate::os::io::{read_appending, readable_within};
-use crate::server::pool::Scratch;
+use crate::server::http::{
+    parse_head, render, Head, Parsed, Request, Response, ResponseBody, MAX_HEAD, MAX_HEADERS,
+};
+use crate::server::pool::QueueView;
 
-/// Largest request head accepted; larger ones get 431 without being buffered.
-pub const MAX_HEAD: usize = 64 * 1024;
-pub const MAX_HEADERS: usize = 64;
 const READ_CHUNK: usize = 4 * 1024;
 /// After refusing a request, how much of the rest we swallow so the client can
 /// read our answer instead of a reset.
@@ -57,20 +58,25 @@ impl Conn {
     }
 }
 
-/// What [`parse`] made of the bytes so far.
-pub enum Head {
-    Complete {
-        len: usize,
-        keep_alive: bool,
-        has_body: bool,
-    },
-    Partial,
-    TooLarge,
-    Invalid,
+/// A worker's buffers, reused across requests so that a request allocates
+/// little. The pool replaces them with empty ones when the worker goes idle,
+/// giving back what a burst grew.
+#[derive(Default)]
+pub struct Scratch {
+    /// The bytes read: a head, or several pipelined ones.
+    input: Vec<u8>,
+    /// The answer being written.
+    output: Vec<u8>,
 }
 
-/// Serves what the connection has sent; returns whether to keep it.
-pub fn serve(mut conn: Conn, handle: &dyn Fn(&Request) -> Response, scratch: &mut Scratch) -> Next {
+/// Serves what the connection has sent; returns whether to keep it. `queue`
+/// tells whether other connections wait for a worker.
+pub fn serve(
+    mut conn: Conn,
+    handle: &dyn Fn(&Request) -> Response,
+    scratch: &mut Scratch,
+    queue: &QueueView,
+) -> Next {
     if std::mem::replace(&mut conn.fresh, false) && !readable_within(&conn.stream, KEEP_ALIVE_WAIT)
     {
         // A client that connects and waits: the poller watches it from here.
@@ -80,24 +86,29 @@ pub fn serve(mut conn: Conn, handle: &dyn Fn(&Request) -> Response, scratch: &mu
     let Scratch {
         input: buf,
         output: out,
-        queue,
     } = scratch;
     buf.clear();
     buf.append(&mut conn.pending);
     let was_partial = !buf.is_empty();
     let mut read = false;
     loop {
+        // Filled only when there is something to parse.
+        let mut headers;
         let head = if buf.is_empty() {
             Head::Partial
         } else {
-            parse(buf, handle, out)
+            headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            parse_head(buf, &mut headers)
         };
         match head {
-            Head::Complete {
-                len,
-                keep_alive,
-                has_body,
-            } => {
+            Head::Complete(parsed) => {
+                render(out, &handle(&parsed.request), parsed.stays_open());
+                let Parsed {
+                    len,
+                    keep_alive,
+                    has_body,
+                    ..
+                } = parsed;
                 if conn.stream.write_all(&*out).is_err() {
                     return Next::Close;
                 }
@@ -159,98 +170,13 @@ pub fn serve(mut conn: Conn, handle: &dyn Fn(&Request) -> Response, scratch: &mu
     }
 }
 
-/// Parses one head from `buf`; when complete, runs the API and renders the
-/// answer into `out`.
-pub fn parse(buf: &[u8], handle: &dyn Fn(&Request) -> Response, out: &mut Vec<u8>) -> Head {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Head::TooLarge,
-        Ok(httparse::Status::Partial) => return Head::Partial,
-        Err(httparse::Error::TooManyHeaders) => return Head::TooLarge,
-        Err(_) => return Head::Invalid,
-    };
-    if len > MAX_HEAD {
-        return Head::TooLarge;
-    }
-    let (Some(method), Some(target)) = (req.method, req.path) else {
-        return Head::Invalid;
-    };
-    let header = |name: &'static str| header_values(req.headers, name);
-    let connection_has = |token: &str| {
-        header("connection").any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-    };
-    let keep_alive = match req.version {
-        Some(1) => !connection_has("close"),
-        _ => connection_has("keep-alive"),
-    };
-    let has_body = header("transfer-encoding").next().is_some()
-        || header("content-length").any(|v| v.trim() != "0");
-    let response = handle(&Request {
-        method,
-        target,
-        headers: req.headers,
-    });
-    render(out, &response, keep_alive && !has_body);
-    Head::Complete {
-        len,
-        keep_alive,
-        has_body,
-    }
-}
-
-fn header_values<'h>(
-    headers: &'h [httparse::Header<'h>],
-    name: &'static str,
-) -> impl Iterator<Item = std::borrow::Cow<'h, str>> {
-    headers
-        .iter()
-        .filter(move |h| h.name.eq_ignore_ascii_case(name))
-        .map(|h| String::from_utf8_lossy(h.value))
-}
-
-/// Head and body in one buffer, so the answer leaves in one `write`. Built
-/// by hand: `write!` formatting was a measurable share of a cache hit.
-fn render(out: &mut Vec<u8>, response: &Response, keep_alive: bool) {
-    let body = response.body.as_bytes();
-    out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_decimal(out, usize::from(response.status));
-    out.push(b' ');
-    out.extend_from_slice(reason(response.status).as_bytes());
-    out.extend_from_slice(b"\r\nContent-Type: ");
-    out.extend_from_slice(response.content_type.as_bytes());
-    out.extend_from_slice(b"\r\nContent-Length: ");
-    push_decimal(out, body.len());
-    if !keep_alive {
-        out.extend_from_slice(b"\r\nConnection: close");
-    }
-    out.extend_from_slice(b"\r\n\r\n");
-    out.extend_from_slice(body);
-}
-
-fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
-
 /// Answers a request we will not serve, then closes gently: the client gets the
 /// answer rather than a reset from unread bytes.
 fn refuse(stream: &mut TcpStream, out: &mut Vec<u8>, status: u16, message: &'static str) {
     let response = Response {
         status,
         content_type: "text/plain; charset=utf-8",
-        body: crate::api::ResponseBody::Static(message),
+        body: ResponseBody::Static(message),
     };
     render(out, &response, false);
     if stream.write_all(out).is_ok() {
@@ -271,53 +197,6 @@ fn linger_close(stream: &mut TcpStream) {
         match stream.read(&mut sink) {
             Ok(0) | Err(_) => break,
             Ok(n) => drained += n,
-        }
-    }
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        409 => "Conflict",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "Error",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::api::ResponseBody;
-
-    #[test]
-    fn renders_head_and_body() {
-        let mut out = Vec::new();
-        let response = Response {
-            status: 404,
-            content_type: "text/plain; charset=utf-8",
-            body: ResponseBody::Static("Not found"),
-        };
-        render(&mut out, &response, true);
-        assert_eq!(
-            out,
-            b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 9\r\n\r\nNot found"
-        );
-        render(&mut out, &response, false);
-        assert!(out.ends_with(b"Content-Length: 9\r\nConnection: close\r\n\r\nNot found"));
-        for n in [0usize, 7, 10, 65_536, usize::MAX] {
-            let mut v = Vec::new();
-            push_decimal(&mut v, n);
-            assert_eq!(v, n.to_string().into_bytes());
         }
     }
 }

@@ -5,9 +5,15 @@
 //! heads without a size or time limit (README, "Design notes"). This small
 //! std::net + httparse server keeps idle connections in `poll(2)` instead, so a
 //! thousand idle clients cost a thousand file descriptors, not a thousand threads.
+//!
+//! `http` is the protocol without I/O (messages, head parser, renderer),
+//! `conn` the I/O of one connection, `pool` the workers that run `conn`.
+//! The request handler is a closure, so the server knows nothing of the API.
 
-// Public only so that the fuzz target drives the real head parser.
-pub mod conn;
+mod conn;
+// Public: the API speaks in these messages, and the fuzz target drives the
+// real head parser.
+pub mod http;
 mod pool;
 
 use std::io::{self, Read, Write};
@@ -18,11 +24,11 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::api::{Request, Response};
 use crate::os;
 use crate::os::io::{is_ready, poll_in, PollFd};
-use conn::{Conn, Next};
-use pool::Pool;
+use conn::{Conn, Next, Scratch};
+use http::{Request, Response};
+use pool::{Pool, QueueView};
 
 /// Open connections beyond this are closed on accept; bounds memory and fds.
 const MAX_CONNECTIONS: usize = 8192;
@@ -78,8 +84,8 @@ where
         (cpus * SOFT_WORKERS_PER_CPU).max(MIN_WORKERS * 2),
         settings.max_conn + EXTRA_WORKERS,
         STACK_SIZE,
-        move |conn: Conn, scratch: &mut pool::Scratch| {
-            if let Next::Park(conn) = conn::serve(conn, &*handler, scratch) {
+        move |conn: Conn, scratch: &mut Scratch, queue: &QueueView| {
+            if let Next::Park(conn) = conn::serve(conn, &*handler, scratch, queue) {
                 returns.park(conn);
             }
         },
@@ -116,7 +122,7 @@ struct Poller {
     wake: UnixStream,
     parked_rx: Receiver<Conn>,
     parked: Vec<Conn>,
-    pool: Pool<Conn>,
+    pool: Pool<Conn, Scratch>,
     timeout: Duration,
     accept_paused_until: Option<Instant>,
 }

@@ -6,8 +6,10 @@
 //! Past a soft bound the pool grows only for jobs that have waited
 //! [`STARVED`]: cache hits take microseconds, so more threads than that only
 //! cost memory, while workers stuck on AWS must not hold up the hits.
+//! Each worker keeps its own state `S` across jobs (the caller's buffers).
 //! A worker idle for a moment gives back the memory a burst left behind: its
-//! buffers, and the stack pages a deep call (an upstream fetch) touched.
+//! state, replaced by a fresh `S::default()`, and the stack pages a deep call
+//! (an upstream fetch) touched.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 use crate::sync::lock;
 
 const IDLE_EXIT: Duration = Duration::from_secs(30);
-/// A worker idle this long frees its scratch buffers and unused stack. Short
+/// A worker idle this long frees its state and unused stack. Short
 /// enough that memory settles soon after a burst; long enough that a busy
 /// worker never pays for it.
 const TRIM_AFTER: Duration = Duration::from_millis(250);
@@ -30,22 +32,23 @@ const TRIM_AFTER: Duration = Duration::from_millis(250);
 /// every worker is stuck on AWS.
 pub const STARVED: Duration = Duration::from_millis(5);
 
-type Work<T> = dyn Fn(T, &mut Scratch) + Send + Sync;
+type Work<T, S> = dyn Fn(T, &mut S, &QueueView) + Send + Sync;
 
-pub struct Pool<T> {
-    shared: Arc<Shared<T>>,
+/// Runs jobs `T` on workers that each keep a state `S` between jobs.
+pub struct Pool<T, S> {
+    shared: Arc<Shared<T, S>>,
 }
 
-struct Shared<T> {
+struct Shared<T, S> {
     state: Mutex<State<T>>,
     ready: Condvar,
     min: usize,
     soft: usize,
     max: usize,
     /// Mirrors `jobs.len()`, for workers deciding whether to linger.
-    queued: Arc<AtomicUsize>,
+    queued: QueueView,
     stack_size: usize,
-    work: Box<Work<T>>,
+    work: Box<Work<T, S>>,
 }
 
 struct State<T> {
@@ -56,37 +59,22 @@ struct State<T> {
     last_taken: Instant,
 }
 
-/// Per-worker buffers reused across requests, so a request allocates little,
-/// and a view of the queue.
-#[derive(Default)]
-pub struct Scratch {
-    pub input: Vec<u8>,
-    pub output: Vec<u8>,
-    pub queue: QueueView,
-}
-
-impl Scratch {
-    fn new(queued: &Arc<AtomicUsize>) -> Scratch {
-        Scratch {
-            queue: QueueView(queued.clone()),
-            ..Scratch::default()
-        }
-    }
-}
-
-/// Lets a worker see whether jobs are waiting for a worker.
-#[derive(Default)]
-pub struct QueueView(Arc<AtomicUsize>);
+/// Lets a job see whether other jobs are waiting for a worker.
+pub struct QueueView(AtomicUsize);
 
 impl QueueView {
     /// Whether jobs are waiting: then a worker should not linger on its own
-    /// connection.
+    /// job.
     pub fn others_waiting(&self) -> bool {
         self.0.load(Ordering::Relaxed) > 0
     }
+
+    fn set(&self, queued: usize) {
+        self.0.store(queued, Ordering::Relaxed);
+    }
 }
 
-impl<T: Send + 'static> Pool<T> {
+impl<T: Send + 'static, S: Default + 'static> Pool<T, S> {
     /// Up to `soft` workers start as soon as a job finds none idle; beyond
     /// that, up to `max`, only for jobs that waited [`STARVED`] (see
     /// [`Pool::grow_if_starved`]).
@@ -95,8 +83,8 @@ impl<T: Send + 'static> Pool<T> {
         soft: usize,
         max: usize,
         stack_size: usize,
-        work: impl Fn(T, &mut Scratch) + Send + Sync + 'static,
-    ) -> Pool<T> {
+        work: impl Fn(T, &mut S, &QueueView) + Send + Sync + 'static,
+    ) -> Pool<T, S> {
         Pool {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
@@ -109,7 +97,7 @@ impl<T: Send + 'static> Pool<T> {
                 min,
                 soft: soft.clamp(1, max.max(1)),
                 max: max.max(min).max(1),
-                queued: Arc::default(),
+                queued: QueueView(AtomicUsize::new(0)),
                 stack_size,
                 work: Box::new(work),
             }),
@@ -119,9 +107,7 @@ impl<T: Send + 'static> Pool<T> {
     pub fn submit(&self, job: T) {
         let mut state = lock(&self.shared.state);
         state.jobs.push_back((Instant::now(), job));
-        self.shared
-            .queued
-            .store(state.jobs.len(), Ordering::Relaxed);
+        self.shared.queued.set(state.jobs.len());
         if state.jobs.len() > state.idle && state.threads < self.shared.soft {
             state.threads += 1;
             drop(state);
@@ -139,9 +125,7 @@ impl<T: Send + 'static> Pool<T> {
             return Err(job);
         }
         state.jobs.push_back((Instant::now(), job));
-        self.shared
-            .queued
-            .store(state.jobs.len(), Ordering::Relaxed);
+        self.shared.queued.set(state.jobs.len());
         drop(state);
         self.shared.ready.notify_one();
         Ok(())
@@ -186,20 +170,21 @@ impl<T: Send + 'static> Pool<T> {
     }
 }
 
-fn worker<T>(shared: &Shared<T>) {
-    let mut scratch = Scratch::new(&shared.queued);
+fn worker<T, S: Default>(shared: &Shared<T, S>) {
+    let mut own = S::default();
     let mut trimmed = true;
     let mut state = lock(&shared.state);
     loop {
         if let Some((_, job)) = state.jobs.pop_front() {
-            shared.queued.store(state.jobs.len(), Ordering::Relaxed);
+            shared.queued.set(state.jobs.len());
             state.last_taken = Instant::now();
             drop(state);
-            // A panic in one request must not take a worker slot with it.
-            let run = std::panic::AssertUnwindSafe(|| (shared.work)(job, &mut scratch));
+            // A panic in one job must not take a worker slot with it, nor
+            // leave its state half-updated for the next.
+            let run = std::panic::AssertUnwindSafe(|| (shared.work)(job, &mut own, &shared.queued));
             if std::panic::catch_unwind(run).is_err() {
                 log::error!("a request handler panicked; the connection was dropped");
-                scratch = Scratch::new(&shared.queued);
+                own = S::default();
             }
             trimmed = false;
             state = lock(&shared.state);
@@ -218,7 +203,7 @@ fn worker<T>(shared: &Shared<T>) {
         }
         if !trimmed {
             drop(state);
-            scratch = Scratch::new(&shared.queued);
+            own = S::default();
             crate::os::stack::release_unused();
             trimmed = true;
             state = lock(&shared.state);
@@ -243,7 +228,7 @@ mod tests {
         let (done_tx, done_rx) = mpsc::channel();
         let done_tx = Mutex::new(done_tx);
         let (r, p) = (running.clone(), peak.clone());
-        let pool = Pool::new(1, 4, 4, 64 * 1024, move |n: u32, _: &mut Scratch| {
+        let pool = Pool::new(1, 4, 4, 64 * 1024, move |n: u32, _: &mut (), _| {
             let now = r.fetch_add(1, Ordering::SeqCst) + 1;
             p.fetch_max(now, Ordering::SeqCst);
             thread::sleep(Duration::from_millis(50));
@@ -268,7 +253,7 @@ mod tests {
         let (release_tx, release_rx) = mpsc::channel::<()>();
         let release_rx = Mutex::new(release_rx);
         // Job 0 blocks (a worker stuck on AWS); the others finish at once.
-        let pool = Pool::new(1, 1, 4, 64 * 1024, move |n: u32, _: &mut Scratch| {
+        let pool = Pool::new(1, 1, 4, 64 * 1024, move |n: u32, _: &mut (), _| {
             if n == 0 {
                 let _ = release_rx
                     .lock()
@@ -299,7 +284,7 @@ mod tests {
     fn a_moving_queue_is_not_starved() {
         let (release_tx, release_rx) = mpsc::channel::<()>();
         let release_rx = Mutex::new(release_rx);
-        let pool = Pool::new(1, 1, 4, 64 * 1024, move |_: u32, _: &mut Scratch| {
+        let pool = Pool::new(1, 1, 4, 64 * 1024, move |_: u32, _: &mut (), _| {
             let _ = release_rx
                 .lock()
                 .unwrap()
@@ -319,6 +304,29 @@ mod tests {
         assert_eq!(lock(&pool.shared.state).threads, 2);
         release_tx.send(()).unwrap();
         release_tx.send(()).unwrap();
+    }
+
+    #[test]
+    fn worker_state_lives_across_jobs_until_a_panic_or_a_trim() {
+        let (seen_tx, seen_rx) = mpsc::channel();
+        let seen_tx = Mutex::new(seen_tx);
+        // One worker; each job counts itself in the worker's state.
+        let pool = Pool::new(1, 1, 1, 64 * 1024, move |panic: bool, jobs: &mut u32, _| {
+            *jobs += 1;
+            assert!(!panic, "job asked to panic");
+            let _ = seen_tx.lock().unwrap().send(*jobs);
+        });
+        let next = |panic| {
+            pool.submit(panic);
+            seen_rx.recv_timeout(Duration::from_secs(5))
+        };
+        assert_eq!(next(false), Ok(1));
+        assert_eq!(next(false), Ok(2));
+        pool.submit(true);
+        assert_eq!(next(false), Ok(1), "fresh state after a panic");
+        assert_eq!(next(false), Ok(2));
+        thread::sleep(TRIM_AFTER * 4);
+        assert_eq!(next(false), Ok(1), "fresh state after idling");
     }
 
     fn wait_for(done: impl Fn() -> bool) {

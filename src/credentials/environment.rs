@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{Credentials, CredentialsError, ProvideCredentials};
+use crate::aws::identity::{Credentials, CredentialsError, ProvideCredentials};
 
 const SOURCE: &str = "environment";
 
@@ -14,7 +14,7 @@ pub struct Environment {
 
 impl Environment {
     pub fn from_env() -> Environment {
-        Environment::from_lookup(super::env_var)
+        Environment::from_lookup(crate::env::var)
     }
 
     fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Environment {

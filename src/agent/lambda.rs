@@ -1,8 +1,6 @@
-//! Running as an AWS Lambda extension: register with the Extensions API for
-//! INVOKE and SHUTDOWN, start serving on the first INVOKE, exit on SHUTDOWN.
-//!
-//! Serving starts only at the first INVOKE, never during init, so a SnapStart
-//! snapshot (taken after init) can never contain a cached secret.
+//! The Lambda Extensions API client: registering for INVOKE and SHUTDOWN and
+//! waiting for the next event. What the agent does on each event is
+//! `agent::run_lambda`'s business.
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,0 +1,397 @@
+//! Start-up: from a config file to a listening agent, in named steps, and the
+//! two ways to run it: as a service (until SIGTERM/SIGINT) and as a Lambda
+//! extension (from the first INVOKE until SHUTDOWN).
+//!
+//! The order of the steps is the order of the checks a user sees fail: the
+//! token first (no secret is served without one), then the tuning knobs, the
+//! region, endpoints, credentials (checked with STS unless switched off), and
+//! last the listening socket, so that "listening" is printed only by an agent
+//! that can serve.
+
+pub mod lambda;
+pub mod region;
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crate::api;
+use crate::aws::client::Client;
+use crate::aws::endpoint;
+use crate::aws::identity::ProvideCredentials;
+use crate::aws::sts::Sts;
+use crate::aws::transport::{self, Timeouts, Transport};
+use crate::aws::SecretsManager;
+use crate::cache::{self, Cache};
+use crate::config::Config;
+use crate::credentials::file::CredentialsFile;
+use crate::credentials::imds::Imds;
+use crate::credentials::shared_config::Profiles;
+use crate::credentials::{self, refresh};
+use crate::env;
+use crate::logger;
+use crate::os;
+use crate::server;
+use crate::token::Token;
+
+pub const NAME: &str = "secrets-manager-agent";
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+type Api = api::Api<SecretsManager>;
+
+/// Serves until SIGTERM or SIGINT.
+pub fn run(config_path: Option<&Path>) -> Result<(), String> {
+    let config = load_config(config_path)?;
+    init_logging(&config, config.log_to_file)?;
+    let running = Running::new();
+    exit_on_signals(running.clone())?;
+    serve(start(&config, &running)?)
+}
+
+/// The Lambda extension's life: register, wait for the first INVOKE, start
+/// serving, and return (ending the process) at SHUTDOWN. Serving starts only
+/// at the first INVOKE, never during init, so a SnapStart snapshot (taken
+/// after init) can never contain a cached secret.
+pub fn run_lambda(config_path: Option<&Path>, argv0: &str) -> Result<(), String> {
+    let config = load_config(config_path)?;
+    // Lambda collects stderr into CloudWatch; the function's directory is
+    // read-only, so a log file is neither possible nor wanted.
+    init_logging(&config, false)?;
+    let running = Running::new();
+    exit_on_signals(running.clone())?;
+    let runtime_api = env::var("AWS_LAMBDA_RUNTIME_API")
+        .ok_or("AWS_LAMBDA_RUNTIME_API is not set: lambda-extension only runs inside AWS Lambda")?;
+    let extension = lambda::Extension::register(&runtime_api, &lambda::extension_name(argv0))?;
+    log::info!("registered as a Lambda extension; serving starts at the first INVOKE");
+    let mut serving = false;
+    loop {
+        match extension.next_event()? {
+            lambda::Event::Shutdown => {
+                log::info!("Lambda SHUTDOWN: exiting");
+                running.wipe();
+                return Ok(());
+            }
+            lambda::Event::Invoke if !serving => {
+                let agent = start(&config, &running)?;
+                std::thread::Builder::new()
+                    .name("server".into())
+                    .spawn(move || {
+                        if let Err(e) = serve(agent) {
+                            log::error!("{e}");
+                            std::process::exit(1);
+                        }
+                    })
+                    .map_err(|e| format!("cannot start the server thread: {e}"))?;
+                serving = true;
+            }
+            lambda::Event::Invoke => {}
+        }
+    }
+}
+
+/// The API once it exists, for the exit paths (a signal, Lambda's SHUTDOWN)
+/// that overwrite the cached secrets before the process ends.
+#[derive(Clone)]
+struct Running(Arc<OnceLock<Arc<Api>>>);
+
+impl Running {
+    fn new() -> Running {
+        Running(Arc::default())
+    }
+
+    fn set(&self, api: Arc<Api>) {
+        let _ = self.0.set(api);
+    }
+
+    fn wipe(&self) {
+        if let Some(api) = self.0.get() {
+            api.wipe();
+        }
+    }
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config, String> {
+    match path {
+        Some(path) => Config::load(path).map_err(|e| e.to_string()),
+        None => Ok(Config::default()),
+    }
+}
+
+fn init_logging(config: &Config, to_file: bool) -> Result<(), String> {
+    logger::init(config.log_level.to_filter(), to_file).map_err(|e| {
+        format!(
+            "cannot open the log file {}/{}: {e} (set log_to_file = false to log to stderr)",
+            logger::LOG_DIR,
+            logger::LOG_FILE
+        )
+    })
+}
+
+/// SIGTERM/SIGINT wipe the cache and end the process with status 0. The
+/// signals are blocked before any other thread exists, so every thread
+/// inherits the mask and only the waiting thread takes them.
+fn exit_on_signals(running: Running) -> Result<(), String> {
+    let failed = |e: std::io::Error| format!("cannot set up signal handling: {e}");
+    os::signals::block_termination().map_err(failed)?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            let signal = os::signals::wait_for_termination();
+            log::info!("signal {signal} received: exiting");
+            running.wipe();
+            log::logger().flush();
+            std::process::exit(0);
+        })
+        .map_err(failed)?;
+    Ok(())
+}
+
+/// A started agent: bound, configured, not yet serving.
+struct Agent {
+    listener: TcpListener,
+    settings: server::Settings,
+    api: Arc<Api>,
+}
+
+/// Everything up to the listening socket.
+fn start(config: &Config, running: &Running) -> Result<Agent, String> {
+    prepare_process();
+    let (token, token_var) =
+        Token::from_env(&config.ssrf_env_variables).map_err(|e| e.to_string())?;
+    let tuning = Tuning::from_env(env::var).map_err(|e| e.to_string())?;
+    let place = Place::find(config)?;
+    let transport = Transport::new(tuning.upstream, transport::roots_from_env()?);
+    let credentials = credentials_provider(config, &place, &transport)?;
+    let client = Arc::new(Client::new(transport, place.region.clone(), credentials));
+    // The file may legitimately appear later (a rotation tool writes it), so
+    // AWS's agent skips the check when it is configured; so do we.
+    if config.validate_credentials && config.credentials_file_path.is_none() {
+        validate_credentials(&client, &place.sts_endpoint, config.ignore_transient_errors)?;
+    }
+    let api = Arc::new(build_api(config, token, client, &place.endpoint));
+    running.set(api.clone());
+    let listener = server::bind(config.http_port)
+        .map_err(|e| format!("cannot listen on 127.0.0.1:{}: {e}", config.http_port))?;
+    announce(config, &place, &token_var, &listener)?;
+    Ok(Agent {
+        listener,
+        settings: server::Settings {
+            client_timeout: tuning.client_timeout,
+            max_conn: config.max_conn,
+        },
+        api,
+    })
+}
+
+/// Hardening and limits for the whole process; failures are reported, not
+/// fatal.
+fn prepare_process() {
+    if let Err(why) = os::process::forbid_core_dumps() {
+        log::warn!("{why}");
+    }
+    if let Err(e) = os::process::raise_fd_limit() {
+        log::debug!("could not raise the open-file limit: {e}");
+    }
+}
+
+/// Timeouts that only tests and unusual networks change, from `SMA_*`
+/// variables (milliseconds, 1 ms to 10 minutes).
+#[derive(Debug, Clone, Copy)]
+struct Tuning {
+    upstream: Timeouts,
+    /// Idle or stalled client connections are closed after this long.
+    client_timeout: Duration,
+}
+
+impl Tuning {
+    fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Tuning, env::InvalidVar> {
+        let millis = |name, default| {
+            env::number_in(&get, name, default, 1..=600_000, "milliseconds")
+                .map(Duration::from_millis)
+        };
+        Ok(Tuning {
+            upstream: Timeouts {
+                connect: millis("SMA_UPSTREAM_CONNECT_TIMEOUT_MS", 3_000)?,
+                call: millis("SMA_UPSTREAM_TIMEOUT_MS", 10_000)?,
+            },
+            client_timeout: millis("SMA_CLIENT_TIMEOUT_MS", 10_000)?,
+        })
+    }
+}
+
+/// Where the agent is and whom it calls: profile, region, endpoints.
+struct Place {
+    profile_name: String,
+    profiles: Arc<Profiles>,
+    imds: Arc<Imds>,
+    region: String,
+    endpoint: String,
+    sts_endpoint: String,
+}
+
+impl Place {
+    fn find(config: &Config) -> Result<Place, String> {
+        let profile_name = env::var("AWS_PROFILE").unwrap_or_else(|| "default".into());
+        let profiles = Arc::new(Profiles::from_env());
+        let imds = Arc::new(Imds::from_env());
+        let region = region::resolve(
+            config.region.as_deref(),
+            env::var,
+            &profile_name,
+            profiles.region(&profile_name),
+            || imds.region(),
+        )
+        .map_err(|e| e.to_string())?;
+        let profile_endpoint = profiles
+            .get(&profile_name)
+            .and_then(|p| p.get("endpoint_url"))
+            .map(String::as_str);
+        let resolve = |service| {
+            endpoint::resolve(service, &region, profile_endpoint).map_err(|e| e.to_string())
+        };
+        let endpoint = resolve(endpoint::SECRETS_MANAGER)?;
+        let sts_endpoint = resolve(endpoint::STS)?;
+        Ok(Place {
+            profile_name,
+            profiles,
+            imds,
+            region,
+            endpoint,
+            sts_endpoint,
+        })
+    }
+}
+
+/// `credentials_file_path` replaces the default chain, as in AWS's agent.
+fn credentials_provider(
+    config: &Config,
+    place: &Place,
+    transport: &Transport,
+) -> Result<Arc<dyn ProvideCredentials>, String> {
+    if let Some(path) = &config.credentials_file_path {
+        return Ok(Arc::new(CredentialsFile::new(
+            path.clone(),
+            place.profile_name.clone(),
+        )));
+    }
+    let context = Arc::new(credentials::Context::new(
+        place.sts_endpoint.clone(),
+        place.region.clone(),
+        transport.clone(),
+        place.imds.clone(),
+        place.profiles.clone(),
+        place.profile_name.clone(),
+    ));
+    let timing = refresh::Timing::from_env().map_err(|e| e.to_string())?;
+    Ok(Arc::new(credentials::default_chain(&context, timing)))
+}
+
+/// STS GetCallerIdentity with the credentials the agent will use, so a bad
+/// key fails at start rather than on the first request.
+fn validate_credentials(
+    client: &Arc<Client>,
+    sts_endpoint: &str,
+    ignore_transient: bool,
+) -> Result<(), String> {
+    match Sts::new(client.clone(), sts_endpoint.to_string()).get_caller_identity() {
+        Ok(arn) => {
+            log::info!("credentials validated: calling as {arn}");
+            Ok(())
+        }
+        Err(e) if e.is_transient() && ignore_transient => {
+            log::warn!("could not validate credentials ({e}); starting anyway because ignore_transient_errors is on");
+            Ok(())
+        }
+        Err(e) => Err(format!(
+            "credentials check (STS GetCallerIdentity) failed: {e} (set validate_credentials = false to skip it)"
+        )),
+    }
+}
+
+/// The request path below the listener: HTTP surface → cache → Secrets Manager.
+fn build_api(config: &Config, token: Token, client: Arc<Client>, endpoint: &str) -> Api {
+    let cache = Cache::new(
+        SecretsManager::new(client, endpoint.to_string()),
+        cache::Settings {
+            ttl: Duration::from_secs(config.ttl_seconds),
+            capacity: config.cache_size,
+            ignore_transient_errors: config.ignore_transient_errors,
+        },
+    );
+    api::Api::new(
+        api::Settings {
+            token,
+            ssrf_headers: config.ssrf_headers.clone(),
+            path_prefix: config.path_prefix.clone(),
+            max_conn: config.max_conn,
+        },
+        cache,
+    )
+}
+
+/// The start-up lines: settings to the log, and the listening address to
+/// stdout (scripts and tests wait for it; with `http_port = 0` it is the
+/// only place the port is told).
+fn announce(
+    config: &Config,
+    place: &Place,
+    token_var: &str,
+    listener: &TcpListener,
+) -> Result<(), String> {
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    log::info!(
+        "{NAME} {VERSION}: region {}, endpoint {}, token from {token_var}, ttl {}s, cache size {}, max_conn {}",
+        place.region,
+        place.endpoint,
+        config.ttl_seconds,
+        config.cache_size,
+        config.max_conn
+    );
+    log::info!("listening on http://127.0.0.1:{port}");
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(
+        stdout,
+        "{NAME} {VERSION} listening on http://127.0.0.1:{port}"
+    );
+    let _ = stdout.flush();
+    Ok(())
+}
+
+/// Serves until the process ends.
+fn serve(agent: Agent) -> Result<(), String> {
+    let Agent {
+        listener,
+        settings,
+        api,
+    } = agent;
+    server::run(listener, settings, move |request| api.handle(request))
+        .map_err(|e| format!("server stopped: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tuning_defaults_and_ranges() {
+        let t = Tuning::from_env(|_| None).unwrap();
+        assert_eq!(t.upstream.connect, Duration::from_secs(3));
+        assert_eq!(t.upstream.call, Duration::from_secs(10));
+        assert_eq!(t.client_timeout, Duration::from_secs(10));
+
+        let t =
+            Tuning::from_env(|n| (n == "SMA_UPSTREAM_TIMEOUT_MS").then(|| "300".into())).unwrap();
+        assert_eq!(t.upstream.call, Duration::from_millis(300));
+
+        let e = Tuning::from_env(|n| (n == "SMA_CLIENT_TIMEOUT_MS").then(|| "600001".into()))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "SMA_CLIENT_TIMEOUT_MS=600001 is not valid: expected milliseconds from 1 to 600000"
+        );
+    }
+}
