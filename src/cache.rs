@@ -7,9 +7,11 @@
 //! is refreshed in the background ("refresh-ahead"), so a steady reader never
 //! waits for AWS; entries nobody reads simply expire.
 //!
-//! The policy here knows nothing of Secrets Manager: answers are cached under
-//! a typed [`Key`] and filled through [`Upstream`], so another upstream or a
-//! per-request role extends the key instead of copying the cache. Time comes
+//! The policy (TTL, revalidation, single flight, refresh-ahead, eviction)
+//! does not depend on the upstream: answers are cached under a typed [`Key`]
+//! and filled through [`Upstream`], so another upstream or a per-request role
+//! adds a key variant and an arm in the `Upstream` impl instead of a copy of
+//! the cache. Time comes
 //! from a [`Clock`] parameter so the tests can step past TTLs without sleeping.
 
 use std::collections::HashMap;
@@ -42,11 +44,12 @@ pub enum Key {
     Secret(SecretQuery),
 }
 
-/// For log lines: what was asked for, never a value.
+/// For log lines: what was asked for, never a value. A secret shows as its
+/// ID alone, as the agent's log lines always named it.
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Key::Secret(query) => write!(f, "secret {}", query.secret_id),
+            Key::Secret(query) => f.write_str(&query.secret_id),
         }
     }
 }
@@ -605,7 +608,7 @@ mod tests {
             version_id: Some("v1".into()),
             version_stage: Some("AWSPREVIOUS".into()),
         });
-        assert_eq!(key.to_string(), "secret prod/db");
+        assert_eq!(key.to_string(), "prod/db");
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! What the agent reads from its surroundings at start: environment
-//! variables, numeric tuning knobs within a range, and small token files.
+//! What the agent reads from its surroundings: environment variables and
+//! numeric tuning knobs within a range (at start), and small token files (at
+//! start, and again at every use where the token rotates).
 //!
 //! One place for these rules so every variable behaves the same way: values
 //! are trimmed and a blank value counts as unset (a `VAR=` left in a unit

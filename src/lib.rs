@@ -1,5 +1,6 @@
 //! secrets-manager-agent as a library: every module of the agent, so that
-//! the binary (`main.rs`), the fuzz targets and the benchmarks share them.
+//! the binary (`main.rs`), the fuzz targets and the property tests share them.
+//! README's "Code map" lists the modules in the order a request meets them.
 //! The binary is the product; this API is not meant for other crates.
 
 #![deny(unsafe_code)]

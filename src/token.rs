@@ -8,7 +8,7 @@ use std::fmt;
 use std::path::Path;
 
 use crate::env::{self, TokenFileError};
-use subtle::ConstantTimeEq;
+use subtle::{Choice, ConstantTimeEq};
 
 /// The token every secret request must carry. `Debug` is redacted on purpose.
 pub struct Token(Vec<u8>);
@@ -94,12 +94,26 @@ impl Token {
         Token(value.as_bytes().to_vec())
     }
 
-    /// Compares without an early exit on the first wrong byte, so response
-    /// timing does not reveal how many leading bytes were right.
+    /// Compares in time that depends only on the candidate's length: no
+    /// early exit on the first wrong byte, nor on a length mismatch (subtle's
+    /// slice comparison would return at once there and so tell the token's
+    /// length), so response timing reveals nothing about the token.
     pub fn matches(&self, candidate: &[u8]) -> bool {
-        // subtle returns at once when the lengths differ, so timing can show
-        // the token's length but never any of its content.
-        bool::from(self.0.as_slice().ct_eq(candidate))
+        let expected = self.0.as_slice();
+        let lengths = (expected.len() as u64).ct_eq(&(candidate.len() as u64));
+        let bytes = candidate
+            .iter()
+            .enumerate()
+            .fold(Choice::from(1), |same, (i, byte)| {
+                // Cycles through the token so every candidate byte is compared;
+                // `max(1)` only guards the empty token, which start-up refuses.
+                let want = expected
+                    .get(i % expected.len().max(1))
+                    .copied()
+                    .unwrap_or(0);
+                same & want.ct_eq(byte)
+            });
+        bool::from(lengths & bytes)
     }
 }
 

@@ -189,7 +189,7 @@ fn start(config: &Config, running: &Running) -> Result<Agent, String> {
 /// Hardening and limits for the whole process; failures are reported, not
 /// fatal.
 fn prepare_process() {
-    if let Err(why) = os::process::forbid_core_dumps() {
+    for why in os::process::forbid_core_dumps() {
         log::warn!("{why}");
     }
     if let Err(e) = os::process::raise_fd_limit() {

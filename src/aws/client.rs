@@ -43,8 +43,9 @@ impl Client {
         }
     }
 
-    /// POSTs `body` to `url`, signed for `service`, retrying transient
-    /// failures. `headers` are sent and signed; returns the 2xx body.
+    /// POSTs `body` to `url`, signed for `service` (unless the client is
+    /// anonymous), retrying transient failures. `headers` are sent and
+    /// signed; returns the 2xx body.
     pub fn post(
         &self,
         service: &str,

@@ -2,8 +2,9 @@
 //! source implements, and why none could be had.
 //!
 //! This vocabulary sits below both the signer (`aws::client`, `aws::sign`)
-//! and the sources (`credentials/`), which need it and each other's work
-//! only through it.
+//! and the sources (`credentials/`): the signer asks the trait and never
+//! knows which source answers; the sources (some of which call STS through
+//! the client) are chosen at start-up.
 
 use std::fmt;
 use std::sync::Arc;

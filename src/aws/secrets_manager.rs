@@ -1,6 +1,7 @@
 //! The two Secrets Manager operations the agent uses, GetSecretValue and
-//! DescribeSecret, over the JSON 1.1 protocol: request bodies, signing,
-//! retries, and the answer turned into the body the agent serves.
+//! DescribeSecret, over the JSON 1.1 protocol: request bodies, the answer
+//! turned into the body the agent serves, and which versions and stages a
+//! DescribeSecret answer says are still current (the cache's revalidation).
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -99,11 +99,19 @@ fn from_xml(body: &[u8], source: &str) -> Result<Credentials, String> {
     else {
         return Err("STS answer lacks AccessKeyId or SecretAccessKey".into());
     };
+    // An expiry that cannot be read must not turn into "never expires".
+    let expiry = match get("Expiration") {
+        None => None,
+        Some(text) => Some(
+            crate::iso8601::parse(&text)
+                .ok_or_else(|| format!("STS Expiration `{text}` is not an ISO-8601 time"))?,
+        ),
+    };
     Ok(Credentials {
         access_key_id,
         secret_access_key,
         session_token: get("SessionToken"),
-        expiry: get("Expiration").and_then(|e| crate::iso8601::parse(&e)),
+        expiry,
         source: source.to_string(),
     })
 }
@@ -122,6 +130,12 @@ mod tests {
         assert_eq!(c.session_token.as_deref(), Some("T"));
         assert!(c.expiry.is_some());
         assert!(from_xml(b"<x/>", "sts").is_err());
+        let bad_expiry =
+            b"<Credentials><AccessKeyId>A</AccessKeyId><SecretAccessKey>S</SecretAccessKey>\
+            <Expiration>2026-02-30T00:00:00Z</Expiration></Credentials>";
+        assert!(from_xml(bad_expiry, "sts")
+            .unwrap_err()
+            .contains("Expiration"));
         let no_secret = b"<Credentials><AccessKeyId>ASIA</AccessKeyId></Credentials>";
         assert!(from_xml(no_secret, "sts")
             .unwrap_err()

@@ -73,6 +73,9 @@ impl Container {
             .authorization()?
             .map(|t| vec![("authorization".to_string(), t)])
             .unwrap_or_default();
+        // Not the AWS client's retry (budget, exponential backoff up to
+        // seconds): the endpoint is local and answers in milliseconds, so a
+        // few quick tries, and none after a timeout, fit it better.
         let mut last = String::new();
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
@@ -169,6 +172,25 @@ mod tests {
         assert!(check_full_uri("http://192.0.2.1/x")
             .unwrap_err()
             .contains("192.0.2.1"));
+    }
+
+    #[test]
+    fn an_empty_token_file_is_an_error_before_any_request() {
+        let dir = std::env::temp_dir().join(format!("sma-container-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, "\n").unwrap();
+        let path = file.display().to_string();
+        let c = Container::from_lookup(|n| match n {
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI" => Some("http://127.0.0.1:9/creds".into()),
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE" => Some(path.clone()),
+            _ => None,
+        });
+        let e = c.authorization().unwrap_err();
+        assert!(e.contains("is empty"), "{e}");
+        std::fs::write(&file, "tok\n").unwrap();
+        assert_eq!(c.authorization().unwrap().as_deref(), Some("tok"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::env;
 
 /// Both files, merged per profile name (credentials-file keys win).
 pub struct Profiles {
-    profiles: HashMap<String, HashMap<String, String>>,
+    profiles: HashMap<String, ini::Section>,
     /// Files that exist but could not be parsed, for error messages.
     problems: Vec<String>,
     files: Vec<PathBuf>,
@@ -32,7 +32,7 @@ impl Profiles {
     }
 
     pub fn load(config: Option<PathBuf>, credentials: Option<PathBuf>) -> Profiles {
-        let mut profiles: HashMap<String, HashMap<String, String>> = HashMap::new();
+        let mut profiles: HashMap<String, ini::Section> = HashMap::new();
         let mut problems = Vec::new();
         let mut files = Vec::new();
         for (path, is_config) in [(config, true), (credentials, false)] {
@@ -68,7 +68,7 @@ impl Profiles {
         }
     }
 
-    pub fn get(&self, name: &str) -> Option<&HashMap<String, String>> {
+    pub fn get(&self, name: &str) -> Option<&ini::Section> {
         self.profiles.get(name)
     }
 

@@ -4,22 +4,24 @@ use std::io;
 
 /// A crash or `gcore` must not write cached secrets to disk: no core dumps,
 /// and non-dumpable also keeps other processes of the same user from
-/// attaching with ptrace or reading /proc/PID/mem. Returns which of the two
-/// steps failed, if any, for the caller to report.
-pub fn forbid_core_dumps() -> Result<(), &'static str> {
+/// attaching with ptrace or reading /proc/PID/mem. Both steps are tried
+/// even if one fails (a sandbox may forbid either); returns what failed, for
+/// the caller to report.
+pub fn forbid_core_dumps() -> Vec<&'static str> {
+    let mut failed = Vec::new();
+    // SAFETY: plain prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        failed.push("could not mark the process non-dumpable");
+    }
     let none = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: plain prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
-        return Err("could not mark the process non-dumpable");
-    }
     // SAFETY: `none` is a valid rlimit that outlives the call.
     if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &none) } != 0 {
-        return Err("could not disable core dumps");
+        failed.push("could not disable core dumps");
     }
-    Ok(())
+    failed
 }
 
 /// Raises the soft open-file limit to the hard one. Idle keep-alive clients
