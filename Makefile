@@ -3,7 +3,7 @@
 #   make demo    build the agent, start a local Secrets Manager emulator (moto), fetch a secret
 #   make test    unit tests (cargo test) + integration tests (pytest against moto)
 #   make lint    rustfmt --check + clippy with warnings denied + make layers
-#   make layers  module graph: no import cycle, imports only go down the layers (scripts/check_layers.py)
+#   make layers  module graph: no import cycle, imports only go down the layers, unsafe only in src/os (scripts/check_layers.py)
 #   make static  fully static musl release binary (needs musl-tools and the musl rustup target)
 #   make static-ring  the same with the ring TLS provider: smallest, no post-quantum key exchange
 #   make build   optimised release binary for the host (glibc)

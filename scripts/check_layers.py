@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Check the crate's module graph: no import cycle, and imports only go down the layers.
+"""Check the crate's module graph and where unsafe code may live.
 
-The modules follow a request: listener (server) -> HTTP surface (api, token,
-query) -> cache -> AWS client -> signing and credentials -> transport, with
-small foundation modules (config, logger, sync, ...) under everything. When
+The modules follow a request: listener (server) -> HTTP surface (api, token)
+-> cache -> AWS client -> signing and the credential vocabulary -> transport,
+with the credential sources above the AWS client they call, and small
+foundation modules (config, logger, query, sync, ...) under everything. When
 the import graph has the same shape and no cycle, each layer can be read,
 tested and changed knowing only the layers below it.
 
@@ -11,17 +12,34 @@ For every file under src/ this collects the crate paths its production code
 names: `use` trees (nested braces, `as`, globs, `self`, `super`) and inline
 paths such as `crate::aws::retry::random_unit()` or `super::env_var(name)`.
 In main.rs, `secrets_manager_agent::` stands for `crate::`. Each path counts as
-an import of the longest module prefix it names (`crate::aws::UpstreamError`
-is module `aws`). Comments, string and char literals and `#[cfg(test)]` items
-are skipped: tests may use helpers from anywhere. A module's `mod x;` lines
-and its `use`/`pub use` of its own descendants are structure, not imports; its
+an import of the module defining what it names: the longest module prefix of
+the path, unless that module brings the next name in with `use` - a re-export
+such as aws/mod.rs's `pub use secrets_manager::SecretsManager`, or an import
+a child reaches with `super::`. Then the path is followed through that `use`,
+so `crate::aws::SecretsManager` imports aws::secrets_manager, not aws: else a
+re-export in a low module would let a lower layer reach a higher one unseen.
+A name a module neither defines nor imports by name comes from its glob
+import (`pub use x::*`); with several globs that cannot be told, and is
+reported. Comments, string and char literals and `#[cfg(test)]` items are
+skipped: tests may use helpers from anywhere. A module's `mod x;` lines and
+its `use`/`pub use` of its own descendants are structure, not imports; its
 code calling into a child (`profile::Provider::new()`) is an import, and so is
 a child's `super::x`.
+
+Unsafe code is confined to one module (UNSAFE_MODULE, `os`): lib.rs says
+`#![deny(unsafe_code)]` and `#[allow(unsafe_code)] pub mod os;`, but any other
+module could lift the deny with its own allow. So, in all code including
+tests (comments and literals skipped): the `unsafe` keyword, and `#[no_mangle]`,
+`#[export_name]`, `#[link_section]` (unsafe_code fires on them too), appear
+only in that module's files; `allow`, `expect` or `warn` of `unsafe_code`
+appears only on its `mod` line in lib.rs; lib.rs and main.rs open with
+`#![deny(unsafe_code)]` or `#![forbid(unsafe_code)]`.
 
 Checks, exit status 1 when one fails:
   1. no cycle between file modules (each cycle is printed with the code making it);
   2. every module matches a pattern in LAYERS, and it imports only modules in
-     its own layer or below.
+     its own layer or below;
+  3. unsafe code only in UNSAFE_MODULE, as above (each place as file:line).
 
 Usage: python3 scripts/check_layers.py [--print | -v] [SRC_DIR]
   --print, -v  also print the layers top to bottom with each module's imports
@@ -31,7 +49,7 @@ Usage: python3 scripts/check_layers.py [--print | -v] [SRC_DIR]
 import argparse
 import re
 import sys
-from collections import deque
+from collections import deque, namedtuple
 from pathlib import Path
 
 # Top to bottom. A module may import modules of its own layer or of any layer
@@ -55,6 +73,10 @@ LAYERS = [
                     "env", "random", "clock", "sync", "os"]),
 ]
 
+# The only module whose files may hold unsafe code (src/os.rs or src/os/...), a child of
+# the crate root: src/lib.rs denies `unsafe_code` for the crate and allows it on this `mod`.
+UNSAFE_MODULE = "os"
+
 LIB_NAME = "secrets_manager_agent"  # how main.rs names the library
 MAIN = ("<main>",)                  # module of src/main.rs; () is src/lib.rs
 SHOWN_REFS = 3                      # code references printed per edge
@@ -68,10 +90,33 @@ SEMICOLON = re.compile(r"\s*;")
 USE = re.compile(r"\buse\b([^;]*);")
 USE_TOKEN = re.compile(r"::|[{}*,]|\w+")
 KEYWORDS = {"crate", "self", "super", "_"}
+DEFINITION = re.compile(r"\b(?:(?:fn|struct|enum|union|trait|type|const|static|mod)\s+(?:mut\s+)?"
+                        r"|macro_rules!\s*)(\w+)")
+
+ATTRIBUTE_START = re.compile(r"#\s*(!?)\s*\[")
+MOD_ITEM = re.compile(r"\s*(?:pub\s*(?:\([^)]*\)\s*)?)?mod\s+(\w+)\b")
+# The unsafe_code lint also fires on these attributes, which need no `unsafe` keyword in 2021.
+UNSAFE = re.compile(r"\b(unsafe)\b|#\s*\[\s*(no_mangle|export_name|link_section)\b")
+LIFTS_UNSAFE_DENY = re.compile(r"\b(?:allow|expect|warn)\s*\([^()]*\bunsafe_code\b")
+DENIES_UNSAFE = re.compile(r"#\s*!\s*\[\s*(?:deny|forbid)\s*\([^()]*\bunsafe_code\b")
+
+# What a module's `use` items bring into it: {name: path from the crate root}, the crate
+# modules it glob-imports (`use x::*`), and the other names it has: its own items and
+# what it imports from other crates.
+Scope = namedtuple("Scope", "bindings globs defined")
+NO_SCOPE = Scope({}, [], set())
+
+
+class Unresolved(Exception):
+    """A path goes through a module with several globs and names none of their items by name."""
 
 
 def name(module):
     return "<lib>" if module == () else "::".join(module)
+
+
+def line_at(code, i):
+    return code.count("\n", 0, i) + 1
 
 
 def blank(text):
@@ -209,8 +254,51 @@ def owner(path, modules):
     return next(path[:k] for k in range(len(path), -1, -1) if path[:k] in modules)
 
 
+def resolve(path, modules, scopes):
+    """The module defining what `path` names, following the `use` items it goes through.
+
+    That is the longest module prefix of `path`, unless that module brings the next name in
+    with `use` (a `pub use` re-export, or an import its children reach with `super::`): then
+    it is wherever that `use` leads. `crate::aws::SecretsManager` is aws::secrets_manager.
+    A name the module neither defines nor imports by name comes from its glob import.
+    """
+    seen = set()
+    while path not in seen:
+        seen.add(path)
+        module = owner(path, modules)
+        if module == path:
+            return module
+        scope, item = scopes.get(module, NO_SCOPE), path[len(module)]
+        if item in scope.bindings:
+            path = scope.bindings[item] + path[len(module) + 1 :]
+        elif item in scope.defined or not scope.globs:
+            return module
+        elif len(scope.globs) == 1:
+            path = scope.globs[0] + path[len(module) :]
+        else:
+            raise Unresolved(module, item)
+    return owner(path, modules)  # `use` items going round in circles: the compiler rejects them
+
+
+def scope_of(uses, here, aliases, code, modules):
+    """What the `use` items of module `here` bring into it, and what it defines (see Scope)."""
+    bindings, globs, defined = {}, [], set(DEFINITION.findall(code))
+    for _, (segments, alias) in uses:
+        path = absolute(segments, here, aliases)
+        if path is not None and alias is None:  # a glob; `self::Kind::*` is an enum's variants
+            globs += [path] if path in modules else []
+        elif path is not None and alias not in KEYWORDS:
+            bindings[alias] = path
+        elif path is None and alias:  # `pub use libc::pollfd as PollFd`: another crate's item
+            defined.add(alias)
+    return Scope(bindings, globs, defined)
+
+
 def scan_file(file, here, modules):
-    """(target module, line, is a `use`, path) for each crate path in production code; test mods."""
+    """The crate paths production code names, the module's Scope, and its `#[cfg(test)]` mods.
+
+    Each path is (path from the crate root, line, is a `use`, path as written).
+    """
     code, test_mods = drop_test_items(strip_literals(file.read_text(encoding="utf-8")))
     uses = [(m.start(), segments) for m in USE.finditer(code) for segments in use_paths(m.group(1))]
     # Child modules are in scope by name, and `use crate::aws::sts;` lets `sts::x` name aws::sts.
@@ -220,6 +308,7 @@ def scan_file(file, here, modules):
             path = absolute(segments, here, aliases)
             if path in modules and alias and alias not in KEYWORDS:
                 aliases[alias] = path
+    scope = scope_of(uses, here, aliases, code, modules)
     refs = [(at, segments, True) for at, (segments, _) in uses]
     code = USE.sub(lambda m: blank(m.group(0)), code)
     heads = "|".join(map(re.escape, ["crate", "self", "super", LIB_NAME, *aliases]))
@@ -228,11 +317,9 @@ def scan_file(file, here, modules):
     found = []
     for at, segments, is_use in refs:
         path = absolute(segments, here, aliases)
-        target = None if path is None else owner(path, modules)
-        # `use`/`pub use` of own descendants is structure, like `mod x;`; calling into them is not
-        if target not in (None, here) and not (is_use and target[: len(here)] == here):
-            found.append((target, code.count("\n", 0, at) + 1, is_use, "::".join(segments)))
-    return found, test_mods
+        if path is not None:
+            found.append((path, line_at(code, at), is_use, "::".join(segments)))
+    return found, scope, test_mods
 
 
 def module_of(relative):
@@ -243,21 +330,37 @@ def module_of(relative):
 
 
 def build_graph(src):
-    """({module: file as shown}, {module: {imported module: [(file:line, is a `use`, path)]}})."""
+    """({module: file as shown}, {module: {imported module: [(file:line, is a `use`, path)]}},
+    [paths whose module cannot be told, as errors])."""
     files = {module_of(p.relative_to(src)): p for p in sorted(src.rglob("*.rs"))}
     shown = {m: p.relative_to(src.parent) for m, p in files.items()}
     modules = (set(files) | {()}) - {MAIN}
     scans = {here: scan_file(file, here, modules) for here, file in files.items()}
-    test_only = [here + (m,) for here, (_, test_mods) in scans.items() for m in test_mods]
+    scopes = {here: scope for here, (_, scope, _) in scans.items()}
+    test_only = [here + (m,) for here, (_, _, test_mods) in scans.items() for m in test_mods]
     graph = {m: {} for m in files if not any(m[: len(t)] == t for t in test_only)}
     graph.setdefault((), {})
-    for here, (found, _) in scans.items():
-        for target, line, is_use, path in found if here in graph else []:
-            if target in graph:
-                graph[here].setdefault(target, []).append((f"{shown[here]}:{line}", is_use, path))
+    unresolved = []
+    for here, (found, _, _) in scans.items():
+        for path, line, is_use, text in found if here in graph else []:
+            place = f"{shown[here]}:{line}"
+            try:
+                target = resolve(path, modules, scopes)
+            except Unresolved as e:
+                unresolved.append(unresolved_error(place, text, *e.args, scopes))
+                continue
+            # `use`/`pub use` of own descendants is structure, like `mod x;`; calling them is not
+            if target != here and not (is_use and target[: len(here)] == here) and target in graph:
+                graph[here].setdefault(target, []).append((place, is_use, text))
     if not graph[()] and not any(() in targets for targets in graph.values()):
         del graph[()]  # lib.rs only declares modules: it needs no layer
-    return shown, graph
+    return shown, graph, unresolved
+
+
+def unresolved_error(place, text, module, item, scopes):
+    globs = ", ".join(name(g) for g in scopes[module].globs)
+    return (f"{place}: cannot tell which module {text} comes from: {name(module)} has glob "
+            f"imports of {globs} and no `use` naming {item}; import {item} by name there")
 
 
 def layer_of(module, layers):
@@ -374,10 +477,78 @@ def code_map(graph, layers):
     return lines
 
 
-def check(src, layers=LAYERS):
+def closing(code, i):
+    """End of the bracketed group opening at code[i]."""
+    depth = 0
+    for j in range(i, len(code)):
+        depth += (code[j] in "([{") - (code[j] in ")]}")
+        if depth == 0:
+            return j + 1
+    return len(code)
+
+
+def attributes(code):
+    """(start, end, is inner `#![..]`) of each attribute `#[..]` and `#![..]`, in order."""
+    found, i = [], 0
+    while start := ATTRIBUTE_START.search(code, i):
+        i = closing(code, start.end() - 1)
+        found.append((start.start(), i, bool(start.group(1))))
+    return found
+
+
+def crate_attributes(code):
+    """The inner attributes a root file opens with: they apply to the whole crate."""
+    texts, i = [], 0
+    for start, end, inner in attributes(code):
+        if not inner or code[i:start].strip():
+            break
+        texts.append(code[start:end])
+        i = end
+    return texts
+
+
+def annotates_mod(code, i, module):
+    """Whether the item after code[i] (skipping more attributes) is `mod module`."""
+    while attribute := ATTRIBUTE.match(code, i):
+        i = attribute.end()
+    item = MOD_ITEM.match(code, i)
+    return bool(item) and item.group(1) == module
+
+
+def unsafe_in_file(code, shown, here, module):
+    """Unsafe code outside `module`, and attributes lifting the crate's deny(unsafe_code)."""
+    errors = []
+    if here[:1] != (module,):
+        errors += [f"{shown}:{line_at(code, m.start())}: unsafe code outside {module}: "
+                   f"`{m.group(1) or f'#[{m.group(2)}]'}` (only {module} may use unsafe)"
+                   for m in UNSAFE.finditer(code)]
+    for start, end, inner in attributes(code):
+        on_module = here == () and not inner and annotates_mod(code, end, module)
+        if LIFTS_UNSAFE_DENY.search(code, start, end) and not on_module:
+            attribute = " ".join(code[start:end].split())
+            errors.append(f"{shown}:{line_at(code, start)}: `{attribute}` lifts the crate's "
+                          f"deny(unsafe_code): only `mod {module}` in src/lib.rs may allow it")
+    return errors
+
+
+def unsafe_errors(src, module=UNSAFE_MODULE):
+    """Unsafe code outside `module`; a crate root (lib.rs, main.rs) not denying unsafe code."""
+    src, errors = Path(src), []
+    for file in sorted(src.rglob("*.rs")):
+        shown, here = file.relative_to(src.parent), module_of(file.relative_to(src))
+        code = strip_literals(file.read_text(encoding="utf-8"))
+        errors += unsafe_in_file(code, shown, here, module)
+        if here in ((), MAIN) and not any(map(DENIES_UNSAFE.match, crate_attributes(code))):
+            errors.append(f"{shown}: no #![deny(unsafe_code)] or #![forbid(unsafe_code)] at "
+                          "the top: unsafe code would be allowed in every module")
+    return errors
+
+
+def check(src, layers=LAYERS, unsafe_module=UNSAFE_MODULE):
     """Every problem found in the src/ tree at `src`, as printable text."""
-    files, graph = build_graph(Path(src))
-    return cycle_errors(graph) + layer_errors(files, graph, layers)
+    files, graph, unresolved = build_graph(Path(src))
+    return (unresolved + cycle_errors(graph) + layer_errors(files, graph, layers)
+            + unsafe_errors(src, unsafe_module))
 
 
 def main(argv=None):
@@ -388,16 +559,17 @@ def main(argv=None):
     parser.add_argument("--print", "-v", dest="show", action="store_true",
                         help="print the layers top to bottom with each module's imports")
     args = parser.parse_args(argv)
-    files, graph = build_graph(args.src)
+    _, graph, _ = build_graph(args.src)
     if args.show:
         print("\n".join(code_map(graph, LAYERS)) + "\n")
-    errors = cycle_errors(graph) + layer_errors(files, graph, LAYERS)
+    errors = check(args.src)
     for error in errors:
         print(error + "\n")
     if errors:
         print(f"check_layers: {len(errors)} problem(s) in {args.src}", file=sys.stderr)
         return 1
-    print(f"check_layers: {len(graph)} modules, no cycle, every import goes down the layers")
+    print(f"check_layers: {len(graph)} modules, no cycle, every import goes down the layers, "
+          f"unsafe code only in {UNSAFE_MODULE}")
     return 0
 
 

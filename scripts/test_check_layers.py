@@ -15,6 +15,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import check_layers  # noqa: E402
 
 TOP_DOWN = [("top", ["a"]), ("middle", ["m"]), ("bottom", ["b"])]
+DENY = "#![deny(unsafe_code)]\n"
+# aws/mod.rs re-exports a type of aws::service, a layer above aws and aws::client.
+RE_EXPORT = {
+    "aws/mod.rs": "pub mod client;\npub mod service;\npub use service::Service;\n",
+    "aws/service.rs": "pub struct Service;\n",
+    "aws/client.rs": "",
+}
+AWS_LAYERS = [("cache", ["cache"]), ("services", ["aws::service"]),
+              ("client", ["aws", "aws::client"])]
 
 
 class CheckLayersTest(unittest.TestCase):
@@ -23,14 +32,14 @@ class CheckLayersTest(unittest.TestCase):
         tmp = tempfile.TemporaryDirectory()
         self.addCleanup(tmp.cleanup)
         src = Path(tmp.name) / "src"
-        for path, text in {"lib.rs": "", **files}.items():
+        for path, text in {"lib.rs": DENY, **files}.items():
             (src / path).parent.mkdir(parents=True, exist_ok=True)
             (src / path).write_text(text)
         return src
 
     def imports(self, src):
         """{module: sorted imported modules}, with names as the script prints them."""
-        _, graph = check_layers.build_graph(src)
+        _, graph, _ = check_layers.build_graph(src)
         return {check_layers.name(m): sorted(map(check_layers.name, t)) for m, t in graph.items()}
 
     def test_cycle_is_reported_with_the_code_making_it(self):
@@ -118,7 +127,8 @@ mod tests {
 
     def test_mod_declarations_and_re_exports_of_children_do_not_count(self):
         src = self.tree({
-            "b/mod.rs": "pub mod m;\nmod x;\npub use m::Thing;\npub use self::x::*;\n",
+            "b/mod.rs": "pub mod m;\nmod x;\npub use m::Thing;\npub use self::x::*;\n"
+                        "pub(crate) fn env_var() {}\n",  # its own, not from the glob
             "b/m.rs": "pub struct Thing;\nfn f() { super::env_var(); }\n",
             "b/x.rs": "",
         })
@@ -126,6 +136,115 @@ mod tests {
         self.assertEqual(self.imports(src)["b::m"], ["b"])  # a child's `super::` counts
         layers = [("top", ["b::m", "b::x"]), ("bottom", ["b"])]
         self.assertEqual(check_layers.check(src, layers), [])
+
+    def test_re_export_does_not_hide_an_upward_import(self):
+        src = self.tree({**RE_EXPORT, "aws/client.rs": "use crate::aws::Service;\n"
+                                                       "fn f() {\n    super::Service::new();\n}\n"})
+        errors = check_layers.check(src, AWS_LAYERS)
+        self.assertEqual(len(errors), 1, errors)
+        self.assertIn("upward import: aws::client (layer 'client') uses aws::service "
+                      "(layer 'services', above it)", errors[0])
+        self.assertIn("src/aws/client.rs:1  use crate::aws::Service", errors[0])
+        self.assertIn("src/aws/client.rs:3  super::Service::new", errors[0])
+
+    def test_re_export_used_from_above_passes(self):
+        src = self.tree({**RE_EXPORT, "cache.rs": "use crate::aws::Service;\n"
+                                                  "fn f() { crate::aws::Service::new(); }\n"})
+        self.assertEqual(self.imports(src)["cache"], ["aws::service"])
+        self.assertEqual(check_layers.check(src, AWS_LAYERS), [])
+
+    def test_re_exports_resolve_to_the_defining_module(self):
+        src = self.tree({
+            "p/mod.rs": "pub mod x;\npub mod inner;\npub struct Own;\n"
+                        "pub use self::x::{A, B as Bee};\npub use self::x as ex;\n"
+                        "pub use crate::y::C;\npub use inner::*;\npub use std::fmt::Write;\n",
+            "p/x.rs": "pub struct A;\npub struct B;\n",
+            "p/inner.rs": "pub struct G;\n",
+            "q/mod.rs": "pub mod r;\n",
+            "q/r.rs": "pub use super::super::p::C as Sea;\n",  # a re-export of a re-export
+            "y.rs": "pub struct C;\n",
+            "u1.rs": "use crate::p::{A, Bee};\n",
+            "u2.rs": "use crate::p::ex::B;\n",
+            "u3.rs": "use crate::q::r::Sea;\n",
+            "u4.rs": "fn f() { crate::p::G::new(); }\n",  # not named in p: from its glob
+            "u5.rs": "use crate::p::{Own, Write};\n",  # p's own, or another crate's: not the glob's
+        })
+        imports = self.imports(src)
+        self.assertEqual(imports["q::r"], ["y"])
+        expected = {"u1": ["p::x"], "u2": ["p::x"], "u3": ["y"], "u4": ["p::inner"], "u5": ["p"]}
+        self.assertEqual({m: imports[m] for m in expected}, expected)
+
+    def test_name_behind_several_globs_is_reported(self):
+        src = self.tree({
+            "p/mod.rs": "pub mod x;\npub mod z;\npub use x::*;\npub use z::*;\n",
+            "p/x.rs": "pub struct A;\n",
+            "p/z.rs": "pub struct B;\n",
+            "u.rs": "use crate::p::A;\n",
+        })
+        errors = check_layers.check(src, [("all", ["p", "u"])])
+        self.assertEqual(errors, ["src/u.rs:1: cannot tell which module crate::p::A comes from: p "
+                                  "has glob imports of p::x, p::z and no `use` naming A; "
+                                  "import A by name there"])
+
+    def test_unsafe_outside_the_unsafe_module_is_reported(self):
+        src = self.tree({
+            "lib.rs": DENY + "pub mod a;\n#[allow(unsafe_code)]\npub mod os;\n",
+            "os/mod.rs": "pub mod io;\npub fn f() { unsafe { g() } }\n",
+            "os/io.rs": "pub unsafe fn g() {}\n",
+            "a.rs": "pub fn f() {}\n\n#[cfg(test)]\nmod tests {\n    fn t() { unsafe { x() } }\n}\n"
+                    "#[no_mangle]\npub extern \"C\" fn exported() {}\n",
+        })
+        self.assertEqual(check_layers.unsafe_errors(src), [
+            "src/a.rs:5: unsafe code outside os: `unsafe` (only os may use unsafe)",
+            "src/a.rs:7: unsafe code outside os: `#[no_mangle]` (only os may use unsafe)",
+        ])
+
+    def test_allowing_unsafe_code_elsewhere_is_reported(self):
+        src = self.tree({
+            "lib.rs": DENY + "#![allow(unsafe_code)]\n"
+                      "#[allow(unsafe_code)]\npub mod a;\n"
+                      "#[allow(unsafe_code)]\n#[cfg(unix)]\npub(crate) mod os;\n",
+            "os/mod.rs": "#![allow(unsafe_code)]\n",
+            "a.rs": "//! a\n#![allow(dead_code, unsafe_code)]\n#[expect(unsafe_code)]\nfn f() {}\n"
+                    "#[cfg_attr(unix, warn(unsafe_code))]\nfn g() {}\n",
+        })
+        lifts = "lifts the crate's deny(unsafe_code)"
+        errors = check_layers.unsafe_errors(src)
+        self.assertEqual([error.split(": only")[0] for error in errors], [
+            f"src/a.rs:2: `#![allow(dead_code, unsafe_code)]` {lifts}",
+            f"src/a.rs:3: `#[expect(unsafe_code)]` {lifts}",
+            f"src/a.rs:5: `#[cfg_attr(unix, warn(unsafe_code))]` {lifts}",
+            f"src/lib.rs:2: `#![allow(unsafe_code)]` {lifts}",
+            f"src/lib.rs:3: `#[allow(unsafe_code)]` {lifts}",
+            f"src/os/mod.rs:1: `#![allow(unsafe_code)]` {lifts}",
+        ])
+        self.assertIn("only `mod os` in src/lib.rs may allow it", errors[0])
+
+    def test_unsafe_in_comments_and_strings_is_ignored(self):
+        src = self.tree({
+            "lib.rs": "//! The crate; only os has unsafe code.\n" + DENY + "\n"
+                      "// #[allow(unsafe_code)]\npub mod a;\n#[allow(unsafe_code)]\npub mod os;\n",
+            "os.rs": "pub fn f() { unsafe { libc::getpid() }; }\n",
+            "a.rs": "/// Not `unsafe`, /* unsafe { } */ see #[allow(unsafe_code)].\n"
+                    "const S: &str = \"unsafe { x }\";\n"
+                    "const R: &str = r#\"#[no_mangle] \"unsafe\"\"#;\n"
+                    "const C: char = 'u'; // unsafe\nfn unsafe_code_free() {}\n",
+        })
+        self.assertEqual(check_layers.unsafe_errors(src), [])
+
+    def test_crate_roots_must_deny_unsafe_code(self):
+        src = self.tree({
+            "lib.rs": "//! docs\n#![cfg_attr(test, deny(unsafe_code))]\npub mod a;\n",
+            "main.rs": "//! The binary.\n\n#![forbid(unsafe_code)]\nfn main() {}\n",
+            "a.rs": "#![deny(unsafe_code)]\n",  # not a crate root: says nothing for the crate
+        })
+        self.assertEqual(check_layers.unsafe_errors(src), [
+            "src/lib.rs: no #![deny(unsafe_code)] or #![forbid(unsafe_code)] at the top: "
+            "unsafe code would be allowed in every module",
+        ])
+        (src / "main.rs").write_text("fn main() {}\n")
+        self.assertEqual(len(check_layers.unsafe_errors(src)), 2)
+        self.assertIn("src/main.rs: no #![deny(unsafe_code)]", check_layers.unsafe_errors(src)[1])
 
     def test_exact_pattern_beats_prefix(self):
         src = self.tree({"b/mod.rs": "pub mod http;\n", "b/http.rs": "use crate::a::X;\n", "a.rs": ""})
