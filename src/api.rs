@@ -170,6 +170,13 @@ pub fn upstream_error(e: &UpstreamError) -> Response {
             (502, pair("ConnectionError", "Read Error"))
         }
         UpstreamError::Response(_) => (502, pair("ConnectionError", "Response Error")),
+        UpstreamError::UnexpectedStatus(upstream) => (
+            502,
+            pair(
+                "ConnectionError",
+                &format!("Response Error: unexpected upstream HTTP status {upstream}"),
+            ),
+        ),
         UpstreamError::Credentials(why) => (500, pair("CredentialsError", why)),
         UpstreamError::Internal(_) => (500, serde_json::json!({ "__type": "InternalFailure" })),
     };
@@ -438,6 +445,11 @@ mod tests {
                 UpstreamError::Internal("x".into()),
                 500,
                 r#"{"__type":"InternalFailure"}"#,
+            ),
+            (
+                UpstreamError::UnexpectedStatus(302),
+                502,
+                r#"{"__type":"ConnectionError","message":"Response Error: unexpected upstream HTTP status 302"}"#,
             ),
         ];
         for (error, status, body) in fixed {

@@ -43,6 +43,7 @@ impl Extension {
             .proxy(None)
             .timeout_connect(Some(Duration::from_secs(2)))
             .http_status_as_error(false)
+            .max_redirects(0)
             .build()
             .into();
         let base = format!("http://{runtime_api}/{API_VERSION}/extension");

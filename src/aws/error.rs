@@ -26,6 +26,9 @@ pub enum UpstreamError {
     Tls(String),
     /// An answer arrived that could not be understood.
     Response(String),
+    /// An HTTP status no AWS API answers with (a redirect, 1xx, 304, an
+    /// unknown 2xx, a status over 599): never followed, never passed on.
+    UnexpectedStatus(u16),
     /// No credentials to sign with.
     Credentials(String),
     /// Anything else (e.g. the request could not be signed).
@@ -63,6 +66,7 @@ impl UpstreamError {
                     || THROTTLING_CODES.contains(&code.as_str())
             }
             UpstreamError::Response(_)
+            | UpstreamError::UnexpectedStatus(_)
             | UpstreamError::Tls(_)
             | UpstreamError::Credentials(_)
             | UpstreamError::Internal(_) => false,
@@ -111,6 +115,10 @@ impl fmt::Display for UpstreamError {
                 "TLS handshake with AWS failed: {why} (behind a TLS-inspecting proxy? set AWS_CA_BUNDLE)"
             ),
             UpstreamError::Response(why) => write!(f, "unreadable answer from AWS: {why}"),
+            UpstreamError::UnexpectedStatus(status) => write!(
+                f,
+                "AWS answered HTTP status {status}, which no AWS API sends (a redirect or a misbehaving proxy?); it is not followed"
+            ),
             UpstreamError::Credentials(why) => f.write_str(why),
             UpstreamError::Internal(why) => write!(f, "internal error: {why}"),
         }

@@ -32,7 +32,9 @@ impl Default for Retry {
 impl Retry {
     /// Runs `attempt` until it succeeds, fails for good, runs out of attempts
     /// or the budget is empty. A server's `x-amz-retry-after` hint (carried by
-    /// the error) replaces the backoff, but never beyond its cap.
+    /// the error) replaces the jittered backoff, but never waits longer than
+    /// the backoff could (1 s, then 2 s): a hint of minutes would otherwise
+    /// hold the client's request far past its documented deadline.
     pub fn run<T>(
         &self,
         mut attempt: impl FnMut(u32) -> Result<T, UpstreamError>,
@@ -61,7 +63,7 @@ impl Retry {
             spent = cost;
             let delay = err
                 .retry_after()
-                .map_or_else(|| backoff(n), |d| d.min(MAX_BACKOFF));
+                .map_or_else(|| backoff(n), |hint| hint.min(backoff_cap(n)));
             log::debug!("attempt {n} failed ({err}); retrying in {delay:?}");
             (self.sleep)(delay);
         }
@@ -85,10 +87,14 @@ impl Retry {
     }
 }
 
-/// `random[0,1) * min(2^(attempt-1) s, 20 s)`.
+/// `random[0,1) * backoff_cap(attempt)`.
 fn backoff(attempt: u32) -> Duration {
-    let cap = Duration::from_secs(1u64 << (attempt - 1).min(5)).min(MAX_BACKOFF);
-    cap.mul_f64(crate::random::unit())
+    backoff_cap(attempt).mul_f64(crate::random::unit())
+}
+
+/// The longest wait after attempt `attempt`: `min(2^(attempt-1) s, 20 s)`.
+fn backoff_cap(attempt: u32) -> Duration {
+    Duration::from_secs(1u64 << (attempt.saturating_sub(1)).min(5)).min(MAX_BACKOFF)
 }
 
 #[cfg(test)]
@@ -158,7 +164,7 @@ mod tests {
     }
 
     #[test]
-    fn server_hints_replace_the_backoff_up_to_its_cap() {
+    fn server_hints_never_wait_longer_than_the_backoff() {
         thread_local! {
             static SLEPT: std::cell::RefCell<Vec<Duration>> = const { std::cell::RefCell::new(Vec::new()) };
         }
@@ -175,10 +181,17 @@ mod tests {
         let mut calls = 0;
         let _: Result<(), _> = retry.run(|_| {
             calls += 1;
-            Err(hinted(if calls == 1 { 1_500 } else { 30_000 }))
+            Err(hinted(if calls == 1 { 300 } else { 30_000 }))
         });
-        let slept = SLEPT.with(|s| s.borrow().clone());
-        assert_eq!(slept, vec![Duration::from_millis(1_500), MAX_BACKOFF]);
+        let slept = SLEPT.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        // A short hint is honoured; a long one waits what the backoff could.
+        assert_eq!(
+            slept,
+            vec![Duration::from_millis(300), Duration::from_secs(2)]
+        );
+        let _: Result<(), _> = retry.run(|_| Err(hinted(30_000)));
+        let slept = SLEPT.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        assert_eq!(slept, vec![Duration::from_secs(1), Duration::from_secs(2)]);
     }
 
     #[test]

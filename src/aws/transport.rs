@@ -58,6 +58,10 @@ impl Transport {
             .timeout_connect(Some(timeouts.connect))
             .timeout_global(Some(timeouts.call))
             .http_status_as_error(false)
+            // No AWS API redirects. Following one would send the signed
+            // request, session token included, to whatever host the
+            // `Location` names, and serve (and cache) its answer.
+            .max_redirects(0)
             .user_agent(USER_AGENT)
             // Every pooled connection keeps its buffers, zero-filled, twice
             // over with TLS (one pair for TCP, one for TLS): ureq's defaults,
@@ -131,6 +135,11 @@ impl Transport {
             }
         };
         let status = response.status().as_u16();
+        if Answer::of(status) == Answer::Unexpected {
+            // Its body is not read: a 1xx or 304 has none, and a redirect's
+            // is not ours to serve.
+            return Err(UpstreamError::UnexpectedStatus(status));
+        }
         let header = |name: &str| {
             response
                 .headers()
@@ -148,7 +157,7 @@ impl Transport {
             .limit(MAX_BODY)
             .read_to_vec()
             .map_err(classify)?;
-        if (200..300).contains(&status) {
+        if Answer::of(status) == Answer::Success {
             Ok(body)
         } else {
             Err(service_error(
@@ -157,6 +166,27 @@ impl Transport {
                 retry_after,
                 &body,
             ))
+        }
+    }
+}
+
+/// What an upstream status means. AWS APIs, IMDS and the container
+/// endpoint answer 200 on success and 4xx/5xx with an error document;
+/// anything else (1xx, a redirect, 304, another 2xx, a status over 599) is
+/// not an answer this agent can use or pass on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Success,
+    Error,
+    Unexpected,
+}
+
+impl Answer {
+    fn of(status: u16) -> Answer {
+        match status {
+            200 => Answer::Success,
+            400..=599 => Answer::Error,
+            _ => Answer::Unexpected,
         }
     }
 }
@@ -236,6 +266,19 @@ fn is_timeout(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_200_is_success_and_only_4xx_5xx_are_errors() {
+        assert_eq!(Answer::of(200), Answer::Success);
+        for error in [400, 403, 429, 500, 503, 599] {
+            assert_eq!(Answer::of(error), Answer::Error, "{error}");
+        }
+        for odd in [
+            100, 101, 199, 201, 204, 299, 301, 302, 304, 307, 308, 399, 600, 999,
+        ] {
+            assert_eq!(Answer::of(odd), Answer::Unexpected, "{odd}");
+        }
+    }
 
     #[test]
     fn ca_bundles_need_certificates() {
