@@ -1,9 +1,22 @@
 //! Log output: one line per event to stderr or to a size-rotated file.
 //!
+//! Request and upstream data reach log lines: a secret ID as the client sent
+//! it (percent-decoded), AWS's error message, a proxy's error page, what a
+//! credential source answered. A log is read line by line, by people on a
+//! terminal and by pipelines that split on newlines, so a message must not be
+//! able to end its line and write a forged one, move the cursor or clear the
+//! screen, or fill the disk in one event. So the logger, not each call site,
+//! makes every event exactly one line: control characters in the message
+//! (C0, DEL, C1) are written escaped (`\n`, `\u{1b}`), and the message is cut
+//! at [`MAX_MESSAGE`] bytes with a marker saying how much was left out. The
+//! prefix (timestamp, level, target) is the logger's own and stays as is.
+//!
 //! Other crates (rustls, ureq) log through the same facade but only at WARN and
 //! above: their debug output includes request headers, and those carry
 //! credentials. Our own call sites never format a secret value or the token.
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -16,6 +29,9 @@ pub const LOG_DIR: &str = "logs";
 pub const LOG_FILE: &str = "secrets_manager_agent.log";
 const ROTATE_BYTES: u64 = 10 * 1024 * 1024;
 const KEEP_FILES: u32 = 5;
+/// Bytes of message (after escaping) one log line carries at most; the cut
+/// marker comes on top.
+pub const MAX_MESSAGE: usize = 4 * 1024;
 
 enum Sink {
     Stderr,
@@ -76,13 +92,7 @@ impl Log for Logger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let line = format!(
-            "{} {:<5} [{}] {}\n",
-            crate::iso8601::format(SystemTime::now()),
-            level_name(record.level()),
-            record.target(),
-            record.args()
-        );
+        let line = format_line(record);
         let Ok(mut sink) = self.sink.lock() else {
             return;
         };
@@ -113,6 +123,33 @@ impl Log for Logger {
     }
 }
 
+/// One event as one line: `{timestamp} {level} [{target}] {message}\n`, the
+/// message made safe by [`one_line`]. One allocation for a typical line, as
+/// with a single `format!`; a second only when the message needed changing.
+fn format_line(record: &Record) -> String {
+    let mut line = String::with_capacity(256);
+    // Writing into a String cannot fail.
+    let _ = write!(
+        line,
+        "{} {:<5} [{}] ",
+        crate::iso8601::format(SystemTime::now()),
+        level_name(record.level()),
+        record.target(),
+    );
+    let start = line.len();
+    let _ = writeln!(line, "{}", record.args());
+    let safe = match one_line(&line[start..line.len() - 1]) {
+        Cow::Borrowed(_) => None,
+        Cow::Owned(safe) => Some(safe),
+    };
+    if let Some(safe) = safe {
+        line.truncate(start);
+        line.push_str(&safe);
+        line.push('\n');
+    }
+    line
+}
+
 fn level_name(level: Level) -> &'static str {
     match level {
         Level::Error => "ERROR",
@@ -121,6 +158,32 @@ fn level_name(level: Level) -> &'static str {
         Level::Debug => "DEBUG",
         Level::Trace => "TRACE",
     }
+}
+
+/// `message` as the text of one log line: control characters (C0 including
+/// `\n`, `\r` and `\t`, DEL, C1) escaped as `char::escape_debug` writes them,
+/// every other character as it is, and at most [`MAX_MESSAGE`] bytes of that,
+/// cut between characters and followed by `… [N bytes cut]` (N counts bytes of
+/// `message`). Borrowed, without a copy, when nothing needs changing.
+fn one_line(message: &str) -> Cow<'_, str> {
+    if message.len() <= MAX_MESSAGE && !message.chars().any(char::is_control) {
+        return Cow::Borrowed(message);
+    }
+    let mut out = String::with_capacity(message.len().min(MAX_MESSAGE) + 32);
+    for (at, c) in message.char_indices() {
+        let before = out.len();
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+        if out.len() > MAX_MESSAGE {
+            out.truncate(before);
+            let _ = write!(out, "… [{} bytes cut]", message.len() - at);
+            break;
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// `x.log` → `x.log.1` → ... → `x.log.5`; the oldest falls off.
@@ -137,6 +200,107 @@ fn rotate(path: &Path) -> io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let forged = "a\n2026-01-01T00:00:00.000Z ERROR [secrets_manager_agent] FORGED";
+        assert_eq!(
+            one_line(forged),
+            "a\\n2026-01-01T00:00:00.000Z ERROR [secrets_manager_agent] FORGED"
+        );
+        assert_eq!(one_line("a\r\nb"), "a\\r\\nb");
+        assert_eq!(one_line("\x1b[2Jx"), "\\u{1b}[2Jx");
+        assert_eq!(one_line("a\x7fb"), "a\\u{7f}b");
+        assert_eq!(one_line("a\u{85}b\u{9b}c"), "a\\u{85}b\\u{9b}c");
+        assert_eq!(one_line("\0\x07"), "\\0\\u{7}");
+        assert_eq!(one_line("a\tb"), "a\\tb");
+        for c in (0u32..0x20).chain(0x7f..0xa0).filter_map(char::from_u32) {
+            let out = one_line(&format!("x{c}y")).into_owned();
+            assert!(!out.chars().any(char::is_control), "{c:?} -> {out:?}");
+        }
+    }
+
+    #[test]
+    fn other_characters_are_kept() {
+        let text = "grüße ✓ \\n \"quoted\" 秘密 \u{a0}";
+        assert!(matches!(one_line(text), Cow::Borrowed(t) if t == text));
+        assert_eq!(one_line("ü\n✓"), "ü\\n✓");
+    }
+
+    #[test]
+    fn short_clean_messages_are_not_copied() {
+        let text = "request for db-password failed: AWS answered 400";
+        let out = one_line(text);
+        assert!(matches!(out, Cow::Borrowed(_)));
+        assert!(std::ptr::eq(out.as_ref(), text));
+        let full = "x".repeat(MAX_MESSAGE);
+        assert!(matches!(one_line(&full), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn long_messages_are_cut_with_a_marker() {
+        let long = "x".repeat(60_000);
+        let out = one_line(&long);
+        assert_eq!(
+            out,
+            format!(
+                "{}… [{} bytes cut]",
+                "x".repeat(MAX_MESSAGE),
+                60_000 - MAX_MESSAGE
+            )
+        );
+        // A 2-byte character straddling the limit is left out whole.
+        let straddling = format!("{}ü{}", "x".repeat(MAX_MESSAGE - 1), "y".repeat(10));
+        let out = one_line(&straddling);
+        assert_eq!(
+            out,
+            format!("{}… [12 bytes cut]", "x".repeat(MAX_MESSAGE - 1))
+        );
+        // Escapes count towards the limit and are never split.
+        let controls = "\x1b".repeat(MAX_MESSAGE);
+        let out = one_line(&controls);
+        let kept = MAX_MESSAGE / 6;
+        assert_eq!(
+            out,
+            format!(
+                "{}… [{} bytes cut]",
+                "\\u{1b}".repeat(kept),
+                MAX_MESSAGE - kept
+            )
+        );
+        assert!(out.len() <= MAX_MESSAGE + "… [4096 bytes cut]".len());
+    }
+
+    fn warn_line(args: std::fmt::Arguments) -> String {
+        format_line(
+            &Record::builder()
+                .level(Level::Warn)
+                .target("secrets_manager_agent::api")
+                .args(args)
+                .build(),
+        )
+    }
+
+    #[test]
+    fn every_event_is_one_line() {
+        let id = "a\n2026-01-01T00:00:00.000Z ERROR [secrets_manager_agent] FORGED\x1b[2J";
+        let line = warn_line(format_args!("request for {id} failed: {}", "x\r\ny"));
+        let (prefix, message) = line.split_once(" [secrets_manager_agent::api] ").unwrap();
+        assert_eq!(prefix.len(), "2026-01-01T00:00:00.000Z WARN ".len());
+        assert!(prefix.ends_with("Z WARN "), "{prefix:?}");
+        assert_eq!(
+            message,
+            "request for a\\n2026-01-01T00:00:00.000Z ERROR [secrets_manager_agent] \
+             FORGED\\u{1b}[2J failed: x\\r\\ny\n"
+        );
+        let long = "x".repeat(60_000);
+        let line = warn_line(format_args!("request for {long} failed"));
+        assert_eq!(line.matches('\n').count(), 1);
+        assert!(line.ends_with(&format!("… [{} bytes cut]\n", 60_019 - MAX_MESSAGE)));
+        assert!(line.len() < MAX_MESSAGE + 100, "{}", line.len());
+        let plain = warn_line(format_args!("request for {} failed", "db"));
+        assert!(plain.ends_with(" WARN  [secrets_manager_agent::api] request for db failed\n"));
+    }
 
     #[test]
     fn rotation_keeps_five_old_files() {

@@ -1,5 +1,7 @@
-"""Logging: secrets, tokens and credentials never reach the logs."""
+"""Logging: secrets, tokens and credentials never reach the logs; request and
+upstream data cannot forge log lines."""
 
+import re
 import time
 
 import pytest
@@ -7,6 +9,13 @@ import pytest
 from conftest import error, unique
 
 LOG = "logs/secrets_manager_agent.log"
+
+# The agent's line: timestamp, level padded to 5, [target], message.
+LINE_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z (ERROR|WARN |INFO |DEBUG|TRACE) \[[A-Za-z0-9_:]+\] ")
+MAX_MESSAGE = 4096  # src/logger.rs: bytes of message per line
+CUT_MARKER = len("… [1000000 bytes cut]".encode())
+FORGED_TS = "2026-01-01T00:00:00.000Z"
+FORGED = "\n" + FORGED_TS + " ERROR [secrets_manager_agent] FORGED\r\x1b[2J\x9b2J"
 
 
 def exercise(ag, name, value, broken):
@@ -77,3 +86,44 @@ def test_log_level_error_is_quieter_than_debug(agent, fake_upstream):
         p = ag.workdir / LOG
         sizes[level] = len(p.read_text()) if p.exists() else 0
     assert sizes["DEBUG"] > sizes["ERROR"], sizes
+
+
+@pytest.mark.parametrize("to_file", [True, False], ids=["log_to_file", "log_to_stderr"])
+def test_request_and_upstream_data_cannot_forge_log_lines(agent, fake_upstream, to_file):
+    # A hostile secret ID (percent-encoded by ag.secret, decoded by the agent), a
+    # 40,000-character one (under the 64 KiB request-head limit), and an AWS error
+    # message with a forged line, terminal escapes and 60 KB of text.
+    hostile_id = unique("missing") + FORGED
+    long_id = unique("missing") + "x" * 40_000
+    hostile_answer = unique("answer")
+    for sid in (hostile_id, long_id):
+        fake_upstream.set_default("GetSecretValue", error(400, "ResourceNotFoundException", "nope"), secret=sid)
+    fake_upstream.set_default(
+        "GetSecretValue",
+        error(400, "ResourceNotFoundException", "nope" + FORGED + "m" * 60_000),
+        secret=hostile_answer,
+    )
+    ag = agent(fake_upstream.url, config={"log_level": "DEBUG", "log_to_file": to_file})
+    for sid in (hostile_id, long_id, hostile_answer):
+        status, _, _ = ag.secret(sid)
+        assert status == 400, sid[:80]
+    ag.secret(unique("fine"))  # an ordinary line for comparison
+    ag.stop()
+    if to_file:
+        raw = (ag.workdir / LOG).read_bytes()
+    else:
+        raw = ag.stderr.encode()
+    text = raw.decode("utf-8", "replace")
+    lines = text.split("\n")
+    assert lines[-1] == "", "the log does not end with a newline"
+    lines = lines[:-1]
+    assert any(hostile_answer in line and "failed" in line for line in lines), "the failure was not logged"
+    for line in lines:
+        m = LINE_RE.match(line)
+        assert m, f"not an agent log line: {line[:200]!r}"
+        assert not line.startswith(FORGED_TS), f"forged line: {line[:200]!r}"
+        message = line[m.end():].encode()
+        assert len(message) <= MAX_MESSAGE + CUT_MARKER, f"{len(message)}-byte message: {line[:200]!r}"
+        bad = [c for c in line if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F]
+        assert not bad, f"control characters {bad!r} in {line[:200]!r}"
+    assert b"\x1b" not in raw and b"\r" not in raw
