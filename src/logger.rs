@@ -165,7 +165,7 @@ fn level_name(level: Level) -> &'static str {
 /// every other character as it is, and at most [`MAX_MESSAGE`] bytes of that,
 /// cut between characters and followed by `… [N bytes cut]` (N counts bytes of
 /// `message`). Borrowed, without a copy, when nothing needs changing.
-fn one_line(message: &str) -> Cow<'_, str> {
+pub fn one_line(message: &str) -> Cow<'_, str> {
     if message.len() <= MAX_MESSAGE && !message.chars().any(char::is_control) {
         return Cow::Borrowed(message);
     }

@@ -120,7 +120,9 @@ fn report(result: Result<(), String>) -> ExitCode {
             if logger::logs_to_file() {
                 log::error!("{message}");
             }
-            eprintln!("{NAME}: error: {message}");
+            // Start-up errors can quote upstream text (an STS error message):
+            // one line, escaped, like every log line.
+            eprintln!("{NAME}: error: {}", logger::one_line(&message));
             ExitCode::from(1)
         }
     }
