@@ -19,6 +19,15 @@ pub fn poll_in(fd: RawFd) -> PollFd {
     }
 }
 
+/// A descriptor to watch for room to write.
+pub fn poll_out(fd: RawFd) -> PollFd {
+    PollFd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    }
+}
+
 /// Whether the kernel reported anything (input, hang-up, error) on `fd`.
 pub fn is_ready(fd: &PollFd) -> bool {
     fd.revents != 0

@@ -5,6 +5,9 @@
 //! heads without a size or time limit (README, "Design notes"). This small
 //! std::net + httparse server keeps idle connections in `poll(2)` instead, so a
 //! thousand idle clients cost a thousand file descriptors, not a thousand threads.
+//! The poller also holds the connections whose answers the client does not
+//! read yet (waiting for room to write) and drains refused ones, so a worker
+//! only ever runs requests.
 //!
 //! `http` is the protocol without I/O (messages, head parser, renderer),
 //! `conn` the I/O of one connection, `pool` the workers that run `conn`.
@@ -25,16 +28,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::os;
-use crate::os::io::{is_ready, poll_in, PollFd};
-use conn::{Conn, Next, Scratch};
+use crate::os::io::{is_ready, poll_in, poll_out, PollFd};
+use conn::{Conn, Next, Scratch, Wait};
 use http::{Request, Response};
 use pool::{Pool, QueueView};
 
 /// Open connections beyond this are closed on accept; bounds memory and fds.
 const MAX_CONNECTIONS: usize = 8192;
-/// Incomplete request heads held across all connections. Each may be up to
-/// 64 KiB; without this bound, thousands of clients trickling heads could hold
-/// hundreds of MB.
+/// Bytes held for parked connections: incomplete request heads (up to 64 KiB
+/// each), pipelined requests, and answers their clients have not read.
+/// Without this bound, thousands of clients trickling heads or not reading
+/// could hold hundreds of MB.
 const MAX_PENDING_BYTES: usize = 16 << 20;
 /// Workers kept even when idle.
 const MIN_WORKERS: usize = 4;
@@ -131,12 +135,17 @@ impl Poller {
     fn run(mut self) -> io::Result<()> {
         let mut fds: Vec<PollFd> = Vec::new();
         loop {
-            self.parked.extend(self.parked_rx.try_iter());
+            for conn in self.parked_rx.try_iter() {
+                if conn.wait == Wait::Ready {
+                    self.pool.submit(conn);
+                } else {
+                    self.parked.push(conn);
+                }
+            }
             self.shed_pending();
             let now = Instant::now();
             let timeout = self.timeout;
-            self.parked
-                .retain(|c| now.duration_since(c.since) < timeout);
+            self.parked.retain(|c| now < c.expires_at(timeout));
             if self.accept_paused_until.is_some_and(|t| now >= t) {
                 self.accept_paused_until = None;
             }
@@ -149,12 +158,15 @@ impl Poller {
                 -1 // poll ignores negative fds
             };
             fds.push(poll_in(listen_fd));
-            fds.extend(self.parked.iter().map(|c| poll_in(c.stream.as_raw_fd())));
+            fds.extend(self.parked.iter().map(|c| match c.wait {
+                Wait::Read | Wait::Drain | Wait::Ready => poll_in(c.stream.as_raw_fd()),
+                Wait::Write => poll_out(c.stream.as_raw_fd()),
+            }));
 
             let next_expiry = self
                 .parked
                 .iter()
-                .map(|c| (c.since + timeout).saturating_duration_since(now))
+                .map(|c| c.expires_at(timeout).saturating_duration_since(now))
                 .min()
                 .unwrap_or(Duration::from_secs(1));
             // Queued requests that wait too long get new workers.
@@ -173,12 +185,20 @@ impl Poller {
                 while matches!((&self.wake).read(&mut sink), Ok(n) if n > 0) {}
             }
             // Dispatch before accepting: `fds` indexes the parked list as it was.
+            let mut still_draining = Vec::new();
             for i in (0..self.parked.len()).rev() {
                 if is_ready(&fds[i + 2]) {
-                    let conn = self.parked.swap_remove(i);
-                    self.pool.submit(conn);
+                    let mut conn = self.parked.swap_remove(i);
+                    if conn.wait != Wait::Drain {
+                        self.pool.submit(conn);
+                    } else if conn::drain(&mut conn) {
+                        // Draining is a few non-blocking reads: done here,
+                        // without a round through a worker.
+                        still_draining.push(conn);
+                    }
                 }
             }
+            self.parked.append(&mut still_draining);
             if is_ready(&fds[1]) {
                 self.accept();
             }
@@ -199,7 +219,7 @@ impl Poller {
             total -= self.parked[shed].pending_len();
             shed += 1;
         }
-        log::warn!("closing {shed} connections holding incomplete request heads");
+        log::warn!("closing {shed} connections holding the most unwritten answers or incomplete request heads");
         self.parked.drain(..shed);
     }
 
@@ -211,7 +231,7 @@ impl Poller {
                         log::warn!("{MAX_CONNECTIONS} connections open; refusing a new one");
                         continue;
                     }
-                    match prepare(&stream, self.timeout) {
+                    match prepare(&stream) {
                         // Most clients send their request right after
                         // connecting: an idle worker takes it at once, saving
                         // a round through poll(2). Never grows the pool.
@@ -246,13 +266,12 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
 }
 
 /// Per-connection socket options: TTL 1 so no packet crosses a router, no
-/// Nagle delay, and timeouts so a client that stops reading cannot hold a worker.
-fn prepare(stream: &TcpStream, timeout: Duration) -> io::Result<()> {
-    stream.set_nonblocking(false)?;
+/// Nagle delay, and non-blocking, so that no read or write waits for a slow
+/// client: the poller waits instead, with a deadline (`Conn::expires_at`).
+fn prepare(stream: &TcpStream) -> io::Result<()> {
+    stream.set_nonblocking(true)?;
     stream.set_ttl(1)?;
-    stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))
+    stream.set_nodelay(true)
 }
 
 #[cfg(test)]
@@ -260,18 +279,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn accepted_sockets_get_ttl_one_and_timeouts() {
+    fn accepted_sockets_get_ttl_one_and_never_block() {
         let listener = bind(0).unwrap();
         let addr = listener.local_addr().unwrap();
         assert!(addr.ip().is_loopback());
         let _client = TcpStream::connect(addr).unwrap();
         let (accepted, _) = listener.accept().unwrap();
-        prepare(&accepted, Duration::from_millis(1500)).unwrap();
+        prepare(&accepted).unwrap();
         assert_eq!(accepted.ttl().unwrap(), 1);
         assert!(accepted.nodelay().unwrap());
-        assert_eq!(
-            accepted.read_timeout().unwrap(),
-            Some(Duration::from_millis(1500))
-        );
+        let e = (&accepted).read(&mut [0u8; 16]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
     }
 }

@@ -72,6 +72,12 @@ impl QueueView {
     fn set(&self, queued: usize) {
         self.0.store(queued, Ordering::Relaxed);
     }
+
+    /// A view of a queue with `queued` jobs waiting, for tests of the jobs.
+    #[cfg(test)]
+    pub fn fixed(queued: usize) -> QueueView {
+        QueueView(AtomicUsize::new(queued))
+    }
 }
 
 impl<T: Send + 'static, S: Default + 'static> Pool<T, S> {

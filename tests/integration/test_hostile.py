@@ -235,3 +235,97 @@ def test_many_stalled_request_heads(agent, fake_upstream):
     finally:
         for s in socks:
             s.close()
+
+
+# --------------------------------------------------------------------------- clients that never read
+
+
+def non_reader(port, request, count, rcvbuf=4096):
+    """A socket with a small receive buffer that sends `count` pipelined copies of
+    `request` and never reads an answer."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", port))
+    s.setblocking(False)
+    payload = request * count
+    sent = 0
+    deadline = time.monotonic() + 5
+    # Send what the agent takes; it may stop reading once its answers back up.
+    while sent < len(payload) and time.monotonic() < deadline:
+        try:
+            sent += s.send(payload[sent:])
+        except BlockingIOError:
+            select.select([], [s], [], 0.05)
+    return s
+
+
+def assert_stays_responsive(ag, big_id, seconds=6.0):
+    """/ping (no token) and a cached read by a well-behaved client answer promptly
+    for `seconds`, while the non-readers are connected."""
+    deadline = time.monotonic() + seconds
+    worst = 0.0
+    while time.monotonic() < deadline:
+        for request in (lambda: ag.get("/ping", token=False, timeout=3), lambda: ag.secret(big_id, timeout=3)):
+            started = time.monotonic()
+            status, _, _ = request()
+            worst = max(worst, time.monotonic() - started)
+            assert status == 200
+        time.sleep(0.2)
+    # Far below the client timeout; before the fix these waited 15 s or more.
+    assert worst < 2.0, f"slowest answer {worst:.2f} s"
+
+
+def test_clients_that_never_read_cannot_pin_the_workers(agent, fake_upstream):
+    raise_nofile(4096)
+    ag = agent(fake_upstream.url, config={"max_conn": 20}, env={"SMA_CLIENT_TIMEOUT_MS": "10000"})
+    fake_upstream.set_secret("big", "s" * 65536)
+    assert ag.secret("big")[0] == 200  # cached from here on
+    request = (
+        b"GET /secretsmanager/get?secretId=big HTTP/1.1\r\nHost: x\r\n"
+        b"X-Aws-Parameters-Secrets-Token: " + ag.token.encode() + b"\r\n\r\n"
+    )
+    sockets = [non_reader(ag.port, request, 200) for _ in range(40)]
+    try:
+        assert_stays_responsive(ag, "big")
+        # No worker waits for a client: the pool has not grown for them.
+        assert ag.threads() < 20, ag.threads()
+    finally:
+        for s in sockets:
+            s.close()
+    assert ag.get("/ping", token=False)[0] == 200
+
+
+def test_pipelined_pings_that_are_never_read_cannot_pin_the_workers(agent, fake_upstream):
+    raise_nofile(4096)
+    ag = agent(fake_upstream.url, config={"max_conn": 20}, env={"SMA_CLIENT_TIMEOUT_MS": "10000"})
+    fake_upstream.set_secret("big", "s" * 65536)
+    assert ag.secret("big")[0] == 200
+    sockets = [non_reader(ag.port, b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n", 40000) for _ in range(40)]
+    try:
+        assert_stays_responsive(ag, "big")
+        assert ag.threads() < 20, ag.threads()
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def test_an_answer_the_client_does_not_read_times_out(agent, fake_upstream):
+    ag = agent(fake_upstream.url, env={"SMA_CLIENT_TIMEOUT_MS": "1000"})
+    fake_upstream.set_secret("big", "s" * 65536)
+    assert ag.secret("big")[0] == 200
+    request = (
+        b"GET /secretsmanager/get?secretId=big HTTP/1.1\r\nHost: x\r\n"
+        b"X-Aws-Parameters-Secrets-Token: " + ag.token.encode() + b"\r\n\r\n"
+    )
+    s = non_reader(ag.port, request, 50)
+    try:
+        time.sleep(2.5)  # past one client timeout for the answer that did not fit
+        s.setblocking(True)
+        data, closed = recv_until_closed(s, timeout=5, limit=64 << 20)
+        assert closed, "the agent kept a connection whose answer was not read"
+        # What was read is whole answers and then a cut, never a second answer
+        # started before the first one ended.
+        assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+    finally:
+        s.close()
