@@ -8,7 +8,7 @@ use std::fmt;
 use std::path::Path;
 
 use crate::env::{self, TokenFileError};
-use subtle::{Choice, ConstantTimeEq};
+use subtle::ConstantTimeEq;
 
 /// The token every secret request must carry. `Debug` is redacted on purpose.
 pub struct Token(Vec<u8>);
@@ -96,24 +96,17 @@ impl Token {
 
     /// Compares in time that depends only on the candidate's length: no
     /// early exit on the first wrong byte, nor on a length mismatch (subtle's
-    /// slice comparison would return at once there and so tell the token's
-    /// length), so response timing reveals nothing about the token.
+    /// slice comparison alone would return at once there and so tell the
+    /// token's length). A candidate of another length is compared with
+    /// itself, the same number of byte steps, and fails on the lengths.
     pub fn matches(&self, candidate: &[u8]) -> bool {
-        let expected = self.0.as_slice();
-        let lengths = (expected.len() as u64).ct_eq(&(candidate.len() as u64));
-        let bytes = candidate
-            .iter()
-            .enumerate()
-            .fold(Choice::from(1), |same, (i, byte)| {
-                // Cycles through the token so every candidate byte is compared;
-                // `max(1)` only guards the empty token, which start-up refuses.
-                let want = expected
-                    .get(i % expected.len().max(1))
-                    .copied()
-                    .unwrap_or(0);
-                same & want.ct_eq(byte)
-            });
-        bool::from(lengths & bytes)
+        let same_length = (self.0.len() as u64).ct_eq(&(candidate.len() as u64));
+        let reference = if self.0.len() == candidate.len() {
+            self.0.as_slice()
+        } else {
+            candidate
+        };
+        bool::from(same_length & reference.ct_eq(candidate))
     }
 }
 
