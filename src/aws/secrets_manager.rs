@@ -39,6 +39,16 @@ pub struct Description {
 const CURRENT: &str = "AWSCURRENT";
 
 impl Description {
+    /// Reads a DescribeSecret answer (public for the fuzz targets).
+    pub fn parse(reply: &[u8]) -> Result<Description, UpstreamError> {
+        let out: DescribeOutput = serde_json::from_slice(reply).map_err(|e| {
+            UpstreamError::Response(format!("DescribeSecret answer: {}", json_error(&e)))
+        })?;
+        Ok(Description {
+            version_ids_to_stages: out.version_ids_to_stages,
+        })
+    }
+
     /// Whether the version cached for `query` is still what GetSecretValue
     /// would return: a pinned version still exists (with the pinned stage, if
     /// any), or the cached version still carries the stage asked for.
@@ -137,12 +147,7 @@ impl SecretsManager {
             version_stage: None,
         };
         let reply = self.call("DescribeSecret", &input)?;
-        let out: DescribeOutput = serde_json::from_slice(&reply).map_err(|e| {
-            UpstreamError::Response(format!("DescribeSecret answer: {}", json_error(&e)))
-        })?;
-        Ok(Description {
-            version_ids_to_stages: out.version_ids_to_stages,
-        })
+        Description::parse(&reply)
     }
 
     fn call(&self, operation: &str, input: &Input) -> Result<Vec<u8>, UpstreamError> {
@@ -160,8 +165,9 @@ impl SecretsManager {
 }
 
 /// Upstream JSON → the agent's body. `CreatedDate` becomes a string holding the
-/// number as Rust's `f64` Display prints it, as AWS's agent does.
-fn render(reply: &[u8]) -> Result<SecretValue, UpstreamError> {
+/// number as Rust's `f64` Display prints it, as AWS's agent does. Public for
+/// the fuzz targets.
+pub fn render(reply: &[u8]) -> Result<SecretValue, UpstreamError> {
     let out: Output = serde_json::from_slice(reply).map_err(|e| {
         UpstreamError::Response(format!("GetSecretValue answer: {}", json_error(&e)))
     })?;

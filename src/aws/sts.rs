@@ -29,9 +29,7 @@ impl Sts {
     pub fn get_caller_identity(&self) -> Result<String, UpstreamError> {
         let body = form_encode(&[("Action", "GetCallerIdentity"), ("Version", VERSION)]);
         let reply = self.post(&body)?;
-        let text = String::from_utf8_lossy(&reply);
-        xml_element(&text, "Arn")
-            .ok_or_else(|| UpstreamError::Response("GetCallerIdentity answer has no <Arn>".into()))
+        caller_arn(&reply)
     }
 
     /// Temporary credentials for `role_arn`, signed with this client's credentials.
@@ -89,8 +87,16 @@ pub fn default_session_name() -> String {
     format!("secrets-manager-agent-{secs}")
 }
 
-/// The `<Credentials>` element of an STS AssumeRole* answer.
-fn from_xml(body: &[u8], source: &str) -> Result<Credentials, String> {
+/// The `<Arn>` of a GetCallerIdentity answer (public for the fuzz targets).
+pub fn caller_arn(reply: &[u8]) -> Result<String, UpstreamError> {
+    let text = String::from_utf8_lossy(reply);
+    xml_element(&text, "Arn")
+        .ok_or_else(|| UpstreamError::Response("GetCallerIdentity answer has no <Arn>".into()))
+}
+
+/// The `<Credentials>` element of an STS AssumeRole* answer (public for the
+/// fuzz targets).
+pub fn from_xml(body: &[u8], source: &str) -> Result<Credentials, String> {
     let text = String::from_utf8_lossy(body);
     let creds = xml_element(&text, "Credentials").ok_or("STS answer has no <Credentials>")?;
     let get = |name| xml_element(&creds, name).filter(|v| !v.is_empty());

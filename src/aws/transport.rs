@@ -173,16 +173,16 @@ impl Transport {
 /// What an upstream status means. AWS APIs, IMDS and the container
 /// endpoint answer 200 on success and 4xx/5xx with an error document;
 /// anything else (1xx, a redirect, 304, another 2xx, a status over 599) is
-/// not an answer this agent can use or pass on.
+/// not an answer this agent can use or pass on. Public for the fuzz targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Answer {
+pub enum Answer {
     Success,
     Error,
     Unexpected,
 }
 
 impl Answer {
-    fn of(status: u16) -> Answer {
+    pub fn of(status: u16) -> Answer {
         match status {
             200 => Answer::Success,
             400..=599 => Answer::Error,

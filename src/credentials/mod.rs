@@ -13,7 +13,8 @@ pub mod environment;
 pub mod file;
 pub mod imds;
 mod ini;
-mod json;
+// Public for the fuzz targets.
+pub mod json;
 pub mod process;
 pub mod profile;
 pub mod refresh;
