@@ -99,6 +99,21 @@ pub fn caller_arn(reply: &[u8]) -> Result<String, UpstreamError> {
 pub fn from_xml(body: &[u8], source: &str) -> Result<Credentials, String> {
     let text = String::from_utf8_lossy(body);
     let creds = xml_element(&text, "Credentials").ok_or("STS answer has no <Credentials>")?;
+    // Markup inside a value means a tag matched a closing tag past other
+    // elements (a mangled answer): such a value may hold the secret parts, so
+    // it is refused unquoted instead of reaching an error message or the log.
+    let fields = [
+        "AccessKeyId",
+        "SecretAccessKey",
+        "SessionToken",
+        "Expiration",
+    ];
+    if fields
+        .iter()
+        .any(|name| xml_element(&creds, name).is_some_and(|v| v.contains('<')))
+    {
+        return Err("STS answer's credentials hold markup in a value".into());
+    }
     let get = |name| xml_element(&creds, name).filter(|v| !v.is_empty());
     let (Some(access_key_id), Some(secret_access_key)) =
         (get("AccessKeyId"), get("SecretAccessKey"))
@@ -142,6 +157,19 @@ mod tests {
         assert!(from_xml(bad_expiry, "sts")
             .unwrap_err()
             .contains("Expiration"));
+        // An element running on past others must not carry a secret into
+        // the error (or, as the access key ID, into the log).
+        for mangled in [
+            &b"<Credentials><AccessKeyId>A</AccessKeyId><Expiration>2026\
+            <SessionToken>T0KEN</SessionToken><Expiration>2026-11-28T21:08:17Z</Expiration>\
+            <SecretAccessKey>S</SecretAccessKey></Credentials>"[..],
+            b"<Credentials><AccessKeyId><SecretAccessKey>SECRET</SecretAccessKey>\
+            </AccessKeyId></Credentials>",
+        ] {
+            let why = from_xml(mangled, "sts").unwrap_err();
+            assert!(!why.contains("T0KEN") && !why.contains("SECRET"), "{why}");
+            assert!(why.contains("markup"), "{why}");
+        }
         let no_secret = b"<Credentials><AccessKeyId>ASIA</AccessKeyId></Credentials>";
         assert!(from_xml(no_secret, "sts")
             .unwrap_err()
