@@ -156,7 +156,7 @@ soak: bench-tools static
 # ---- fuzzing (fuzz/; cargo install cargo-fuzz; stable Rust via RUSTC_BOOTSTRAP) ----
 #   make fuzz  runs each target for FUZZ_SECONDS (default 600). Not part of `make test`.
 FUZZ_SECONDS ?= 600
-FUZZ_TARGETS := http_request query config
+FUZZ_TARGETS := http_request query config upstream_response
 
 .PHONY: fuzz
 fuzz:
