@@ -120,8 +120,9 @@ pub fn from_xml(body: &[u8], source: &str) -> Result<Credentials, String> {
     else {
         return Err("STS answer lacks AccessKeyId or SecretAccessKey".into());
     };
-    // An expiry that cannot be read must not turn into "never expires".
-    let expiry = match get("Expiration") {
+    // An expiry that cannot be read (an empty one included) must not turn
+    // into "never expires".
+    let expiry = match xml_element(&creds, "Expiration") {
         None => None,
         Some(text) => Some(
             crate::iso8601::parse(&text)
@@ -155,6 +156,12 @@ mod tests {
             b"<Credentials><AccessKeyId>A</AccessKeyId><SecretAccessKey>S</SecretAccessKey>\
             <Expiration>2026-02-30T00:00:00Z</Expiration></Credentials>";
         assert!(from_xml(bad_expiry, "sts")
+            .unwrap_err()
+            .contains("Expiration"));
+        let empty_expiry =
+            b"<Credentials><AccessKeyId>A</AccessKeyId><SecretAccessKey>S</SecretAccessKey>\
+            <Expiration></Expiration></Credentials>";
+        assert!(from_xml(empty_expiry, "sts")
             .unwrap_err()
             .contains("Expiration"));
         // An element running on past others must not carry a secret into
