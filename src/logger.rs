@@ -166,13 +166,13 @@ fn level_name(level: Level) -> &'static str {
 /// cut between characters and followed by `… [N bytes cut]` (N counts bytes of
 /// `message`). Borrowed, without a copy, when nothing needs changing.
 pub fn one_line(message: &str) -> Cow<'_, str> {
-    if message.len() <= MAX_MESSAGE && !message.chars().any(char::is_control) {
+    if message.len() <= MAX_MESSAGE && !message.chars().any(needs_escape) {
         return Cow::Borrowed(message);
     }
     let mut out = String::with_capacity(message.len().min(MAX_MESSAGE) + 32);
     for (at, c) in message.char_indices() {
         let before = out.len();
-        if c.is_control() {
+        if needs_escape(c) {
             out.extend(c.escape_debug());
         } else {
             out.push(c);
@@ -184,6 +184,14 @@ pub fn one_line(message: &str) -> Cow<'_, str> {
         }
     }
     Cow::Owned(out)
+}
+
+/// Control characters (C0, DEL, C1), the Unicode line and paragraph
+/// separators (some viewers break lines there), and the bidirectional
+/// overrides and isolates (they reorder what a reader sees).
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// `x.log` → `x.log.1` → ... → `x.log.5`; the oldest falls off.
@@ -210,6 +218,11 @@ mod tests {
         );
         assert_eq!(one_line("a\r\nb"), "a\\r\\nb");
         assert_eq!(one_line("\x1b[2Jx"), "\\u{1b}[2Jx");
+        // Line separators and bidi overrides change what a reader sees.
+        assert_eq!(
+            one_line("a\u{2028}b\u{202e}c\u{2066}d"),
+            "a\\u{2028}b\\u{202e}c\\u{2066}d"
+        );
         assert_eq!(one_line("a\x7fb"), "a\\u{7f}b");
         assert_eq!(one_line("a\u{85}b\u{9b}c"), "a\\u{85}b\\u{9b}c");
         assert_eq!(one_line("\0\x07"), "\\0\\u{7}");

@@ -117,7 +117,7 @@ impl fmt::Display for UpstreamError {
             UpstreamError::Response(why) => write!(f, "unreadable answer from AWS: {why}"),
             UpstreamError::UnexpectedStatus(status) => write!(
                 f,
-                "AWS answered HTTP status {status}, which no AWS API sends (a redirect or a misbehaving proxy?); it is not followed"
+                "the endpoint answered HTTP status {status}, which no AWS API sends (a redirect or a misbehaving proxy?); it is not followed"
             ),
             UpstreamError::Credentials(why) => f.write_str(why),
             UpstreamError::Internal(why) => write!(f, "internal error: {why}"),

@@ -91,8 +91,10 @@ impl Transport {
         self.send("POST", url, headers, body)
     }
 
-    /// Sends one request and reads the whole 2xx body; other answers become
-    /// [`UpstreamError::Service`] with their status, code and retry hint.
+    /// Sends one request and reads the whole body of a 200; a 4xx/5xx
+    /// becomes [`UpstreamError::Service`] with its status, code and retry
+    /// hint, any other status [`UpstreamError::UnexpectedStatus`] (body
+    /// unread, redirects never followed).
     pub fn send(
         &self,
         method: &str,

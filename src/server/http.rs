@@ -9,6 +9,8 @@
 
 use std::sync::Arc;
 
+use zeroize::Zeroize;
+
 use crate::secret::SecretBytes;
 
 /// Largest request head accepted; larger ones get 431 without being buffered.
@@ -136,6 +138,14 @@ fn header_values<'h>(
 /// by hand: `write!` formatting was a measurable share of a cache hit.
 pub fn render(out: &mut Vec<u8>, response: &Response, keep_alive: bool) {
     let body = response.body.as_bytes();
+    // Room for the longest head this writes, so the buffer grows at most
+    // here: a buffer that held a secret is overwritten before it is given
+    // back, never freed by a reallocation with the secret still in it.
+    let needed = body.len() + response.content_type.len() + 128;
+    if out.capacity() < needed {
+        out.zeroize();
+        *out = Vec::with_capacity(needed);
+    }
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     push_decimal(out, usize::from(response.status));
