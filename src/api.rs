@@ -177,7 +177,9 @@ pub fn upstream_error(e: &UpstreamError) -> Response {
                 &format!("Response Error: unexpected upstream HTTP status {upstream}"),
             ),
         ),
-        UpstreamError::Credentials(why) => (500, pair("CredentialsError", why)),
+        // AWS's agents answer InternalFailure here, and clients match on it;
+        // the message still says which sources were tried and why each failed.
+        UpstreamError::Credentials(why) => (500, pair("InternalFailure", why)),
         UpstreamError::Internal(_) => (500, serde_json::json!({ "__type": "InternalFailure" })),
     };
     Response {
@@ -458,7 +460,7 @@ mod tests {
         let (status, body) = answer(UpstreamError::Credentials("no \"creds\"".into()));
         assert_eq!(status, 500);
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(v["__type"], "CredentialsError");
+        assert_eq!(v["__type"], "InternalFailure");
         assert_eq!(v["message"], "no \"creds\"");
         let (status, body) = answer(UpstreamError::service(403, "AccessDenied", "a & <b>"));
         assert_eq!(status, 403);

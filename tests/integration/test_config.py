@@ -356,8 +356,9 @@ def test_no_region_fails(tmp_path):
     assert "region" in res["stderr"].lower(), res
 
 
-def test_no_credentials_is_500_credentials_error(tmp_path):
-    """No source has credentials: 500, `CredentialsError` naming every source tried (issue 3)."""
+def test_no_credentials_is_500_internal_failure_naming_the_sources(tmp_path):
+    """No source has credentials: 500 `InternalFailure` (as AWS's agents answer), its
+    message naming every source tried."""
     env = {k: v for k, v in NETNS_ENV.items() if not k.startswith("AWS_ACCESS") and not k.startswith("AWS_SECRET")}
     res = run_in_netns(tmp_path, "http_port = 0\nlog_to_file = false\nvalidate_credentials = false\n", env,
                        requests=[("/v1/nocreds", TOKEN_HDR)])
@@ -365,7 +366,7 @@ def test_no_credentials_is_500_credentials_error(tmp_path):
     status, body = res["responses"][0]
     assert status == 500, res
     error = json.loads(body)
-    assert error["__type"] == "CredentialsError"
+    assert error["__type"] == "InternalFailure"
     assert "AWS_ACCESS_KEY_ID" in error["message"], error
     assert res["sm_calls"] == 0
 

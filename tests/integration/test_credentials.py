@@ -165,7 +165,7 @@ def container_env(c, token=None, token_file=None):
 def creds_error(status, body) -> str:
     assert status == 500, (status, body)
     doc = json.loads(body)
-    assert doc["__type"] == "CredentialsError", doc
+    assert doc["__type"] == "InternalFailure", doc
     assert isinstance(doc["message"], str) and doc["message"]
     return doc["message"]
 

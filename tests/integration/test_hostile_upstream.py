@@ -148,7 +148,7 @@ def test_container_credential_redirects_are_never_followed(agent, fake_upstream)
         code, _, body = ag.secret("needs-creds", timeout=30)
         assert code == 500, body
         doc = json.loads(body)
-        assert doc["__type"] == "CredentialsError"
+        assert doc["__type"] == "InternalFailure"
         assert "302" in doc["message"], doc
         assert creds.count() == 0, "the redirect was followed"
         assert fake_upstream.count("GetSecretValue") == 0
