@@ -1,6 +1,13 @@
 //! The config file: every key of AWS's agent, its default, and the rules that
 //! reject bad input before the agent starts.
 //!
+//! Two layouts are read: the flat keys of AWS's agent 1.x/2.x (`ttl_seconds =
+//! 300` at the top) and the nested sections of its 3.x successor
+//! (`[capabilities.secrets_manager.cache]` holding `ttl_seconds`). One table,
+//! `SETTINGS`, says where each setting may be written and which function
+//! checks it, so both spellings share one check; writing both spellings of
+//! one setting is refused.
+//!
 //! Parsing goes through the `toml` crate into a loose value table first, so that
 //! each key can be checked by hand and every error names the key and what is
 //! allowed (serde's derive would report "invalid type" with no range).
@@ -24,6 +31,56 @@ pub struct Config {
     pub ignore_transient_errors: bool,
     pub validate_credentials: bool,
     pub credentials_file_path: Option<PathBuf>,
+    /// How many roles requests may name (`roleArn`); stored only for now.
+    pub max_roles: usize,
+    /// Secrets to load at start; parsed and checked, not acted on yet.
+    pub prefetch: Prefetch,
+    /// Sections of other capabilities found in the file (`acm`), which this
+    /// agent does not provide and leaves unread.
+    pub other_capabilities: Vec<String>,
+}
+
+/// The `prefetch` table: what to load into the cache at start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prefetch {
+    /// The share of the cache that prefetching may fill, 0.1 to 1.0.
+    pub cache_buffer_ratio: f64,
+    /// Start prefetching after a random delay of up to this many seconds.
+    pub max_jitter_seconds: u64,
+    pub secrets: Vec<PrefetchSecret>,
+    pub filter_tags: Vec<PrefetchTag>,
+}
+
+/// One secret named for prefetching, optionally read through a role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefetchSecret {
+    pub secret_id: String,
+    pub role_arn: Option<String>,
+}
+
+/// Prefetch every secret carrying this tag key, optionally through a role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefetchTag {
+    pub key: String,
+    pub role_arn: Option<String>,
+}
+
+impl Prefetch {
+    /// Whether anything is named for prefetching.
+    pub fn is_requested(&self) -> bool {
+        !self.secrets.is_empty() || !self.filter_tags.is_empty()
+    }
+}
+
+impl Default for Prefetch {
+    fn default() -> Self {
+        Prefetch {
+            cache_buffer_ratio: 0.8,
+            max_jitter_seconds: 0,
+            secrets: Vec::new(),
+            filter_tags: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -70,6 +127,9 @@ impl Default for Config {
             ignore_transient_errors: true,
             validate_credentials: true,
             credentials_file_path: None,
+            max_roles: 20,
+            prefetch: Prefetch::default(),
+            other_capabilities: Vec::new(),
         }
     }
 }
@@ -85,11 +145,22 @@ pub enum ConfigError {
         path: String,
         reason: String,
     },
-    UnknownKey(String),
+    /// `key` is the full dotted path; `valid` the keys its table accepts.
+    UnknownKey {
+        key: String,
+        valid: Vec<&'static str>,
+    },
     Invalid {
-        key: &'static str,
+        key: String,
         allowed: &'static str,
     },
+    /// One setting written both flat and nested.
+    Twice {
+        flat: &'static str,
+        nested: &'static str,
+    },
+    /// `enabled = false` for Secrets Manager, the only thing this agent serves.
+    Disabled,
 }
 
 impl fmt::Display for ConfigError {
@@ -104,39 +175,81 @@ impl fmt::Display for ConfigError {
             }
             // A key may hold any character (quoted TOML keys); escaping keeps
             // the message on one line.
-            ConfigError::UnknownKey(key) => write!(
+            ConfigError::UnknownKey { key, valid } => write!(
                 f,
-                "unknown config key `{}`; valid keys are: {}",
+                "unknown config key `{}`; valid keys there are: {}",
                 key.escape_debug(),
-                KEYS.join(", ")
+                valid.join(", ")
             ),
-            ConfigError::Invalid { key, allowed } => {
-                write!(
-                    f,
-                    "invalid value for config key `{key}`: expected {allowed}"
-                )
-            }
+            ConfigError::Invalid { key, allowed } => write!(
+                f,
+                "invalid value for config key `{}`: expected {allowed}",
+                key.escape_debug()
+            ),
+            ConfigError::Twice { flat, nested } => write!(
+                f,
+                "config keys `{flat}` and `{nested}` are the same setting; keep only one of them"
+            ),
+            ConfigError::Disabled => write!(
+                f,
+                "config key `{SM}.enabled` is false, but this agent serves only Secrets Manager \
+                 and would have nothing to do: remove the line or set it to true"
+            ),
         }
     }
 }
 
 impl std::error::Error for ConfigError {}
 
-const KEYS: &[&str] = &[
-    "log_level",
-    "log_to_file",
-    "http_port",
-    "region",
-    "ttl_seconds",
-    "cache_size",
-    "ssrf_headers",
-    "ssrf_env_variables",
-    "path_prefix",
-    "max_conn",
-    "ignore_transient_errors",
-    "validate_credentials",
-    "credentials_file_path",
+/// Checks one value and stores it; the `&str` is the key as written (flat or
+/// dotted), for the error message.
+type Setter = fn(&mut Config, &toml::Value, &str) -> Result<(), ConfigError>;
+
+/// A setting: its flat name (none for settings only 3.x has) and its place in
+/// 3.x's nested layout.
+struct Setting {
+    flat: Option<&'static str>,
+    nested: &'static str,
+    set: Setter,
+}
+
+/// 3.x's section for Secrets Manager.
+const SM: &str = "capabilities.secrets_manager";
+
+/// Every setting, in the order the README lists them. Sections are the
+/// prefixes of the nested paths (`logging`, `capabilities`, ...).
+#[rustfmt::skip]
+const SETTINGS: &[Setting] = &[
+    Setting { flat: Some("log_level"), nested: "logging.log_level", set: set_log_level },
+    Setting { flat: Some("log_to_file"), nested: "logging.log_to_file", set: set_log_to_file },
+    Setting { flat: None, nested: "capabilities.secrets_manager.enabled", set: set_enabled },
+    Setting { flat: Some("http_port"), nested: "capabilities.secrets_manager.http_port", set: set_http_port },
+    Setting { flat: Some("region"), nested: "capabilities.secrets_manager.region", set: set_region },
+    Setting { flat: Some("ttl_seconds"), nested: "capabilities.secrets_manager.cache.ttl_seconds", set: set_ttl_seconds },
+    Setting { flat: Some("cache_size"), nested: "capabilities.secrets_manager.cache.cache_size", set: set_cache_size },
+    Setting { flat: Some("ssrf_headers"), nested: "capabilities.secrets_manager.security.ssrf_headers", set: set_ssrf_headers },
+    Setting { flat: Some("ssrf_env_variables"), nested: "capabilities.secrets_manager.security.ssrf_env_variables", set: set_ssrf_env_variables },
+    Setting { flat: Some("path_prefix"), nested: "capabilities.secrets_manager.path_prefix", set: set_path_prefix },
+    Setting { flat: Some("max_conn"), nested: "capabilities.secrets_manager.max_conn", set: set_max_conn },
+    Setting { flat: Some("max_roles"), nested: "capabilities.secrets_manager.max_roles", set: set_max_roles },
+    Setting { flat: Some("ignore_transient_errors"), nested: "capabilities.secrets_manager.ignore_transient_errors", set: set_ignore_transient_errors },
+    Setting { flat: Some("validate_credentials"), nested: "capabilities.secrets_manager.validate_credentials", set: set_validate_credentials },
+    Setting { flat: Some("credentials_file_path"), nested: "capabilities.secrets_manager.credentials_file_path", set: set_credentials_file_path },
+    Setting { flat: Some("prefetch"), nested: "capabilities.secrets_manager.prefetch", set: set_prefetch },
 ];
+
+/// Sections of 3.x for capabilities this agent does not provide: accepted
+/// (they must be tables) and not read, so a file shared with 3.x's other
+/// services still starts this one.
+const OTHER_CAPABILITIES: &[&str] = &["capabilities.acm"];
+
+/// A setting found in the file: its index in `SETTINGS`, whether it was
+/// written flat, and its value.
+struct Found<'a> {
+    setting: usize,
+    flat: bool,
+    value: &'a toml::Value,
+}
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -161,96 +274,373 @@ impl Config {
                     reason: e.message().to_string(),
                 })?;
         let mut config = Config::default();
-        for (key, value) in &table {
-            config.set(key, value)?;
+        let mut found = Vec::new();
+        collect(&table, "", &mut found, &mut config.other_capabilities)?;
+        for (index, setting) in SETTINGS.iter().enumerate() {
+            let written = |flat: bool| found.iter().any(|f| f.setting == index && f.flat == flat);
+            if let (Some(flat), true, true) = (setting.flat, written(true), written(false)) {
+                return Err(ConfigError::Twice {
+                    flat,
+                    nested: setting.nested,
+                });
+            }
+        }
+        for f in &found {
+            let setting = &SETTINGS[f.setting];
+            let key = match (f.flat, setting.flat) {
+                (true, Some(flat)) => flat,
+                _ => setting.nested,
+            };
+            (setting.set)(&mut config, f.value, key)?;
         }
         Ok(config)
     }
+}
 
-    fn set(&mut self, key: &str, value: &toml::Value) -> Result<(), ConfigError> {
-        match key {
-            "log_level" => {
-                self.log_level = match value.as_str().map(str::to_ascii_uppercase).as_deref() {
-                    Some("DEBUG") => LogLevel::Debug,
-                    Some("INFO") => LogLevel::Info,
-                    Some("WARN") => LogLevel::Warn,
-                    Some("ERROR") => LogLevel::Error,
-                    Some("NONE") => LogLevel::None,
-                    _ => {
-                        return Err(invalid(
-                            "log_level",
-                            "one of DEBUG, INFO, WARN, ERROR, NONE",
-                        ))
-                    }
-                }
-            }
-            "log_to_file" => self.log_to_file = boolean(key, value)?,
-            "ignore_transient_errors" => self.ignore_transient_errors = boolean(key, value)?,
-            "validate_credentials" => self.validate_credentials = boolean(key, value)?,
-            "http_port" => {
-                let allowed = "an integer from 1024 to 65535, or 0 to let the OS pick";
-                let port = integer(value).ok_or(invalid("http_port", allowed))?;
-                if port != 0 && !(1024..=65535).contains(&port) {
-                    return Err(invalid("http_port", allowed));
-                }
-                self.http_port = port as u16;
-            }
-            "ttl_seconds" => {
-                self.ttl_seconds =
-                    ranged(value, 0, 3600, "ttl_seconds", "an integer from 0 to 3600")?
-            }
-            "cache_size" => {
-                self.cache_size =
-                    ranged(value, 1, 1000, "cache_size", "an integer from 1 to 1000")? as usize
-            }
-            "max_conn" => {
-                self.max_conn =
-                    ranged(value, 1, 1000, "max_conn", "an integer from 1 to 1000")? as usize
-            }
-            "region" => {
-                let region = non_empty(value).ok_or(invalid("region", "a non-empty string"))?;
-                self.region = Some(region.to_string());
-            }
-            "path_prefix" => {
-                let allowed = "a string starting with `/`";
-                let prefix = value.as_str().ok_or(invalid("path_prefix", allowed))?;
-                if !prefix.starts_with('/') {
-                    return Err(invalid("path_prefix", allowed));
-                }
-                self.path_prefix = prefix.to_string();
-            }
-            "ssrf_headers" => {
-                self.ssrf_headers = string_list(value)
-                    .ok_or(invalid("ssrf_headers", "a non-empty list of header names"))?;
-                let valid = |h: &String| h.bytes().all(|b| b.is_ascii_graphic() && b != b':');
-                if !self.ssrf_headers.iter().all(valid) {
-                    return Err(invalid("ssrf_headers", "a non-empty list of header names"));
-                }
-            }
-            "ssrf_env_variables" => {
-                self.ssrf_env_variables = string_list(value).ok_or(invalid(
-                    "ssrf_env_variables",
-                    "a non-empty list of environment variable names",
-                ))?
-            }
-            "credentials_file_path" => {
-                let path = non_empty(value)
-                    .ok_or(invalid("credentials_file_path", "a non-empty path string"))?;
-                self.credentials_file_path = Some(PathBuf::from(path));
-            }
-            _ => return Err(ConfigError::UnknownKey(key.to_string())),
+/// Walks one table of the file (`section` is its dotted path, "" for the
+/// top), noting each setting found and refusing what is no setting.
+fn collect<'a>(
+    table: &'a toml::Table,
+    section: &str,
+    found: &mut Vec<Found<'a>>,
+    other_capabilities: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    for (key, value) in table {
+        let path = if section.is_empty() {
+            key.clone()
+        } else {
+            format!("{section}.{key}")
+        };
+        // A quoted key holding a dot is one key, not a path: it matches nothing.
+        let dotted = key.contains('.');
+        let flat = SETTINGS
+            .iter()
+            .position(|s| section.is_empty() && s.flat == Some(key.as_str()));
+        let nested = SETTINGS.iter().position(|s| !dotted && s.nested == path);
+        if let Some(setting) = flat.or(nested) {
+            found.push(Found {
+                setting,
+                flat: flat.is_some(),
+                value,
+            });
+        } else if !dotted && is_section(&path) {
+            let inner = value.as_table().ok_or_else(|| invalid(&path, "a table"))?;
+            collect(inner, &path, found, other_capabilities)?;
+        } else if !dotted && OTHER_CAPABILITIES.contains(&path.as_str()) {
+            value.as_table().ok_or_else(|| invalid(&path, "a table"))?;
+            other_capabilities.push(key.clone());
+        } else {
+            return Err(ConfigError::UnknownKey {
+                key: path,
+                valid: keys_in(section),
+            });
         }
-        Ok(())
+    }
+    Ok(())
+}
+
+/// Whether `path` names a section: a table holding settings.
+fn is_section(path: &str) -> bool {
+    SETTINGS.iter().any(|s| {
+        s.nested
+            .strip_prefix(path)
+            .is_some_and(|rest| rest.starts_with('.'))
+    })
+}
+
+/// The keys a section accepts, for the unknown-key message.
+fn keys_in(section: &str) -> Vec<&'static str> {
+    let mut keys: Vec<&'static str> = Vec::new();
+    let mut add = |key: &'static str| {
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    };
+    if section.is_empty() {
+        SETTINGS.iter().filter_map(|s| s.flat).for_each(&mut add);
+    }
+    let nested = SETTINGS.iter().map(|s| s.nested);
+    for path in nested.chain(OTHER_CAPABILITIES.iter().copied()) {
+        let rest = if section.is_empty() {
+            Some(path)
+        } else {
+            path.strip_prefix(section)
+                .and_then(|rest| rest.strip_prefix('.'))
+        };
+        if let Some(rest) = rest {
+            add(rest.split('.').next().unwrap_or(rest));
+        }
+    }
+    keys
+}
+
+fn set_log_level(c: &mut Config, value: &toml::Value, key: &str) -> Result<(), ConfigError> {
+    c.log_level = match value.as_str().map(str::to_ascii_uppercase).as_deref() {
+        Some("DEBUG") => LogLevel::Debug,
+        Some("INFO") => LogLevel::Info,
+        Some("WARN") => LogLevel::Warn,
+        Some("ERROR") => LogLevel::Error,
+        Some("NONE") => LogLevel::None,
+        _ => return Err(invalid(key, "one of DEBUG, INFO, WARN, ERROR, NONE")),
+    };
+    Ok(())
+}
+
+fn set_log_to_file(c: &mut Config, value: &toml::Value, key: &str) -> Result<(), ConfigError> {
+    c.log_to_file = boolean(value, key)?;
+    Ok(())
+}
+
+fn set_enabled(_: &mut Config, value: &toml::Value, key: &str) -> Result<(), ConfigError> {
+    match boolean(value, key)? {
+        true => Ok(()),
+        false => Err(ConfigError::Disabled),
     }
 }
 
-fn invalid(key: &'static str, allowed: &'static str) -> ConfigError {
-    ConfigError::Invalid { key, allowed }
+fn set_ignore_transient_errors(
+    c: &mut Config,
+    value: &toml::Value,
+    key: &str,
+) -> Result<(), ConfigError> {
+    c.ignore_transient_errors = boolean(value, key)?;
+    Ok(())
 }
 
-fn boolean(key: &str, value: &toml::Value) -> Result<bool, ConfigError> {
-    let key = KEYS.iter().find(|k| **k == key).copied().unwrap_or("?");
-    value.as_bool().ok_or(invalid(key, "true or false"))
+fn set_validate_credentials(
+    c: &mut Config,
+    value: &toml::Value,
+    key: &str,
+) -> Result<(), ConfigError> {
+    c.validate_credentials = boolean(value, key)?;
+    Ok(())
+}
+
+fn set_http_port(c: &mut Config, value: &toml::Value, key: &str) -> Result<(), ConfigError> {
+    let allowed = "an integer from 1024 to 65535, or 0 to let the OS pick";
+    let port = integer(value).ok_or_else(|| invalid(key, allowed))?;
+    if port != 0 && !(1024..=65535).contains(&port) {
+        return Err(invalid(key, allowed));
+    }
+    c.http_port = port as u16;
+    Ok(())
+}
+
+fn set_ttl_seconds(c: &mut Config, value: &toml::Value, key: &str) -> Result<(), ConfigError> {
+    c.ttl_seconds = ranged(value, 0, 3600, key, "an integer from 0 to 3600")?;
+    Ok(())
+}
+
+fn set_cache_size(c: &mut Config, value: &toml::Value, key: &str) -> Result<(), ConfigError> {
+    c.cache_size = ranged(value, 1, 1000, key, "an integer from 1 to 1000")? as usize;
+    Ok(())
+}
+
+fn set_max_conn(c: &mut Config, value: &toml::Value, key: &str) -> Result<(), ConfigError> {
+    c.max_conn = ranged(value, 1, 1000, key, "an integer from 1 to 1000")? as usize;
+    Ok(())
+}
+
+fn set_max_roles(c: &mut Config, value: &toml::Value, key: &str) -> Result<(), ConfigError> {
+    c.max_roles = ranged(value, 1, 20, key, "an integer from 1 to 20")? as usize;
+    Ok(())
+}
+
+fn set_region(c: &mut Config, value: &toml::Value, key: &str) -> Result<(), ConfigError> {
+    let region = non_empty(value).ok_or_else(|| invalid(key, "a non-empty string"))?;
+    c.region = Some(region.to_string());
+    Ok(())
+}
+
+fn set_path_prefix(c: &mut Config, value: &toml::Value, key: &str) -> Result<(), ConfigError> {
+    let allowed = "a string starting with `/`";
+    let prefix = value.as_str().ok_or_else(|| invalid(key, allowed))?;
+    if !prefix.starts_with('/') {
+        return Err(invalid(key, allowed));
+    }
+    c.path_prefix = prefix.to_string();
+    Ok(())
+}
+
+fn set_ssrf_headers(c: &mut Config, value: &toml::Value, key: &str) -> Result<(), ConfigError> {
+    let allowed = "a non-empty list of header names";
+    let headers = string_list(value).ok_or_else(|| invalid(key, allowed))?;
+    let valid = |h: &String| h.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+    if !headers.iter().all(valid) {
+        return Err(invalid(key, allowed));
+    }
+    c.ssrf_headers = headers;
+    Ok(())
+}
+
+fn set_ssrf_env_variables(
+    c: &mut Config,
+    value: &toml::Value,
+    key: &str,
+) -> Result<(), ConfigError> {
+    c.ssrf_env_variables = string_list(value)
+        .ok_or_else(|| invalid(key, "a non-empty list of environment variable names"))?;
+    Ok(())
+}
+
+fn set_credentials_file_path(
+    c: &mut Config,
+    value: &toml::Value,
+    key: &str,
+) -> Result<(), ConfigError> {
+    let path = non_empty(value).ok_or_else(|| invalid(key, "a non-empty path string"))?;
+    c.credentials_file_path = Some(PathBuf::from(path));
+    Ok(())
+}
+
+const PREFETCH_KEYS: &[&str] = &[
+    "cache_buffer_ratio",
+    "max_jitter_seconds",
+    "secrets",
+    "filter_tags",
+];
+
+fn set_prefetch(c: &mut Config, value: &toml::Value, key: &str) -> Result<(), ConfigError> {
+    let table = value.as_table().ok_or_else(|| invalid(key, "a table"))?;
+    let mut prefetch = Prefetch::default();
+    for (name, value) in table {
+        let path = format!("{key}.{name}");
+        match name.as_str() {
+            "cache_buffer_ratio" => {
+                prefetch.cache_buffer_ratio = number(value)
+                    .filter(|r| (0.1..=1.0).contains(r))
+                    .ok_or_else(|| invalid(&path, "a number from 0.1 to 1.0"))?
+            }
+            "max_jitter_seconds" => {
+                prefetch.max_jitter_seconds =
+                    ranged(value, 0, 10, &path, "an integer from 0 to 10")?
+            }
+            "secrets" => {
+                prefetch.secrets = entries(value, &path, "secret_id")?
+                    .into_iter()
+                    .map(|(secret_id, role_arn)| PrefetchSecret {
+                        secret_id,
+                        role_arn,
+                    })
+                    .collect()
+            }
+            "filter_tags" => {
+                prefetch.filter_tags = entries(value, &path, "key")?
+                    .into_iter()
+                    .map(|(key, role_arn)| PrefetchTag { key, role_arn })
+                    .collect()
+            }
+            _ => {
+                return Err(ConfigError::UnknownKey {
+                    key: path,
+                    valid: PREFETCH_KEYS.to_vec(),
+                })
+            }
+        }
+    }
+    c.prefetch = prefetch;
+    Ok(())
+}
+
+/// An array of tables each holding `id_key` (a non-empty string) and an
+/// optional `role_arn`, as (id, role) pairs. Errors name the entry by index.
+fn entries(
+    value: &toml::Value,
+    path: &str,
+    id_key: &'static str,
+) -> Result<Vec<(String, Option<String>)>, ConfigError> {
+    let (shape, id_allowed) = match id_key {
+        "secret_id" => (
+            "a list of tables, each with `secret_id` and optionally `role_arn`",
+            "a non-empty string (a secret's name or ARN)",
+        ),
+        _ => (
+            "a list of tables, each with `key` and optionally `role_arn`",
+            "a non-empty string (a tag key)",
+        ),
+    };
+    let items = value.as_array().ok_or_else(|| invalid(path, shape))?;
+    let mut list = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let at = format!("{path}[{index}]");
+        let table = item.as_table().ok_or_else(|| invalid(&at, shape))?;
+        let mut id = None;
+        let mut role_arn = None;
+        for (name, value) in table {
+            let field = format!("{at}.{name}");
+            if name == id_key {
+                let text = non_empty(value).ok_or_else(|| invalid(&field, id_allowed))?;
+                id = Some(text.to_string());
+            } else if name == "role_arn" {
+                let arn = value
+                    .as_str()
+                    .filter(|arn| is_role_arn(arn))
+                    .ok_or_else(|| invalid(&field, ROLE_ARN_FORMAT))?;
+                role_arn = Some(arn.to_string());
+            } else {
+                return Err(ConfigError::UnknownKey {
+                    key: field,
+                    valid: vec![id_key, "role_arn"],
+                });
+            }
+        }
+        let id = id.ok_or_else(|| invalid(&format!("{at}.{id_key}"), id_allowed))?;
+        list.push((id, role_arn));
+    }
+    Ok(list)
+}
+
+/// What `is_role_arn` accepts, for error messages.
+pub const ROLE_ARN_FORMAT: &str =
+    "an IAM role ARN: arn:PARTITION:iam::ACCOUNT:role/NAME (a 12-digit account; \
+     a role path such as role/team/NAME is allowed)";
+
+/// Whether `text` is an IAM role ARN: `arn:PARTITION:iam::ACCOUNT:role/NAME`,
+/// with a partition such as `aws`, `aws-cn` or `aws-us-gov`, no region, a
+/// 12-digit account and a role name that may follow a path
+/// (`role/team/NAME`). Names and path parts use IAM's characters
+/// (letters, digits, `+=,.@_-`); the name is at most 64 of them.
+pub fn is_role_arn(text: &str) -> bool {
+    let mut parts = text.splitn(6, ':');
+    let fields = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    );
+    let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) =
+        fields
+    else {
+        return false;
+    };
+    let partition_ok = partition.starts_with(|c: char| c.is_ascii_lowercase())
+        && !partition.ends_with('-')
+        && partition
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let account_ok = account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit());
+    let Some(role) = resource.strip_prefix("role/") else {
+        return false;
+    };
+    let iam_char = |b: u8| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b);
+    let segments_ok = role
+        .split('/')
+        .all(|part| !part.is_empty() && part.bytes().all(iam_char));
+    let name_ok = role.rsplit('/').next().is_some_and(|name| name.len() <= 64);
+    partition_ok && account_ok && segments_ok && name_ok && role.len() <= 512 + 64
+}
+
+fn invalid(key: &str, allowed: &'static str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        allowed,
+    }
+}
+
+fn boolean(value: &toml::Value, key: &str) -> Result<bool, ConfigError> {
+    value.as_bool().ok_or_else(|| invalid(key, "true or false"))
 }
 
 /// A whole number written bare (`300`) or quoted (`"300"`, `'300'`), as AWS's agent accepts.
@@ -262,11 +652,21 @@ fn integer(value: &toml::Value) -> Option<i64> {
     }
 }
 
+/// A number, whole or not, bare or quoted.
+fn number(value: &toml::Value) -> Option<f64> {
+    match value {
+        toml::Value::Float(x) => Some(*x),
+        toml::Value::Integer(n) => Some(*n as f64),
+        toml::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
 fn ranged(
     value: &toml::Value,
     min: i64,
     max: i64,
-    key: &'static str,
+    key: &str,
     allowed: &'static str,
 ) -> Result<u64, ConfigError> {
     match integer(value) {
@@ -404,5 +804,373 @@ mod tests {
         assert!(err("[section]\nkey = 1").contains("unknown config key `section`"));
         let e = err("\"two\\nlines\" = 1");
         assert!(!e.contains('\n') && e.contains("two\\nlines"), "{e}");
+    }
+
+    const NESTED: &str = r#"
+        [logging]
+        log_level = "warn"
+        log_to_file = false
+
+        [capabilities.secrets_manager]
+        enabled = true
+        http_port = 4000
+        region = "eu-west-1"
+        path_prefix = "/secrets/"
+        max_conn = 10
+        max_roles = 5
+        ignore_transient_errors = false
+        validate_credentials = false
+        credentials_file_path = "/etc/creds"
+
+        [capabilities.secrets_manager.cache]
+        ttl_seconds = 0
+        cache_size = 7
+
+        [capabilities.secrets_manager.security]
+        ssrf_headers = ["X-Token"]
+        ssrf_env_variables = ["MY_TOKEN"]
+
+        [capabilities.secrets_manager.prefetch]
+        cache_buffer_ratio = 0.5
+        max_jitter_seconds = 10
+
+        [[capabilities.secrets_manager.prefetch.secrets]]
+        secret_id = "db/password"
+
+        [[capabilities.secrets_manager.prefetch.secrets]]
+        secret_id = "other"
+        role_arn = "arn:aws:iam::123456789012:role/Reader"
+
+        [[capabilities.secrets_manager.prefetch.filter_tags]]
+        key = "Team"
+        role_arn = "arn:aws-cn:iam::210987654321:role/team/Reader"
+    "#;
+
+    #[test]
+    fn nested_layout_sets_every_key() {
+        let c = Config::parse(NESTED).unwrap();
+        assert_eq!(c.log_level, LogLevel::Warn);
+        assert!(!c.log_to_file);
+        assert_eq!(c.http_port, 4000);
+        assert_eq!(c.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(c.path_prefix, "/secrets/");
+        assert_eq!(c.max_conn, 10);
+        assert_eq!(c.max_roles, 5);
+        assert!(!c.ignore_transient_errors);
+        assert!(!c.validate_credentials);
+        assert_eq!(c.credentials_file_path, Some(PathBuf::from("/etc/creds")));
+        assert_eq!(c.ttl_seconds, 0);
+        assert_eq!(c.cache_size, 7);
+        assert_eq!(c.ssrf_headers, vec!["X-Token"]);
+        assert_eq!(c.ssrf_env_variables, vec!["MY_TOKEN"]);
+        assert_eq!(c.prefetch.cache_buffer_ratio, 0.5);
+        assert_eq!(c.prefetch.max_jitter_seconds, 10);
+        assert_eq!(
+            c.prefetch.secrets,
+            vec![
+                PrefetchSecret {
+                    secret_id: "db/password".into(),
+                    role_arn: None
+                },
+                PrefetchSecret {
+                    secret_id: "other".into(),
+                    role_arn: Some("arn:aws:iam::123456789012:role/Reader".into())
+                },
+            ]
+        );
+        assert_eq!(
+            c.prefetch.filter_tags,
+            vec![PrefetchTag {
+                key: "Team".into(),
+                role_arn: Some("arn:aws-cn:iam::210987654321:role/team/Reader".into())
+            }]
+        );
+        assert!(c.prefetch.is_requested());
+        assert!(c.other_capabilities.is_empty());
+    }
+
+    #[test]
+    fn nested_and_flat_files_give_the_same_config() {
+        let flat = Config::parse(
+            "ttl_seconds = 10\ncache_size = 3\nhttp_port = 0\nlog_level = \"DEBUG\"\nmax_roles = 2\n",
+        )
+        .unwrap();
+        let nested = Config::parse(
+            "[logging]\nlog_level = \"DEBUG\"\n\
+             [capabilities.secrets_manager]\nhttp_port = 0\nmax_roles = 2\n\
+             [capabilities.secrets_manager.cache]\nttl_seconds = 10\ncache_size = 3\n",
+        )
+        .unwrap();
+        assert_eq!(flat, nested);
+        // Empty sections are all defaults; `enabled = true` changes nothing.
+        let empty = "[logging]\n[capabilities]\n[capabilities.secrets_manager]\n\
+                     [capabilities.secrets_manager.cache]\n[capabilities.secrets_manager.security]\n\
+                     [capabilities.secrets_manager.prefetch]\n";
+        assert_eq!(Config::parse(empty).unwrap(), Config::default());
+        let enabled = "[capabilities.secrets_manager]\nenabled = true\n";
+        assert_eq!(Config::parse(enabled).unwrap(), Config::default());
+        // Dotted keys are the same table as sections.
+        let dotted = Config::parse("capabilities.secrets_manager.cache.ttl_seconds = 9").unwrap();
+        assert_eq!(dotted.ttl_seconds, 9);
+    }
+
+    #[test]
+    fn defaults_of_the_new_keys() {
+        let c = Config::default();
+        assert_eq!(c.max_roles, 20);
+        assert_eq!(c.prefetch.cache_buffer_ratio, 0.8);
+        assert_eq!(c.prefetch.max_jitter_seconds, 0);
+        assert!(c.prefetch.secrets.is_empty() && c.prefetch.filter_tags.is_empty());
+        assert!(!c.prefetch.is_requested());
+    }
+
+    #[test]
+    fn nested_values_are_checked_and_named_by_full_path() {
+        let sm = "capabilities.secrets_manager";
+        for (section, line, key) in [
+            ("logging", "log_level = \"TRACE\"", "logging.log_level"),
+            ("logging", "log_to_file = \"yes\"", "logging.log_to_file"),
+            (sm, "enabled = \"no\"", "capabilities.secrets_manager.enabled"),
+            (sm, "http_port = 80", "capabilities.secrets_manager.http_port"),
+            (sm, "http_port = 65536", "capabilities.secrets_manager.http_port"),
+            (sm, "region = \"\"", "capabilities.secrets_manager.region"),
+            (sm, "path_prefix = \"v1/\"", "capabilities.secrets_manager.path_prefix"),
+            (sm, "max_conn = 0", "capabilities.secrets_manager.max_conn"),
+            (sm, "max_conn = 1001", "capabilities.secrets_manager.max_conn"),
+            (sm, "max_roles = 0", "capabilities.secrets_manager.max_roles"),
+            (sm, "max_roles = 21", "capabilities.secrets_manager.max_roles"),
+            (sm, "max_roles = 1.5", "capabilities.secrets_manager.max_roles"),
+            (sm, "ignore_transient_errors = 1", "capabilities.secrets_manager.ignore_transient_errors"),
+            (sm, "validate_credentials = []", "capabilities.secrets_manager.validate_credentials"),
+            (sm, "credentials_file_path = 3", "capabilities.secrets_manager.credentials_file_path"),
+            (sm, "cache = 3", "capabilities.secrets_manager.cache"),
+            ("capabilities.secrets_manager.cache", "ttl_seconds = 3601", "capabilities.secrets_manager.cache.ttl_seconds"),
+            ("capabilities.secrets_manager.cache", "ttl_seconds = -1", "capabilities.secrets_manager.cache.ttl_seconds"),
+            ("capabilities.secrets_manager.cache", "cache_size = 0", "capabilities.secrets_manager.cache.cache_size"),
+            ("capabilities.secrets_manager.cache", "cache_size = 1001", "capabilities.secrets_manager.cache.cache_size"),
+            ("capabilities.secrets_manager.security", "ssrf_headers = []", "capabilities.secrets_manager.security.ssrf_headers"),
+            ("capabilities.secrets_manager.security", "ssrf_headers = [\"a b\"]", "capabilities.secrets_manager.security.ssrf_headers"),
+            ("capabilities.secrets_manager.security", "ssrf_env_variables = []", "capabilities.secrets_manager.security.ssrf_env_variables"),
+            ("capabilities.secrets_manager.prefetch", "cache_buffer_ratio = 0.05", "capabilities.secrets_manager.prefetch.cache_buffer_ratio"),
+            ("capabilities.secrets_manager.prefetch", "cache_buffer_ratio = 1.01", "capabilities.secrets_manager.prefetch.cache_buffer_ratio"),
+            ("capabilities.secrets_manager.prefetch", "cache_buffer_ratio = nan", "capabilities.secrets_manager.prefetch.cache_buffer_ratio"),
+            ("capabilities.secrets_manager.prefetch", "cache_buffer_ratio = true", "capabilities.secrets_manager.prefetch.cache_buffer_ratio"),
+            ("capabilities.secrets_manager.prefetch", "max_jitter_seconds = 11", "capabilities.secrets_manager.prefetch.max_jitter_seconds"),
+            ("capabilities.secrets_manager.prefetch", "max_jitter_seconds = -1", "capabilities.secrets_manager.prefetch.max_jitter_seconds"),
+            ("capabilities.secrets_manager.prefetch", "max_jitter_seconds = 0.5", "capabilities.secrets_manager.prefetch.max_jitter_seconds"),
+            ("capabilities.secrets_manager.prefetch", "secrets = \"a\"", "capabilities.secrets_manager.prefetch.secrets"),
+            ("capabilities.secrets_manager.prefetch", "secrets = [\"a\"]", "capabilities.secrets_manager.prefetch.secrets[0]"),
+            ("capabilities.secrets_manager.prefetch", "secrets = [{ secret_id = \"\" }]", "capabilities.secrets_manager.prefetch.secrets[0].secret_id"),
+            ("capabilities.secrets_manager.prefetch", "secrets = [{ secret_id = \"a\" }, { role_arn = \"arn:aws:iam::123456789012:role/R\" }]", "capabilities.secrets_manager.prefetch.secrets[1].secret_id"),
+            ("capabilities.secrets_manager.prefetch", "secrets = [{ secret_id = \"a\", role_arn = \"R\" }]", "capabilities.secrets_manager.prefetch.secrets[0].role_arn"),
+            ("capabilities.secrets_manager.prefetch", "filter_tags = [{ key = 5 }]", "capabilities.secrets_manager.prefetch.filter_tags[0].key"),
+            ("capabilities.secrets_manager.prefetch", "filter_tags = [{}]", "capabilities.secrets_manager.prefetch.filter_tags[0].key"),
+            ("capabilities.secrets_manager.prefetch", "filter_tags = [{ key = \"T\", role_arn = 1 }]", "capabilities.secrets_manager.prefetch.filter_tags[0].role_arn"),
+            ("capabilities.secrets_manager.prefetch", "filter_tags = {}", "capabilities.secrets_manager.prefetch.filter_tags"),
+        ] {
+            let text = format!("[{section}]\n{line}\n");
+            let e = err(&text);
+            assert!(e.contains(&format!("`{key}`")), "{text}: {e}");
+            assert!(e.contains("expected"), "{text}: {e}");
+            assert!(!e.contains('\n'), "{text}: {e}");
+        }
+        let e = err("[capabilities.secrets_manager]\nmax_roles = 21");
+        assert!(e.contains("1 to 20"), "{e}");
+        let e = err("[capabilities.secrets_manager.prefetch]\nsecrets = [{ secret_id = \"a\", role_arn = \"R\" }]");
+        assert!(e.contains("arn:PARTITION:iam::ACCOUNT:role/NAME"), "{e}");
+        assert_eq!(
+            err("capabilities = 1"),
+            "invalid value for config key `capabilities`: expected a table"
+        );
+    }
+
+    #[test]
+    fn nested_good_values_at_the_edges() {
+        let c = Config::parse(
+            "[capabilities.secrets_manager]\nhttp_port = 0\nmax_roles = 1\n\
+             [capabilities.secrets_manager.cache]\nttl_seconds = \"3600\"\ncache_size = 1000\n\
+             [capabilities.secrets_manager.prefetch]\ncache_buffer_ratio = 0.1\nmax_jitter_seconds = 0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.http_port, c.max_roles, c.ttl_seconds, c.cache_size),
+            (0, 1, 3600, 1000)
+        );
+        assert_eq!(c.prefetch.cache_buffer_ratio, 0.1);
+        assert!(!c.prefetch.is_requested());
+        for ratio in ["1", "1.0", "\"0.25\""] {
+            let text = format!("[prefetch]\ncache_buffer_ratio = {ratio}\n");
+            assert!(Config::parse(&text).is_ok(), "{text}");
+        }
+        let c = Config::parse("[capabilities.secrets_manager]\nmax_roles = 20").unwrap();
+        assert_eq!(c.max_roles, 20);
+    }
+
+    #[test]
+    fn unknown_nested_keys_are_named_by_full_path() {
+        for (text, key, valid) in [
+            ("[logging]\nlevel = 1", "logging.level", "log_level, log_to_file"),
+            ("[logging]\ndestination = \"file\"", "logging.destination", "log_level"),
+            ("[capabilities.secrets_manager]\nttl_seconds = 5", "capabilities.secrets_manager.ttl_seconds", "cache"),
+            ("[capabilities.secrets_manager.cache]\nttl = 5", "capabilities.secrets_manager.cache.ttl", "ttl_seconds, cache_size"),
+            ("[capabilities.secrets_manager.security]\ntoken = 1", "capabilities.secrets_manager.security.token", "ssrf_headers, ssrf_env_variables"),
+            ("[capabilities.secrets_manager.prefetch]\nsecret = []", "capabilities.secrets_manager.prefetch.secret", "cache_buffer_ratio, max_jitter_seconds, secrets, filter_tags"),
+            ("[[capabilities.secrets_manager.prefetch.secrets]]\nsecret_id = \"a\"\nrole = \"x\"", "capabilities.secrets_manager.prefetch.secrets[0].role", "secret_id, role_arn"),
+            ("[[prefetch.filter_tags]]\nkey = \"a\"\nvalue = \"b\"", "prefetch.filter_tags[0].value", "key, role_arn"),
+            ("[capabilities.parameter_store]\nenabled = true", "capabilities.parameter_store", "secrets_manager, acm"),
+            ("[capabilities]\nsecrets_manager.cache.size = 1", "capabilities.secrets_manager.cache.size", "ttl_seconds"),
+            ("[logging]\n\"log_level.x\" = 1", "logging.log_level.x", "log_level"),
+        ] {
+            let e = err(text);
+            assert!(e.contains(&format!("unknown config key `{key}`")), "{text}: {e}");
+            assert!(e.contains(valid), "{text}: {e}");
+        }
+        // The top level lists the flat keys and the sections.
+        let e = err("ttl = 5");
+        for key in [
+            "ttl_seconds",
+            "max_roles",
+            "prefetch",
+            "logging",
+            "capabilities",
+        ] {
+            assert!(e.contains(key), "{e}");
+        }
+    }
+
+    #[test]
+    fn other_capabilities_are_accepted_and_not_read() {
+        let c = Config::parse(
+            "[capabilities.acm]\nenabled = true\n\
+             [[capabilities.acm.certificates]]\ncertificate_arn = \"arn:x\"\n\
+             [capabilities.secrets_manager]\nhttp_port = 0\n",
+        )
+        .unwrap();
+        assert_eq!(c.other_capabilities, vec!["acm"]);
+        assert_eq!(c.http_port, 0);
+        assert!(err("capabilities.acm = 1").contains("`capabilities.acm`"));
+    }
+
+    #[test]
+    fn enabled_false_is_refused() {
+        let e = err("[capabilities.secrets_manager]\nenabled = false\n");
+        assert!(e.contains("capabilities.secrets_manager.enabled"), "{e}");
+        assert!(e.contains("only Secrets Manager"), "{e}");
+        assert!(e.contains("set it to true"), "{e}");
+        assert_eq!(
+            Config::parse("[capabilities.secrets_manager]\nenabled = false\n"),
+            Err(ConfigError::Disabled)
+        );
+    }
+
+    #[test]
+    fn a_flat_key_and_its_nested_twin_are_refused_naming_both() {
+        for (text, flat, nested) in [
+            ("ttl_seconds = 5\n[capabilities.secrets_manager.cache]\nttl_seconds = 5", "ttl_seconds", "capabilities.secrets_manager.cache.ttl_seconds"),
+            ("log_level = \"INFO\"\n[logging]\nlog_level = \"INFO\"", "log_level", "logging.log_level"),
+            ("http_port = 0\n[capabilities.secrets_manager]\nhttp_port = 0", "http_port", "capabilities.secrets_manager.http_port"),
+            ("ssrf_headers = [\"A\"]\n[capabilities.secrets_manager.security]\nssrf_headers = [\"B\"]", "ssrf_headers", "capabilities.secrets_manager.security.ssrf_headers"),
+            ("max_roles = 3\n[capabilities.secrets_manager]\nmax_roles = 3", "max_roles", "capabilities.secrets_manager.max_roles"),
+            ("[prefetch]\n[capabilities.secrets_manager.prefetch]", "prefetch", "capabilities.secrets_manager.prefetch"),
+            // Even when the flat value is bad: the conflict is reported first.
+            ("cache_size = 0\n[capabilities.secrets_manager.cache]\ncache_size = 5", "cache_size", "capabilities.secrets_manager.cache.cache_size"),
+        ] {
+            let e = err(text);
+            assert!(e.contains(&format!("`{flat}`")) && e.contains(&format!("`{nested}`")), "{text}: {e}");
+            assert!(e.contains("same setting"), "{text}: {e}");
+        }
+        // Different settings in the two layouts mix freely.
+        let c = Config::parse(
+            "ttl_seconds = 5\nlog_level = \"ERROR\"\n[capabilities.secrets_manager]\nhttp_port = 0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.ttl_seconds, c.log_level, c.http_port),
+            (5, LogLevel::Error, 0)
+        );
+    }
+
+    #[test]
+    fn top_level_max_roles_and_prefetch() {
+        let c = Config::parse(
+            "max_roles = '7'\n[prefetch]\ncache_buffer_ratio = 1.0\nmax_jitter_seconds = 3\n\
+             secrets = [{ secret_id = \"a\" }]\nfilter_tags = [{ key = \"env\" }]\n",
+        )
+        .unwrap();
+        assert_eq!(c.max_roles, 7);
+        assert_eq!(c.prefetch.cache_buffer_ratio, 1.0);
+        assert_eq!(c.prefetch.max_jitter_seconds, 3);
+        assert_eq!(c.prefetch.secrets[0].secret_id, "a");
+        assert_eq!(c.prefetch.filter_tags[0].key, "env");
+        let e = err("max_roles = 21");
+        assert!(e.contains("`max_roles`") && e.contains("1 to 20"), "{e}");
+        let e = err("[prefetch]\nmax_jitter_seconds = 11");
+        assert!(e.contains("`prefetch.max_jitter_seconds`"), "{e}");
+        assert!(err("prefetch = 1").contains("`prefetch`"));
+    }
+
+    #[test]
+    fn inline_arrays_and_arrays_of_tables_are_the_same() {
+        let role = "arn:aws:iam::123456789012:role/R";
+        let inline = Config::parse(&format!(
+            "[capabilities.secrets_manager.prefetch]\n\
+             secrets = [{{ secret_id = \"a\" }}, {{ secret_id = \"b\", role_arn = \"{role}\" }}]\n\
+             filter_tags = [{{ key = \"k\", role_arn = \"{role}\" }}]\n"
+        ))
+        .unwrap();
+        let tables = Config::parse(&format!(
+            "[[capabilities.secrets_manager.prefetch.secrets]]\nsecret_id = \"a\"\n\
+             [[capabilities.secrets_manager.prefetch.secrets]]\nsecret_id = \"b\"\nrole_arn = \"{role}\"\n\
+             [[capabilities.secrets_manager.prefetch.filter_tags]]\nkey = \"k\"\nrole_arn = \"{role}\"\n"
+        ))
+        .unwrap();
+        assert_eq!(inline, tables);
+        assert_eq!(inline.prefetch.secrets.len(), 2);
+        assert_eq!(inline.prefetch.secrets[1].role_arn.as_deref(), Some(role));
+        // An empty list is allowed and asks for nothing.
+        let empty = Config::parse("[prefetch]\nsecrets = []\nfilter_tags = []").unwrap();
+        assert!(!empty.prefetch.is_requested());
+    }
+
+    #[test]
+    fn role_arns() {
+        for good in [
+            "arn:aws:iam::123456789012:role/Reader",
+            "arn:aws-cn:iam::123456789012:role/Reader",
+            "arn:aws-us-gov:iam::123456789012:role/Reader",
+            "arn:aws-iso-b:iam::123456789012:role/Reader",
+            "arn:aws:iam::123456789012:role/team/app/Reader",
+            "arn:aws:iam::123456789012:role/a+b=c,d.e@f_g-h",
+            &format!("arn:aws:iam::123456789012:role/{}", "n".repeat(64)),
+        ] {
+            assert!(is_role_arn(good), "{good}");
+        }
+        for bad in [
+            "",
+            "Reader",
+            "arn:aws:iam::123456789012:user/Reader",
+            "arn:aws:iam::123456789012:role/",
+            "arn:aws:iam::123456789012:role",
+            "arn:aws:iam::12345678901:role/Reader",
+            "arn:aws:iam::1234567890123:role/Reader",
+            "arn:aws:iam::12345678901a:role/Reader",
+            "arn:aws:iam:us-east-1:123456789012:role/Reader",
+            "arn:aws:sts::123456789012:role/Reader",
+            "arn::iam::123456789012:role/Reader",
+            "arn:AWS:iam::123456789012:role/Reader",
+            "arn:aws-:iam::123456789012:role/Reader",
+            "arn:a ws:iam::123456789012:role/Reader",
+            "ARN:aws:iam::123456789012:role/Reader",
+            "arn:aws:iam::123456789012:role/team//Reader",
+            "arn:aws:iam::123456789012:role/team/",
+            "arn:aws:iam::123456789012:role/Read er",
+            "arn:aws:iam::123456789012:role/Read:er",
+            "arn:aws:iam::123456789012:role/Réader",
+            "arn:aws:iam::123456789012:role/Reader\n",
+            " arn:aws:iam::123456789012:role/Reader",
+            &format!("arn:aws:iam::123456789012:role/{}", "n".repeat(65)),
+        ] {
+            assert!(!is_role_arn(bad), "{bad:?}");
+        }
     }
 }

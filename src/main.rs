@@ -7,7 +7,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use secrets_manager_agent::agent::{self, lambda, NAME, VERSION};
@@ -17,13 +17,19 @@ const USAGE: &str = "\
 Serves AWS Secrets Manager secrets, cached, on http://127.0.0.1:2773.
 
 Usage: secrets-manager-agent [--config FILE]
+       secrets-manager-agent sm start [--config FILE]
+                                       The same, as AWS's 3.x agent is started
+                                       (without --config: /etc/aws-workload-
+                                       credentials-provider/config.toml if it
+                                       exists, else the defaults)
        secrets-manager-agent token     Print a fresh random token (64 hex digits)
        secrets-manager-agent lambda-extension [--config FILE]
                                        Run as an AWS Lambda extension (automatic
                                        when started from /opt/extensions/)
 
 Options:
-  --config FILE   TOML config file (keys as AWS's agent; all optional)
+  --config FILE   TOML config file (keys as AWS's agent, flat or 3.x's nested
+                  layout; all optional)
   -h, --help      Print this help
   -V, --version   Print the version
 
@@ -34,10 +40,23 @@ X-Aws-Parameters-Secrets-Token header:
        'http://localhost:2773/secretsmanager/get?secretId=MySecret'
 ";
 
+/// Where AWS's 3.x agent reads its config when `sm start` names none; its
+/// systemd unit relies on that.
+const SM_DEFAULT_CONFIG: &str = "/etc/aws-workload-credentials-provider/config.toml";
+
 #[derive(Debug)]
 enum Command {
-    Run { config: Option<PathBuf> },
-    Lambda { config: Option<PathBuf> },
+    Run {
+        config: Option<PathBuf>,
+    },
+    /// `sm start`: `Run`, but without `--config` the 3.x default file is read
+    /// when it exists.
+    SmStart {
+        config: Option<PathBuf>,
+    },
+    Lambda {
+        config: Option<PathBuf>,
+    },
     Token,
     Help,
     Version,
@@ -46,12 +65,23 @@ enum Command {
 fn parse_args(args: impl Iterator<Item = String>) -> Result<Command, String> {
     let mut config = None;
     let mut lambda = false;
+    let mut sm_start = false;
     let mut args = args.peekable();
     let mut first = true;
     while let Some(arg) = args.next() {
         let is_first = std::mem::replace(&mut first, false);
         match arg.as_str() {
             "lambda-extension" if is_first => lambda = true,
+            // AWS's 3.x agent: `sm start`, the only action of `sm` there.
+            "sm" if is_first => match args.next().as_deref() {
+                Some("start") => sm_start = true,
+                Some(other) => {
+                    return Err(format!(
+                        "unknown action `sm {other}`: the only action is `sm start [--config FILE]`"
+                    ))
+                }
+                None => return Err("`sm` needs an action: `sm start [--config FILE]`".into()),
+            },
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
             "token" if config.is_none() && args.peek().is_none() => return Ok(Command::Token),
@@ -67,8 +97,18 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Command, String> {
     }
     Ok(if lambda {
         Command::Lambda { config }
+    } else if sm_start {
+        Command::SmStart { config }
     } else {
         Command::Run { config }
+    })
+}
+
+/// `sm start`'s config: the one named, else 3.x's default file if it exists.
+fn sm_config(named: Option<PathBuf>, exists: impl Fn(&Path) -> bool) -> Option<PathBuf> {
+    named.or_else(|| {
+        let default = Path::new(SM_DEFAULT_CONFIG);
+        exists(default).then(|| default.to_path_buf())
     })
 }
 
@@ -105,6 +145,10 @@ fn main() -> ExitCode {
         },
         Ok(Command::Lambda { config }) => report(agent::run_lambda(config.as_deref(), &argv0)),
         Ok(Command::Run { config }) => report(agent::run(config.as_deref())),
+        Ok(Command::SmStart { config }) => {
+            let config = sm_config(config, Path::exists);
+            report(agent::run(config.as_deref()))
+        }
         Err(message) => {
             eprintln!("{NAME}: error: {message}\n\n{USAGE}");
             ExitCode::from(2)
@@ -160,5 +204,49 @@ mod tests {
         assert!(args(&["token", "extra"]).is_err());
         assert!(args(&["--config"]).is_err());
         assert!(args(&["--bogus"]).unwrap_err().contains("--bogus"));
+    }
+
+    #[test]
+    fn sm_start_as_aws_3x_starts() {
+        assert!(
+            matches!(args(&["sm", "start", "--config", "a.toml"]), Ok(Command::SmStart { config: Some(p) }) if p.as_os_str() == "a.toml")
+        );
+        assert!(
+            matches!(args(&["sm", "start", "-c", "a.toml"]), Ok(Command::SmStart { config: Some(p) }) if p.as_os_str() == "a.toml")
+        );
+        assert!(
+            matches!(args(&["sm", "start", "--config=b.toml"]), Ok(Command::SmStart { config: Some(p) }) if p.as_os_str() == "b.toml")
+        );
+        assert!(matches!(
+            args(&["sm", "start"]),
+            Ok(Command::SmStart { config: None })
+        ));
+        assert!(matches!(
+            args(&["sm", "start", "--help"]),
+            Ok(Command::Help)
+        ));
+        for (list, must_name) in [
+            (&["sm"][..], "sm start"),
+            (&["sm", "stop"], "sm stop"),
+            (&["sm", "--config", "a.toml"], "sm --config"),
+            (&["sm", "start", "extra"], "extra"),
+            (&["sm", "start", "sm", "start"], "sm"),
+            (&["--config", "a.toml", "sm", "start"], "sm"),
+            (&["acm", "start"], "acm"),
+        ] {
+            let e = args(list).unwrap_err();
+            assert!(e.contains(must_name), "{list:?}: {e}");
+        }
+        assert!(args(&["sm", "stop"])
+            .unwrap_err()
+            .contains("sm start [--config FILE]"));
+        // Without --config: 3.x's default file when it exists, else defaults.
+        let named = Some(PathBuf::from("a.toml"));
+        assert_eq!(sm_config(named.clone(), |_| true), named);
+        assert_eq!(
+            sm_config(None, |p| p == Path::new(SM_DEFAULT_CONFIG)),
+            Some(PathBuf::from(SM_DEFAULT_CONFIG))
+        );
+        assert_eq!(sm_config(None, |_| false), None);
     }
 }

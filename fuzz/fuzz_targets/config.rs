@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use secrets_manager_agent::config::Config;
+use secrets_manager_agent::config::{is_role_arn, Config};
 
 fuzz_target!(|data: &[u8]| {
     // Config::load reads the file with read_to_string: only UTF-8 gets here.
@@ -66,6 +66,22 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Some(path) = &config.credentials_file_path {
         assert!(!path.as_os_str().is_empty());
+    }
+    assert!(
+        (1..=20).contains(&config.max_roles),
+        "max_roles {}",
+        config.max_roles
+    );
+    let prefetch = &config.prefetch;
+    assert!((0.1..=1.0).contains(&prefetch.cache_buffer_ratio));
+    assert!(prefetch.max_jitter_seconds <= 10);
+    for s in &prefetch.secrets {
+        assert!(!s.secret_id.trim().is_empty());
+        assert!(s.role_arn.as_deref().map_or(true, is_role_arn));
+    }
+    for t in &prefetch.filter_tags {
+        assert!(!t.key.trim().is_empty());
+        assert!(t.role_arn.as_deref().map_or(true, is_role_arn));
     }
     // Parsing is a pure function of the text.
     assert_eq!(Config::parse(text).as_ref(), Ok(&config));

@@ -159,6 +159,9 @@ struct Agent {
 /// Everything up to the listening socket.
 fn start(config: &Config, running: &Running) -> Result<Agent, String> {
     prepare_process();
+    for (level, line) in unserved_settings(config) {
+        log::log!(level, "{line}");
+    }
     let (token, token_var) =
         Token::from_env(&config.ssrf_env_variables).map_err(|e| e.to_string())?;
     let tuning = Tuning::from_env(env::var).map_err(|e| e.to_string())?;
@@ -184,6 +187,36 @@ fn start(config: &Config, running: &Running) -> Result<Agent, String> {
         },
         api,
     })
+}
+
+/// What the config asks for that this agent does not do (yet), so that nobody
+/// takes a quiet start for a done job: prefetching (a warning) and other
+/// capabilities' sections (a note). `max_roles` is stored only and needs no
+/// line: it limits a feature that no request can use yet.
+fn unserved_settings(config: &Config) -> Vec<(log::Level, String)> {
+    let mut lines = Vec::new();
+    let prefetch = &config.prefetch;
+    if prefetch.is_requested() {
+        lines.push((
+            log::Level::Warn,
+            format!(
+                "prefetch is not implemented yet: the {} secret(s) and {} tag filter(s) named in \
+                 the config are not loaded at start; each secret is fetched on its first request",
+                prefetch.secrets.len(),
+                prefetch.filter_tags.len()
+            ),
+        ));
+    }
+    for name in &config.other_capabilities {
+        lines.push((
+            log::Level::Info,
+            format!(
+                "config section [capabilities.{name}] is not read: this agent serves only \
+                 Secrets Manager"
+            ),
+        ));
+    }
+    lines
 }
 
 /// Hardening and limits for the whole process; failures are reported, not
@@ -374,6 +407,27 @@ fn serve(agent: Agent) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unserved_settings_are_told() {
+        assert!(unserved_settings(&Config::default()).is_empty());
+        let config = Config::parse(
+            "[prefetch]\nsecrets = [{ secret_id = \"a\" }, { secret_id = \"b\" }]\n\
+             filter_tags = [{ key = \"t\" }]\n[capabilities.acm]\nenabled = true\n",
+        )
+        .unwrap();
+        let lines = unserved_settings(&config);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(lines[0].0, log::Level::Warn);
+        assert!(lines[0].1.starts_with("prefetch is not implemented yet"));
+        assert!(lines[0].1.contains("2 secret(s) and 1 tag filter(s)"));
+        assert!(lines[0].1.contains("fetched on its first request"));
+        assert_eq!(lines[1].0, log::Level::Info);
+        assert!(lines[1].1.contains("[capabilities.acm]"));
+        // Prefetch tuning alone names nothing to load: no warning.
+        let config = Config::parse("[prefetch]\nmax_jitter_seconds = 3\nsecrets = []").unwrap();
+        assert!(unserved_settings(&config).is_empty());
+    }
 
     #[test]
     fn tuning_defaults_and_ranges() {
