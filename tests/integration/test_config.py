@@ -249,6 +249,127 @@ def test_bad_endpoint_fails(agent):
     assert err.strip()
 
 
+# ------------------------------------------------------------------ AWS 3.x layout
+
+
+def layout_3x(port: int, extra: str = "") -> str:
+    """A config as AWS's 3.x agent (aws-workload-credentials-provider) reads it."""
+    return f"""
+[logging]
+log_level = "info"
+log_to_file = false
+
+[capabilities.secrets_manager]
+enabled = true
+http_port = {port}
+region = "us-east-1"
+path_prefix = "/v1/"
+max_conn = 50
+max_roles = 5
+validate_credentials = false
+
+[capabilities.secrets_manager.cache]
+ttl_seconds = 0
+cache_size = 10
+
+[capabilities.secrets_manager.security]
+ssrf_headers = ["X-My-Agent-Token"]
+ssrf_env_variables = ["AWS_TOKEN"]
+
+[capabilities.secrets_manager.prefetch]
+cache_buffer_ratio = 0.5
+max_jitter_seconds = 2
+secrets = [{{ secret_id = "app/db" }}]
+
+[[capabilities.secrets_manager.prefetch.filter_tags]]
+key = "Team"
+role_arn = "arn:aws:iam::123456789012:role/team/Reader"
+{extra}"""
+
+
+def test_3x_layout_starts_and_serves(agent, fake_upstream):
+    port = free_port()
+    ag = agent(fake_upstream.url, raw_config=layout_3x(port))
+    assert ag.port == port
+    # The nested ssrf_headers replaced the default header names.
+    status, _, body = ag.get("/v1/three-x", token=False, headers={"X-My-Agent-Token": ag.token})
+    assert status == 200, body
+    status, _, _ = ag.get("/v1/three-x", token=False, headers={"X-Aws-Parameters-Secrets-Token": ag.token})
+    assert status == 403
+    # ttl_seconds = 0 from [capabilities.secrets_manager.cache]: no caching.
+    before = fake_upstream.count("GetSecretValue", secret="three-x")
+    status, _, _ = ag.get("/v1/three-x", token=False, headers={"X-My-Agent-Token": ag.token})
+    assert status == 200
+    assert fake_upstream.count("GetSecretValue", secret="three-x") == before + 1
+    # Prefetch is parsed but not done: one warning says so; nothing fetched at start.
+    warnings = [l for l in ag.stderr.splitlines() if "prefetch is not implemented yet" in l]
+    assert len(warnings) == 1, ag.stderr
+    assert "WARN" in warnings[0] and "first request" in warnings[0], warnings
+    assert fake_upstream.count("GetSecretValue", secret="app/db") == 0
+
+
+def test_3x_layout_with_acm_section_starts(agent, fake_upstream):
+    acm = """
+[capabilities.acm]
+enabled = true
+
+[[capabilities.acm.certificates]]
+certificate_arn = "arn:aws:acm:us-east-1:123456789012:certificate/abc"
+certificate_path = "/etc/ssl/app.pem"
+private_key_path = "/etc/ssl/app.key"
+role_arn = "arn:aws:iam::123456789012:role/CertExport"
+"""
+    ag = agent(fake_upstream.url, raw_config=layout_3x(0, acm))
+    assert "[capabilities.acm] is not read" in ag.stderr
+
+
+def test_sm_start_with_config_starts(agent, fake_upstream, tmp_path):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(layout_3x(0))
+    ag = agent(fake_upstream.url, args=["sm", "start", "--config", str(cfg)])
+    status, _, body = ag.get("/v1/via-sm-start", token=False, headers={"X-My-Agent-Token": ag.token})
+    assert status == 200, body
+
+
+def test_sm_start_with_flat_config_starts(agent, fake_upstream, tmp_path):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(BASE_TOML)
+    ag = agent(fake_upstream.url, args=["sm", "start", "--config", str(cfg)])
+    assert ag.get("/ping", token=False)[:3:2] == (200, b"healthy")
+
+
+def test_enabled_false_exits_1_saying_why(agent):
+    raw = "[capabilities.secrets_manager]\nenabled = false\nhttp_port = 0\n"
+    err = assert_fails(agent, raw, "capabilities.secrets_manager.enabled", "only Secrets Manager")
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_flat_key_and_nested_twin_exit_1_naming_both(agent):
+    raw = BASE_TOML + "ttl_seconds = 30\n[capabilities.secrets_manager.cache]\nttl_seconds = 30\n"
+    err = assert_fails(agent, raw, "`ttl_seconds`", "`capabilities.secrets_manager.cache.ttl_seconds`")
+    assert len(err.strip().splitlines()) == 1, err
+
+
+BAD_3X = [
+    ("[capabilities.secrets_manager.cache]\nttl = 5\n", ["capabilities.secrets_manager.cache.ttl", "ttl_seconds"]),
+    ("[capabilities.secrets_manager]\nport = 5\n", ["capabilities.secrets_manager.port", "http_port"]),
+    ("[capabilities.parameter_store]\nenabled = true\n", ["capabilities.parameter_store"]),
+    ("[logging]\ndestination = \"file\"\n", ["logging.destination"]),
+    ("[capabilities.secrets_manager.cache]\nttl_seconds = 3601\n", ["capabilities.secrets_manager.cache.ttl_seconds", "3600"]),
+    ("[capabilities.secrets_manager]\nmax_roles = 21\n", ["capabilities.secrets_manager.max_roles", "20"]),
+    ("[capabilities.secrets_manager.prefetch]\ncache_buffer_ratio = 2.0\n",
+     ["capabilities.secrets_manager.prefetch.cache_buffer_ratio", "0.1"]),
+    ('[[capabilities.secrets_manager.prefetch.secrets]]\nsecret_id = "a"\nrole_arn = "not-an-arn"\n',
+     ["capabilities.secrets_manager.prefetch.secrets[0].role_arn", "arn:"]),
+]
+
+
+@pytest.mark.parametrize("raw,words", BAD_3X, ids=[b[1][0] for b in BAD_3X])
+def test_bad_3x_key_fails_naming_its_path(agent, raw, words):
+    err = assert_fails(agent, BASE_TOML + raw, *words)
+    assert len(err.strip().splitlines()) == 1, err
+
+
 # ------------------------------------------------------------------ command line
 
 
@@ -273,6 +394,17 @@ def test_bad_usage_exits_2():
     r = _run(["--no-such-flag"])
     assert r.returncode == 2, r
     assert r.stderr.strip()
+
+
+@pytest.mark.parametrize("args", [["sm"], ["sm", "stop"], ["sm", "start", "now"], ["acm", "start"]])
+def test_other_3x_commands_exit_2_naming_sm_start(args):
+    r = _run(args)
+    assert r.returncode == 2, r
+    assert "sm start [--config FILE]" in r.stderr.decode(), r.stderr
+
+
+def test_help_names_sm_start():
+    assert "sm start [--config FILE]" in _run(["--help"]).stdout.decode()
 
 
 # ------------------------------------------------------------------ isolated (network namespace)
