@@ -52,11 +52,13 @@ ECS_TASK = EXAMPLES / "ecs-task-definition.json"
 K8S_POD = EXAMPLES / "kubernetes-pod.yaml"
 TOKEN_RE = re.compile(r"[0-9a-f]{64}")
 
-# The config keys the agent accepts (README "Configuration").
+# The top-level config keys the agent accepts (README "Configuration"): the flat
+# keys, and the sections of AWS's 3.x layout.
 CONFIG_KEYS = {
     "log_level", "log_to_file", "http_port", "region", "ttl_seconds", "cache_size",
     "ssrf_headers", "ssrf_env_variables", "path_prefix", "max_conn",
     "ignore_transient_errors", "validate_credentials", "credentials_file_path",
+    "max_roles", "prefetch", "logging", "capabilities",
 }
 
 
@@ -285,6 +287,26 @@ def container_config_for_test() -> str:
     assert n == 1
     assert not re.search(r"(?m)^validate_credentials\s*=", text)
     return text + "\nvalidate_credentials = false\n"
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.toml")), ids=lambda p: p.name)
+def test_every_example_config_is_accepted_by_the_agent(agent, path):
+    """Each examples/*.toml passes the agent's config checks. Without a token the
+    start stops at the next step, which names the token variables: reaching it
+    means the file was accepted (a refused file exits naming a config key)."""
+    rc, out, err = agent.run_expect_exit("http://127.0.0.1:9", env={"AWS_TOKEN": None}, args=["--config", str(path)])
+    assert rc == 1, (rc, out, err)
+    assert "no SSRF token found" in err, err
+    assert "config" not in err.lower(), err
+
+
+def test_3x_example_uses_the_nested_layout():
+    cfg = load_toml((EXAMPLES / "agent-3x-config.toml").read_text())
+    assert set(cfg) == {"logging", "capabilities"}, set(cfg)
+    sm = cfg["capabilities"]["secrets_manager"]
+    assert sm["http_port"] == PORT and sm["enabled"] is True
+    assert set(sm["cache"]) == {"ttl_seconds", "cache_size"}
+    assert set(sm["security"]) == {"ssrf_headers", "ssrf_env_variables"}
 
 
 # --------------------------------------------------------------------------- ECS
