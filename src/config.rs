@@ -145,9 +145,11 @@ pub enum ConfigError {
         path: String,
         reason: String,
     },
-    /// `key` is the full dotted path; `valid` the keys its table accepts.
+    /// `key` is the full dotted path, `table` the path of the table holding
+    /// it ("" for the top level), `valid` the keys that table accepts.
     UnknownKey {
         key: String,
+        table: String,
         valid: Vec<&'static str>,
     },
     Invalid {
@@ -175,12 +177,14 @@ impl fmt::Display for ConfigError {
             }
             // A key may hold any character (quoted TOML keys); escaping keeps
             // the message on one line.
-            ConfigError::UnknownKey { key, valid } => write!(
-                f,
-                "unknown config key `{}`; valid keys there are: {}",
-                key.escape_debug(),
-                valid.join(", ")
-            ),
+            ConfigError::UnknownKey { key, table, valid } => {
+                let key = key.escape_debug();
+                write!(f, "unknown config key `{key}`; valid keys ")?;
+                if !table.is_empty() {
+                    write!(f, "in `{}` ", table.escape_debug())?;
+                }
+                write!(f, "are: {}", valid.join(", "))
+            }
             ConfigError::Invalid { key, allowed } => write!(
                 f,
                 "invalid value for config key `{}`: expected {allowed}",
@@ -332,6 +336,7 @@ fn collect<'a>(
         } else {
             return Err(ConfigError::UnknownKey {
                 key: path,
+                table: section.to_string(),
                 valid: keys_in(section),
             });
         }
@@ -533,6 +538,7 @@ fn set_prefetch(c: &mut Config, value: &toml::Value, key: &str) -> Result<(), Co
             _ => {
                 return Err(ConfigError::UnknownKey {
                     key: path,
+                    table: key.to_string(),
                     valid: PREFETCH_KEYS.to_vec(),
                 })
             }
@@ -580,6 +586,7 @@ fn entries(
             } else {
                 return Err(ConfigError::UnknownKey {
                     key: field,
+                    table: at.clone(),
                     valid: vec![id_key, "role_arn"],
                 });
             }
@@ -1025,6 +1032,16 @@ mod tests {
             assert!(e.contains(&format!("unknown config key `{key}`")), "{text}: {e}");
             assert!(e.contains(valid), "{text}: {e}");
         }
+        assert_eq!(
+            err("[capabilities.secrets_manager.cache]\nttl = 5"),
+            "unknown config key `capabilities.secrets_manager.cache.ttl`; valid keys in \
+             `capabilities.secrets_manager.cache` are: ttl_seconds, cache_size"
+        );
+        let e = err("\"a.b\" = 1");
+        assert!(
+            e.starts_with("unknown config key `a.b`; valid keys are: log_level"),
+            "{e}"
+        );
         // The top level lists the flat keys and the sections.
         let e = err("ttl = 5");
         for key in [
