@@ -521,7 +521,7 @@ fn set_prefetch(c: &mut Config, value: &toml::Value, key: &str) -> Result<(), Co
                     ranged(value, 0, 10, &path, "an integer from 0 to 10")?
             }
             "secrets" => {
-                prefetch.secrets = entries(value, &path, "secret_id")?
+                prefetch.secrets = entries(value, &path, &SECRET_ENTRY)?
                     .into_iter()
                     .map(|(secret_id, role_arn)| PrefetchSecret {
                         secret_id,
@@ -530,7 +530,7 @@ fn set_prefetch(c: &mut Config, value: &toml::Value, key: &str) -> Result<(), Co
                     .collect()
             }
             "filter_tags" => {
-                prefetch.filter_tags = entries(value, &path, "key")?
+                prefetch.filter_tags = entries(value, &path, &TAG_ENTRY)?
                     .into_iter()
                     .map(|(key, role_arn)| PrefetchTag { key, role_arn })
                     .collect()
@@ -548,23 +548,38 @@ fn set_prefetch(c: &mut Config, value: &toml::Value, key: &str) -> Result<(), Co
     Ok(())
 }
 
+/// The two lists of `prefetch`: their entries' required key and what the
+/// error messages say they allow.
+struct EntryKind {
+    id_key: &'static str,
+    shape: &'static str,
+    id_allowed: &'static str,
+}
+
+const SECRET_ENTRY: EntryKind = EntryKind {
+    id_key: "secret_id",
+    shape: "a list of tables, each with `secret_id` and optionally `role_arn`",
+    id_allowed: "a non-empty string (a secret's name or ARN)",
+};
+
+const TAG_ENTRY: EntryKind = EntryKind {
+    id_key: "key",
+    shape: "a list of tables, each with `key` and optionally `role_arn`",
+    id_allowed: "a non-empty string (a tag key)",
+};
+
 /// An array of tables each holding `id_key` (a non-empty string) and an
 /// optional `role_arn`, as (id, role) pairs. Errors name the entry by index.
 fn entries(
     value: &toml::Value,
     path: &str,
-    id_key: &'static str,
+    kind: &EntryKind,
 ) -> Result<Vec<(String, Option<String>)>, ConfigError> {
-    let (shape, id_allowed) = match id_key {
-        "secret_id" => (
-            "a list of tables, each with `secret_id` and optionally `role_arn`",
-            "a non-empty string (a secret's name or ARN)",
-        ),
-        _ => (
-            "a list of tables, each with `key` and optionally `role_arn`",
-            "a non-empty string (a tag key)",
-        ),
-    };
+    let EntryKind {
+        id_key,
+        shape,
+        id_allowed,
+    } = *kind;
     let items = value.as_array().ok_or_else(|| invalid(path, shape))?;
     let mut list = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {

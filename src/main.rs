@@ -18,10 +18,10 @@ Serves AWS Secrets Manager secrets, cached, on http://127.0.0.1:2773.
 
 Usage: secrets-manager-agent [--config FILE]
        secrets-manager-agent sm start [--config FILE]
-                                       The same, as AWS's 3.x agent is started
-                                       (without --config: /etc/aws-workload-
-                                       credentials-provider/config.toml if it
-                                       exists, else the defaults)
+                                       The same, spelled as AWS's 3.x agent's;
+                                       without --config it reads this file if
+                                       it exists, else uses the defaults:
+                                       /etc/aws-workload-credentials-provider/config.toml
        secrets-manager-agent token     Print a fresh random token (64 hex digits)
        secrets-manager-agent lambda-extension [--config FILE]
                                        Run as an AWS Lambda extension (automatic
