@@ -6,6 +6,7 @@
 //! with `endpoint` (where) and `error` (what went wrong). Nothing here knows
 //! where credentials come from: `credentials/` implements `identity`'s trait.
 
+pub mod arn;
 pub mod client;
 pub mod endpoint;
 pub mod error;
