@@ -63,7 +63,7 @@ LAYERS = [
     ("listener", ["server"]),                     # sockets, poller, workers, connection I/O
     ("HTTP surface", ["api", "token"]),           # routes, checks, status codes and bodies
     ("HTTP messages", ["server::http"]),          # request/response types, pure head parser
-    ("cache", ["cache"]),
+    ("cache", ["cache", "roles"]),               # roles: the upstream client per roleArn
     ("credential sources", ["credentials"]),      # env, profiles, web identity, container, IMDS
     ("AWS services", ["aws::secrets_manager", "aws::sts"]),
     ("AWS client", ["aws::client", "aws", "aws::retry"]),

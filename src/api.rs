@@ -5,6 +5,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::aws::arn::check_role_arn;
 use crate::aws::{SecretQuery, UpstreamError};
 use crate::cache::{Cache, Key, Upstream};
 use crate::query::{parse_query, percent_decode};
@@ -99,7 +100,7 @@ impl<U: Upstream + 'static> Api<U> {
             return text(404, "Not found");
         };
         match parsed {
-            Ok((secret, refresh_now)) => self.secret(&Key::Secret(secret), refresh_now),
+            Ok((key, refresh_now)) => self.secret(&key, refresh_now),
             Err(response) => response,
         }
     }
@@ -181,6 +182,7 @@ pub fn upstream_error(e: &UpstreamError) -> Response {
         // the message still says which sources were tried and why each failed.
         UpstreamError::Credentials(why) => (500, pair("InternalFailure", why)),
         UpstreamError::Internal(_) => (500, serde_json::json!({ "__type": "InternalFailure" })),
+        UpstreamError::Refused { code, message } => (400, pair(code, message)),
     };
     Response {
         status,
@@ -189,7 +191,7 @@ pub fn upstream_error(e: &UpstreamError) -> Response {
     }
 }
 
-type Parsed = Result<(SecretQuery, bool), Response>;
+type Parsed = Result<(Key, bool), Response>;
 
 /// `/secretsmanager/get?secretId=...`
 fn parse_get(query: &str) -> Parsed {
@@ -222,6 +224,8 @@ struct Options {
     version_id: Option<String>,
     version_stage: Option<String>,
     refresh_now: Option<String>,
+    /// `roleArn`: the IAM role to read the secret as, checked.
+    role: Option<String>,
 }
 
 /// Reads the query keys both routes share; `extra` claims route-specific keys.
@@ -234,6 +238,7 @@ fn parse_options(
         version_id: None,
         version_stage: None,
         refresh_now: None,
+        role: None,
     };
     for (key, value) in pairs {
         let non_empty = |v: String| Some(v).filter(|v| !v.is_empty());
@@ -241,6 +246,12 @@ fn parse_options(
             "versionId" => options.version_id = non_empty(value),
             "versionStage" => options.version_stage = non_empty(value),
             "refreshNow" => options.refresh_now = Some(value),
+            "roleArn" => {
+                if let Err(why) = check_role_arn(&value) {
+                    return Err(owned_text(400, format!("invalid roleArn: {why}")));
+                }
+                options.role = Some(value);
+            }
             _ if extra(&key, value) => {}
             _ => return Err(owned_text(400, format!("unknown parameter: {key}"))),
         }
@@ -260,7 +271,13 @@ fn finish(secret_id: String, options: Options) -> Parsed {
         version_id: options.version_id,
         version_stage: options.version_stage,
     };
-    Ok((query, refresh_now))
+    Ok((
+        Key::Secret {
+            query,
+            role: options.role,
+        },
+        refresh_now,
+    ))
 }
 
 #[cfg(test)]
@@ -276,7 +293,7 @@ mod tests {
 
     impl Upstream for Echo {
         fn fetch(&self, key: &Key) -> Result<SecretValue, UpstreamError> {
-            let Key::Secret(q) = key;
+            let Key::Secret { query: q, role } = key;
             if q.secret_id == "missing" {
                 return Err(UpstreamError::service(
                     400,
@@ -286,8 +303,14 @@ mod tests {
             }
             Ok(SecretValue {
                 body: SecretBytes::new(
-                    format!("{}|{:?}|{:?}", q.secret_id, q.version_id, q.version_stage)
-                        .into_bytes(),
+                    format!(
+                        "{}|{:?}|{:?}{}",
+                        q.secret_id,
+                        q.version_id,
+                        q.version_stage,
+                        role.as_ref().map(|r| format!("|{r}")).unwrap_or_default()
+                    )
+                    .into_bytes(),
                 ),
                 version_id: "v1".into(),
             })
@@ -411,6 +434,39 @@ mod tests {
     }
 
     #[test]
+    fn role_arn_on_both_routes() {
+        let api = api("/v1/");
+        let c = |t: &str| call(&api, "GET", t, TOK);
+        let role = "arn:aws:iam::123456789012:role/app/reader";
+        let encoded = "arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fapp%2Freader";
+        assert_eq!(
+            c(&format!("/secretsmanager/get?secretId=a&roleArn={encoded}")),
+            (200, format!("a|None|None|{role}"))
+        );
+        assert_eq!(
+            c(&format!("/v1/a?versionStage=S&roleArn={role}")),
+            (200, format!("a|None|Some(\"S\")|{role}"))
+        );
+        // Without it, the agent's own identity (no role in the key).
+        assert_eq!(c("/v1/a").1, "a|None|None");
+        for bad in [
+            "",
+            "arn:aws:iam::123456789012:user/reader",
+            "arn:aws:iam::12345678901:role/reader",
+            "arn:aws:sts::123456789012:role/reader",
+        ] {
+            for target in [
+                format!("/secretsmanager/get?secretId=a&roleArn={bad}"),
+                format!("/v1/a?roleArn={bad}"),
+            ] {
+                let (status, body) = c(&target);
+                assert_eq!(status, 400, "{target}");
+                assert!(body.starts_with("invalid roleArn: "), "{target}: {body}");
+            }
+        }
+    }
+
+    #[test]
     fn upstream_errors_become_json() {
         let api = api("/v1/");
         let (status, body) = call(&api, "GET", "/v1/missing", TOK);
@@ -452,6 +508,14 @@ mod tests {
                 UpstreamError::UnexpectedStatus(302),
                 502,
                 r#"{"__type":"ConnectionError","message":"Response Error: unexpected upstream HTTP status 302"}"#,
+            ),
+            (
+                UpstreamError::Refused {
+                    code: "TooManyRoles",
+                    message: "at most 1 role (max_roles)".into(),
+                },
+                400,
+                r#"{"__type":"TooManyRoles","message":"at most 1 role (max_roles)"}"#,
             ),
         ];
         for (error, status, body) in fixed {

@@ -9,9 +9,10 @@
 //!
 //! The policy (TTL, revalidation, single flight, refresh-ahead, eviction)
 //! does not depend on the upstream: answers are cached under a typed [`Key`]
-//! and filled through [`Upstream`], so another upstream or a per-request role
-//! adds a key variant and an arm in the `Upstream` impl instead of a copy of
-//! the cache. Time comes
+//! and filled through [`Upstream`], so another upstream adds a key variant and
+//! an arm in the `Upstream` impl instead of a copy of the cache. A request's
+//! role is a field of the key (`roles::Roles` picks the client for it), so
+//! every policy applies per (role, secret). Time comes
 //! from a [`Clock`] parameter so the tests can step past TTLs without sleeping.
 
 use std::collections::HashMap;
@@ -38,23 +39,49 @@ const REFRESH_QUEUE: usize = 64;
 pub type Served = Result<Body, UpstreamError>;
 
 /// What an answer is cached under. A new upstream adds a variant (Parameter
-/// Store), a per-request role a field.
+/// Store). The role is part of the key: an answer fetched as one role never
+/// answers a request for another role or for the agent's own identity.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Key {
-    Secret(SecretQuery),
+    Secret {
+        query: SecretQuery,
+        /// The request's `roleArn` (already checked); `None`: the agent's own
+        /// credentials.
+        role: Option<String>,
+    },
+}
+
+impl Key {
+    /// A secret read with the agent's own credentials.
+    pub fn secret(query: SecretQuery) -> Key {
+        Key::Secret { query, role: None }
+    }
+
+    /// The role to call AWS as; `None` for the agent's own identity.
+    pub fn role(&self) -> Option<&str> {
+        match self {
+            Key::Secret { role, .. } => role.as_deref(),
+        }
+    }
 }
 
 /// For log lines: what was asked for, never a value. A secret shows as its
-/// ID alone, as the agent's log lines always named it.
+/// ID alone, as the agent's log lines always named it, followed by the role
+/// it was read as, if any.
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Key::Secret(query) => f.write_str(&query.secret_id),
+            Key::Secret { query, role: None } => f.write_str(&query.secret_id),
+            Key::Secret {
+                query,
+                role: Some(role),
+            } => write!(f, "{} (as {role})", query.secret_id),
         }
     }
 }
 
 /// Where the cache fills from; a trait so tests can script and count calls.
+/// An implementation serves the key's role (`Key::role`), or refuses.
 pub trait Upstream: Send + Sync {
     /// The value and its version, rendered as the body the agent serves.
     fn fetch(&self, key: &Key) -> Result<SecretValue, UpstreamError>;
@@ -63,15 +90,17 @@ pub trait Upstream: Send + Sync {
     fn still_current(&self, key: &Key, cached_version: &str) -> Result<bool, UpstreamError>;
 }
 
+/// One Secrets Manager client answers as one identity: the key's role is
+/// chosen before it (`roles::Roles` picks the client for it).
 impl Upstream for SecretsManager {
     fn fetch(&self, key: &Key) -> Result<SecretValue, UpstreamError> {
         match key {
-            Key::Secret(query) => self.get_secret_value(query),
+            Key::Secret { query, .. } => self.get_secret_value(query),
         }
     }
     fn still_current(&self, key: &Key, cached_version: &str) -> Result<bool, UpstreamError> {
         match key {
-            Key::Secret(query) => Ok(self
+            Key::Secret { query, .. } => Ok(self
                 .describe_secret(&query.secret_id)?
                 .still_answers(query, cached_version)),
         }
@@ -476,6 +505,8 @@ mod tests {
         denied: AtomicBool,
         held: Mutex<bool>,
         released: Condvar,
+        /// The role of every GetSecretValue key, in order.
+        roles: Mutex<Vec<Option<String>>>,
     }
 
     impl Fake {
@@ -503,8 +534,9 @@ mod tests {
     }
 
     impl Upstream for Fake {
-        fn fetch(&self, _: &Key) -> Result<SecretValue, UpstreamError> {
+        fn fetch(&self, key: &Key) -> Result<SecretValue, UpstreamError> {
             self.gets.fetch_add(1, Ordering::SeqCst);
+            lock(&self.roles).push(key.role().map(String::from));
             let mut held = lock(&self.held);
             while *held {
                 held = self
@@ -535,11 +567,19 @@ mod tests {
     }
 
     fn key(id: &str) -> Key {
-        Key::Secret(SecretQuery {
+        Key::secret(SecretQuery {
             secret_id: id.into(),
             version_id: None,
             version_stage: None,
         })
+    }
+
+    fn role_key(id: &str, role: &str) -> Key {
+        let Key::Secret { query, .. } = key(id);
+        Key::Secret {
+            query,
+            role: Some(role.into()),
+        }
     }
 
     const TTL: Duration = Duration::from_secs(300);
@@ -603,12 +643,40 @@ mod tests {
 
     #[test]
     fn keys_log_the_id_only() {
-        let key = Key::Secret(SecretQuery {
+        let key = Key::secret(SecretQuery {
             secret_id: "prod/db".into(),
             version_id: Some("v1".into()),
             version_stage: Some("AWSPREVIOUS".into()),
         });
         assert_eq!(key.to_string(), "prod/db");
+        let role = "arn:aws:iam::123456789012:role/r";
+        assert_eq!(
+            role_key("prod/db", role).to_string(),
+            format!("prod/db (as {role})")
+        );
+    }
+
+    #[test]
+    fn each_role_has_its_own_entries() {
+        let cache = test_cache(Fake::new("v1", "one"), settings(TTL));
+        let (a, b) = (
+            role_key("s", "arn:aws:iam::123456789012:role/a"),
+            role_key("s", "arn:aws:iam::123456789012:role/b"),
+        );
+        assert_ne!(a, b);
+        assert_ne!(a, key("s"));
+        cache.get(&a, false).unwrap();
+        cache.get(&b, false).unwrap();
+        assert_eq!(cache.len(), 2, "same secret ID, two roles: two entries");
+        assert_eq!(cache.gets(), 2);
+        assert_eq!(
+            lock(&cache.shared.upstream.roles).clone(),
+            [a.role().map(String::from), b.role().map(String::from)]
+        );
+        // Each is a hit for its own role only.
+        cache.get(&a, false).unwrap();
+        cache.get(&b, false).unwrap();
+        assert_eq!(cache.gets(), 2);
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod logger;
 pub mod os;
 pub mod query;
 pub mod random;
+pub mod roles;
 pub mod secret;
 pub mod server;
 pub mod sync;

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use secrets_manager_agent::api::{self, Api};
+use secrets_manager_agent::aws::arn::check_role_arn;
 use secrets_manager_agent::aws::{SecretQuery, SecretValue, UpstreamError};
 use secrets_manager_agent::cache::{self, Cache, Key, Upstream};
 use secrets_manager_agent::query::{parse_query, percent_decode};
@@ -49,17 +50,17 @@ fn fake_error(secret_id: &str) -> Option<UpstreamError> {
     })
 }
 
-fn echo(q: &SecretQuery) -> Vec<u8> {
-    format!("{}|{:?}|{:?}", q.secret_id, q.version_id, q.version_stage).into_bytes()
+fn echo(q: &SecretQuery, role: Option<&str>) -> Vec<u8> {
+    format!("{}|{:?}|{:?}|{role:?}", q.secret_id, q.version_id, q.version_stage).into_bytes()
 }
 
 impl Upstream for Fake {
     fn fetch(&self, key: &Key) -> Result<SecretValue, UpstreamError> {
-        let Key::Secret(q) = key;
+        let Key::Secret { query: q, role } = key;
         match fake_error(&q.secret_id) {
             Some(e) => Err(e),
             None => Ok(SecretValue {
-                body: SecretBytes::new(echo(q)),
+                body: SecretBytes::new(echo(q, role.as_deref())),
                 version_id: "v1".into(),
             }),
         }
@@ -104,7 +105,8 @@ enum Expect {
     /// Step 4 refuses it; any of these bodies (the contract does not order the
     /// query checks among themselves).
     BadRequest(Vec<String>),
-    Secret(SecretQuery, bool),
+    /// The query, the role (`roleArn`) and `refreshNow`.
+    Secret(SecretQuery, Option<String>, bool),
     /// Not checked exactly (a query key given twice: the contract is silent).
     Unchecked,
 }
@@ -119,9 +121,9 @@ fn model(path: &str, query: &str, prefix: &str) -> Expect {
     let get_route = path == "/secretsmanager/get";
     let mut errors = Vec::new();
     let known: &[&str] = if get_route {
-        &["secretId", "versionId", "versionStage", "refreshNow"]
+        &["secretId", "versionId", "versionStage", "refreshNow", "roleArn"]
     } else {
-        &["versionId", "versionStage", "refreshNow"]
+        &["versionId", "versionStage", "refreshNow", "roleArn"]
     };
     if let Some((key, _)) = pairs.iter().find(|(k, _)| !known.contains(&k.as_str())) {
         errors.push(format!("unknown parameter: {key}"));
@@ -166,6 +168,12 @@ fn model(path: &str, query: &str, prefix: &str) -> Expect {
             false
         }
     };
+    // Every `roleArn` given is checked (the agent checks each as it reads it).
+    for (_, arn) in pairs.iter().filter(|(k, _)| k == "roleArn") {
+        if let Err(why) = check_role_arn(arn) {
+            errors.push(format!("invalid roleArn: {why}"));
+        }
+    }
     if !errors.is_empty() {
         // With a key given twice, the value that counts is not in the contract.
         return if duplicated {
@@ -182,7 +190,7 @@ fn model(path: &str, query: &str, prefix: &str) -> Expect {
         version_id: value("versionId").filter(|v| !v.is_empty()),
         version_stage: value("versionStage").filter(|v| !v.is_empty()),
     };
-    Expect::Secret(query, refresh_now)
+    Expect::Secret(query, value("roleArn"), refresh_now)
 }
 
 /// Runs the request through the API, checks the answer against the contract
@@ -269,13 +277,13 @@ fn check(api: &Api<Fake>, prefix: &str, request: &Request) -> Response {
             );
             assert_eq!(response.content_type, text);
         }
-        Expect::Secret(query, _refresh_now) => {
+        Expect::Secret(query, role, _refresh_now) => {
             let (want_status, want_body) = match fake_error(&query.secret_id) {
                 Some(e) => {
                     let r = api::upstream_error(&e);
                     (r.status, r.body.as_bytes().to_vec())
                 }
-                None => (200, echo(&query)),
+                None => (200, echo(&query, role.as_deref())),
             };
             assert_eq!(
                 (status, String::from_utf8_lossy(body)),

@@ -33,13 +33,14 @@ use crate::credentials::{self, refresh};
 use crate::env;
 use crate::logger;
 use crate::os;
+use crate::roles::{self, Roles};
 use crate::server;
 use crate::token::Token;
 
 pub const NAME: &str = "secrets-manager-agent";
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-type Api = api::Api<SecretsManager>;
+type Api = api::Api<Roles<SecretsManager>>;
 
 /// Serves until SIGTERM or SIGINT.
 pub fn run(config_path: Option<&Path>) -> Result<(), String> {
@@ -167,14 +168,20 @@ fn start(config: &Config, running: &Running) -> Result<Agent, String> {
     let tuning = Tuning::from_env(env::var).map_err(|e| e.to_string())?;
     let place = Place::find(config)?;
     let transport = Transport::new(tuning.upstream, transport::roots_from_env()?);
-    let credentials = credentials_provider(config, &place, &transport)?;
-    let client = Arc::new(Client::new(transport, place.region.clone(), credentials));
+    let timing = refresh::Timing::from_env().map_err(|e| e.to_string())?;
+    let credentials = credentials_provider(config, &place, &transport, timing)?;
+    let client = Arc::new(Client::new(
+        transport.clone(),
+        place.region.clone(),
+        credentials,
+    ));
     // The file may legitimately appear later (a rotation tool writes it), so
     // AWS's agent skips the check when it is configured; so do we.
     if config.validate_credentials && config.credentials_file_path.is_none() {
         validate_credentials(&client, &place.sts_endpoint, config.ignore_transient_errors)?;
     }
-    let api = Arc::new(build_api(config, token, client, &place.endpoint));
+    let upstream = upstream(client, &transport, &place, timing);
+    let api = Arc::new(build_api(config, token, upstream));
     running.set(api.clone());
     let listener = server::bind(config.http_port)
         .map_err(|e| format!("cannot listen on 127.0.0.1:{}: {e}", config.http_port))?;
@@ -303,6 +310,7 @@ fn credentials_provider(
     config: &Config,
     place: &Place,
     transport: &Transport,
+    timing: refresh::Timing,
 ) -> Result<Arc<dyn ProvideCredentials>, String> {
     if let Some(path) = &config.credentials_file_path {
         return Ok(Arc::new(CredentialsFile::new(
@@ -318,7 +326,6 @@ fn credentials_provider(
         place.profiles.clone(),
         place.profile_name.clone(),
     ));
-    let timing = refresh::Timing::from_env().map_err(|e| e.to_string())?;
     Ok(Arc::new(credentials::default_chain(&context, timing)))
 }
 
@@ -344,10 +351,36 @@ fn validate_credentials(
     }
 }
 
+/// Secrets Manager as the agent itself (`client`) and as each role a request
+/// names (`roleArn`): a role's client signs with credentials from STS
+/// AssumeRole, itself signed by `client`'s credentials; all share the
+/// transport, so connections are pooled.
+fn upstream(
+    client: Arc<Client>,
+    transport: &Transport,
+    place: &Place,
+    timing: refresh::Timing,
+) -> Roles<SecretsManager> {
+    // Wire the config file's `max_roles` here once it exists.
+    let max_roles = roles::DEFAULT_MAX_ROLES;
+    let sts = Arc::new(Sts::new(client.clone(), place.sts_endpoint.clone()));
+    let (transport, region, endpoint) = (
+        transport.clone(),
+        place.region.clone(),
+        place.endpoint.clone(),
+    );
+    let own = SecretsManager::new(client, endpoint.clone());
+    Roles::new(own, max_roles, move |role| {
+        let credentials = credentials::role::provider(sts.clone(), role, timing);
+        let client = Client::new(transport.clone(), region.clone(), Arc::new(credentials));
+        SecretsManager::new(Arc::new(client), endpoint.clone())
+    })
+}
+
 /// The request path below the listener: HTTP surface → cache → Secrets Manager.
-fn build_api(config: &Config, token: Token, client: Arc<Client>, endpoint: &str) -> Api {
+fn build_api(config: &Config, token: Token, upstream: Roles<SecretsManager>) -> Api {
     let cache = Cache::new(
-        SecretsManager::new(client, endpoint.to_string()),
+        upstream,
         cache::Settings {
             ttl: Duration::from_secs(config.ttl_seconds),
             capacity: config.cache_size,

@@ -53,12 +53,21 @@ impl Client {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<Vec<u8>, UpstreamError> {
-        self.retry.run(|_| {
+        // A credentials failure ends the call without a retry here: the
+        // source has its own retries and back-off (a role's AssumeRole is a
+        // signed call through another client). Its error, transient or not,
+        // is kept aside and returned as the call's error.
+        let mut no_credentials = None;
+        let result = self.retry.run(|_| {
             let signed = match &self.credentials {
                 Some(provider) => {
-                    let creds = provider
-                        .credentials()
-                        .map_err(|e| UpstreamError::Credentials(e.to_string()))?;
+                    let creds = match provider.credentials() {
+                        Ok(creds) => creds,
+                        Err(e) => {
+                            no_credentials = Some(e.into_upstream());
+                            return Err(UpstreamError::Credentials(String::new()));
+                        }
+                    };
                     sign_request(&creds, &self.region, service, url, headers, body)
                         .map_err(UpstreamError::Internal)?
                 }
@@ -70,6 +79,66 @@ impl Client {
                 .chain(signed)
                 .collect();
             self.transport.post(url, &all, body)
-        })
+        });
+        result.map_err(|e| no_credentials.unwrap_or(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::identity::{Credentials, CredentialsError};
+    use crate::aws::transport::Timeouts;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// Fails every time, with `answer` as AWS's refusal if there is one.
+    struct Refused {
+        answer: Option<UpstreamError>,
+        asked: AtomicUsize,
+    }
+
+    impl ProvideCredentials for Refused {
+        fn credentials(&self) -> Result<Arc<Credentials>, CredentialsError> {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            Err(CredentialsError {
+                answer: self.answer.clone(),
+                ..CredentialsError::failed("AssumeRole r", "refused")
+            })
+        }
+    }
+
+    fn post_with(answer: Option<UpstreamError>) -> (UpstreamError, usize) {
+        let provider = Arc::new(Refused {
+            answer,
+            asked: AtomicUsize::new(0),
+        });
+        let timeouts = Timeouts {
+            connect: Duration::from_millis(1),
+            call: Duration::from_millis(1),
+        };
+        let transport = Transport::without_proxy(timeouts);
+        let client = Client::new(transport, "us-east-1".into(), provider.clone());
+        // Never reached: the call ends at the credentials.
+        let e = client
+            .post("secretsmanager", "http://127.0.0.1:9/", &[], b"{}")
+            .unwrap_err();
+        (e, provider.asked.load(Ordering::SeqCst))
+    }
+
+    #[test]
+    fn a_refusal_of_credentials_is_the_calls_error_and_is_not_retried() {
+        let denied = UpstreamError::service(403, "AccessDenied", "not allowed");
+        assert_eq!(post_with(Some(denied.clone())), (denied, 1));
+        // A transient one stays transient (stale answers may be served), but
+        // this client does not retry it: the source retried its own call.
+        let throttled = UpstreamError::service(400, "Throttling", "slow down");
+        assert_eq!(post_with(Some(throttled.clone())), (throttled, 1));
+        let (e, asked) = post_with(None);
+        assert_eq!(asked, 1);
+        assert_eq!(
+            e,
+            UpstreamError::Credentials("no AWS credentials found: AssumeRole r: refused".into())
+        );
     }
 }

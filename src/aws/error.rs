@@ -33,6 +33,9 @@ pub enum UpstreamError {
     Credentials(String),
     /// Anything else (e.g. the request could not be signed).
     Internal(String),
+    /// The agent refused the request before calling AWS (a role beyond
+    /// `max_roles`): told to the client as `400` with this code and message.
+    Refused { code: &'static str, message: String },
 }
 
 impl UpstreamError {
@@ -69,7 +72,8 @@ impl UpstreamError {
             | UpstreamError::UnexpectedStatus(_)
             | UpstreamError::Tls(_)
             | UpstreamError::Credentials(_)
-            | UpstreamError::Internal(_) => false,
+            | UpstreamError::Internal(_)
+            | UpstreamError::Refused { .. } => false,
         }
     }
 }
@@ -121,6 +125,7 @@ impl fmt::Display for UpstreamError {
             ),
             UpstreamError::Credentials(why) => f.write_str(why),
             UpstreamError::Internal(why) => write!(f, "internal error: {why}"),
+            UpstreamError::Refused { message, .. } => f.write_str(message),
         }
     }
 }

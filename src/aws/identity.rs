@@ -10,6 +10,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use super::error::UpstreamError;
+
 /// A set of AWS credentials. `Debug` never prints the secret parts.
 #[derive(Clone)]
 pub struct Credentials {
@@ -44,6 +46,11 @@ pub struct CredentialsError {
     /// falling through would silently switch to another identity (e.g. from a
     /// pod's IRSA role to the node's instance role).
     pub configured: bool,
+    /// AWS's own answer when it refused them (STS AssumeRole for a
+    /// per-request role: AccessDenied, throttling, ...): the signer returns
+    /// it as the call's error, so the client sees STS's status and code, and
+    /// a transient one stays transient.
+    pub answer: Option<UpstreamError>,
 }
 
 impl CredentialsError {
@@ -52,6 +59,7 @@ impl CredentialsError {
         CredentialsError {
             tried: vec![(source.into(), why.into())],
             configured: false,
+            answer: None,
         }
     }
 
@@ -60,6 +68,16 @@ impl CredentialsError {
         CredentialsError {
             configured: true,
             ..CredentialsError::new(source, why)
+        }
+    }
+}
+
+impl CredentialsError {
+    /// What a signed call fails with when no credentials could be had.
+    pub fn into_upstream(self) -> UpstreamError {
+        match self.answer {
+            Some(answer) => answer,
+            None => UpstreamError::Credentials(self.to_string()),
         }
     }
 }

@@ -32,6 +32,7 @@ impl ProvideCredentials for Chain {
                         return Err(CredentialsError {
                             tried,
                             configured: true,
+                            answer: e.answer,
                         });
                     }
                 }
@@ -40,6 +41,7 @@ impl ProvideCredentials for Chain {
         Err(CredentialsError {
             tried,
             configured: false,
+            answer: None,
         })
     }
 }

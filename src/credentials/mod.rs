@@ -18,6 +18,7 @@ pub mod json;
 pub mod process;
 pub mod profile;
 pub mod refresh;
+pub mod role;
 pub mod shared_config;
 pub mod web_identity;
 
