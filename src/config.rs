@@ -31,7 +31,7 @@ pub struct Config {
     pub ignore_transient_errors: bool,
     pub validate_credentials: bool,
     pub credentials_file_path: Option<PathBuf>,
-    /// How many roles requests may name (`roleArn`); stored only for now.
+    /// How many roles requests may name (`roleArn`).
     pub max_roles: usize,
     /// Secrets to load at start; parsed and checked, not acted on yet.
     pub prefetch: Prefetch,
@@ -623,35 +623,7 @@ pub const ROLE_ARN_FORMAT: &str =
 /// (`role/team/NAME`). Names and path parts use IAM's characters
 /// (letters, digits, `+=,.@_-`); the name is at most 64 of them.
 pub fn is_role_arn(text: &str) -> bool {
-    let mut parts = text.splitn(6, ':');
-    let fields = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    );
-    let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) =
-        fields
-    else {
-        return false;
-    };
-    let partition_ok = partition.starts_with(|c: char| c.is_ascii_lowercase())
-        && !partition.ends_with('-')
-        && partition
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    let account_ok = account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit());
-    let Some(role) = resource.strip_prefix("role/") else {
-        return false;
-    };
-    let iam_char = |b: u8| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b);
-    let segments_ok = role
-        .split('/')
-        .all(|part| !part.is_empty() && part.bytes().all(iam_char));
-    let name_ok = role.rsplit('/').next().is_some_and(|name| name.len() <= 64);
-    partition_ok && account_ok && segments_ok && name_ok && role.len() <= 512 + 64
+    crate::aws::arn::check_role_arn(text).is_ok()
 }
 
 fn invalid(key: &str, allowed: &'static str) -> ConfigError {

@@ -10,9 +10,6 @@ use crate::aws::{SecretValue, UpstreamError};
 use crate::cache::{Key, Upstream};
 use crate::sync::lock;
 
-/// Roles one agent serves when the configuration does not say.
-pub const DEFAULT_MAX_ROLES: usize = 20;
-
 /// Makes the client for a role (no I/O: credentials are asked on first use).
 type Make<U> = Box<dyn Fn(&str) -> U + Send + Sync>;
 

@@ -33,7 +33,7 @@ use crate::credentials::{self, refresh};
 use crate::env;
 use crate::logger;
 use crate::os;
-use crate::roles::{self, Roles};
+use crate::roles::Roles;
 use crate::server;
 use crate::token::Token;
 
@@ -180,7 +180,7 @@ fn start(config: &Config, running: &Running) -> Result<Agent, String> {
     if config.validate_credentials && config.credentials_file_path.is_none() {
         validate_credentials(&client, &place.sts_endpoint, config.ignore_transient_errors)?;
     }
-    let upstream = upstream(client, &transport, &place, timing);
+    let upstream = upstream(client, &transport, &place, timing, config.max_roles);
     let api = Arc::new(build_api(config, token, upstream));
     running.set(api.clone());
     let listener = server::bind(config.http_port)
@@ -198,8 +198,7 @@ fn start(config: &Config, running: &Running) -> Result<Agent, String> {
 
 /// What the config asks for that this agent does not do (yet), so that nobody
 /// takes a quiet start for a done job: prefetching (a warning) and other
-/// capabilities' sections (a note). `max_roles` is stored only and needs no
-/// line: it limits a feature that no request can use yet.
+/// capabilities' sections (a note).
 fn unserved_settings(config: &Config) -> Vec<(log::Level, String)> {
     let mut lines = Vec::new();
     let prefetch = &config.prefetch;
@@ -360,9 +359,8 @@ fn upstream(
     transport: &Transport,
     place: &Place,
     timing: refresh::Timing,
+    max_roles: usize,
 ) -> Roles<SecretsManager> {
-    // Wire the config file's `max_roles` here once it exists.
-    let max_roles = roles::DEFAULT_MAX_ROLES;
     let sts = Arc::new(Sts::new(client.clone(), place.sts_endpoint.clone()));
     let (transport, region, endpoint) = (
         transport.clone(),

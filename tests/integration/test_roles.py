@@ -82,9 +82,9 @@ def proxy(moto):
     p.close()
 
 
-def start(agent, world, proxy, creds=None):
+def start(agent, world, proxy, creds=None, config=None):
     """The agent signing as the assume-only user; STS and Secrets Manager through `proxy`."""
-    return agent(proxy.url, creds=creds or world.keys, env={"AWS_ENDPOINT_URL_STS": proxy.url})
+    return agent(proxy.url, creds=creds or world.keys, env={"AWS_ENDPOINT_URL_STS": proxy.url}, config=config)
 
 
 def as_role(ag, name, role, route="get", **params):
@@ -192,3 +192,15 @@ def test_max_roles_bounds_the_roles_served(agent, world, secret, proxy):
     assert st == 200, body
     st, _, _ = ag.get("/ping", token=False)
     assert st == 200
+
+
+def test_max_roles_from_the_config_file(agent, world, secret, proxy):
+    name, value = secret
+    first, second = world.role("cfg-a"), world.role("cfg-b")
+    ag = start(agent, world, proxy, config={"max_roles": 1})
+    st, _, body = as_role(ag, name, first)
+    assert st == 200 and json.loads(body)["SecretString"] == value, body
+    st, _, body = as_role(ag, name, second)
+    assert st == 400, body
+    code, message = error(body)
+    assert code == "TooManyRoles" and "max_roles = 1" in message, body
