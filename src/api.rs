@@ -105,6 +105,11 @@ impl<U: Upstream + 'static> Api<U> {
         }
     }
 
+    /// The cache behind the API (prefetching fills it).
+    pub fn cache(&self) -> &Cache<U> {
+        &self.cache
+    }
+
     /// Overwrites the cached secrets (at exit).
     pub fn wipe(&self) {
         self.cache.wipe();

@@ -271,6 +271,43 @@ impl<U: Upstream + 'static, C: Clock + 'static> Cache<U, C> {
         entries.clear();
     }
 
+    /// Keeps a value fetched outside a request (prefetching) as an ordinary
+    /// entry: same TTL and refresh-ahead as if a request had fetched it.
+    /// Never replaces an entry (one stored by a request meanwhile is at least
+    /// as fresh) and never evicts: with the cache full, or caching off
+    /// (TTL 0), the value is dropped. True if stored.
+    pub fn store(&self, key: &Key, value: SecretValue) -> bool {
+        let shared = &*self.shared;
+        if shared.settings.ttl.is_zero() {
+            return false;
+        }
+        let now = shared.clock.now();
+        let mut entries = lock(&shared.entries);
+        if entries.contains_key(key) || entries.len() >= shared.settings.capacity {
+            return false;
+        }
+        entries.insert(
+            Box::new(key.clone()),
+            Box::new(Entry::new(
+                Arc::new(value.body),
+                value.version_id,
+                shared.settings.ttl,
+                now,
+            )),
+        );
+        true
+    }
+
+    /// The upstream the cache fills from (prefetching calls it directly).
+    pub fn upstream(&self) -> &U {
+        &self.shared.upstream
+    }
+
+    /// How many entries the cache may hold.
+    pub fn capacity(&self) -> usize {
+        self.shared.settings.capacity
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         lock(&self.shared.entries).len()
@@ -892,6 +929,56 @@ mod tests {
         assert_eq!(text(cache.get(&key("a"), false)), "one");
         assert_eq!((cache.gets(), cache.describes()), (1, 1));
         assert!(!cache.refreshers_started());
+    }
+
+    fn value(version: &str, body: &str) -> SecretValue {
+        SecretValue {
+            body: SecretBytes::new(body.as_bytes().to_vec()),
+            version_id: version.into(),
+        }
+    }
+
+    #[test]
+    fn stored_values_are_ordinary_entries() {
+        let cache = test_cache(Fake::new("v1", "fetched"), settings(TTL));
+        assert!(cache.store(&key("a"), value("v0", "stored")));
+        assert_eq!(text(cache.get(&key("a"), false)), "stored");
+        assert_eq!((cache.gets(), cache.describes()), (0, 0));
+        // Same TTL and revalidation as a fetched entry: expired, the cached
+        // version is not current any more, so the value is fetched.
+        cache.advance(TTL);
+        assert_eq!(text(cache.get(&key("a"), false)), "fetched");
+        assert_eq!((cache.gets(), cache.describes()), (1, 1));
+    }
+
+    #[test]
+    fn store_never_replaces_an_entry() {
+        let cache = test_cache(Fake::new("v2", "fetched"), settings(TTL));
+        cache.get(&key("a"), false).unwrap();
+        assert!(!cache.store(&key("a"), value("v1", "older")));
+        assert_eq!(text(cache.get(&key("a"), false)), "fetched");
+        // Another role's entry is another key.
+        let other = role_key("a", "arn:aws:iam::123456789012:role/r");
+        assert!(cache.store(&other, value("v1", "as role")));
+        assert_eq!(text(cache.get(&other, false)), "as role");
+    }
+
+    #[test]
+    fn store_respects_capacity_and_ttl_zero() {
+        let cache = test_cache(Fake::new("v1", "fetched"), settings(TTL));
+        assert!(cache.store(&key("a"), value("v1", "a")));
+        assert!(cache.store(&key("b"), value("v1", "b")));
+        assert!(
+            !cache.store(&key("c"), value("v1", "c")),
+            "full: nothing evicted"
+        );
+        assert_eq!(cache.len(), 2);
+        assert_eq!(text(cache.get(&key("a"), false)), "a");
+        assert_eq!(text(cache.get(&key("b"), false)), "b");
+
+        let off = test_cache(Fake::new("v1", "fetched"), settings(Duration::ZERO));
+        assert!(!off.store(&key("a"), value("v1", "a")));
+        assert_eq!(off.len(), 0);
     }
 
     #[test]

@@ -35,6 +35,20 @@ impl<U: Upstream> Roles<U> {
         }
     }
 
+    /// Runs `call` with the client for `role` (`None`: the agent's own), made
+    /// now if it is new and there is room (prefetching, which calls
+    /// operations the cache does not know).
+    pub fn with_client<R>(
+        &self,
+        role: Option<&str>,
+        call: impl FnOnce(&U) -> R,
+    ) -> Result<R, UpstreamError> {
+        match role {
+            None => Ok(call(&self.own)),
+            Some(role) => Ok(call(&*self.client(role)?)),
+        }
+    }
+
     /// The client for `role`, made now if it is new and there is room.
     fn client(&self, role: &str) -> Result<Arc<U>, UpstreamError> {
         let mut clients = lock(&self.clients);

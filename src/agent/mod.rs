@@ -9,6 +9,7 @@
 //! that can serve.
 
 pub mod lambda;
+pub mod prefetch;
 pub mod region;
 
 use std::io::Write;
@@ -33,6 +34,7 @@ use crate::credentials::{self, refresh};
 use crate::env;
 use crate::logger;
 use crate::os;
+use crate::random;
 use crate::roles::Roles;
 use crate::server;
 use crate::token::Token;
@@ -186,6 +188,7 @@ fn start(config: &Config, running: &Running) -> Result<Agent, String> {
     let listener = server::bind(config.http_port)
         .map_err(|e| format!("cannot listen on 127.0.0.1:{}: {e}", config.http_port))?;
     announce(config, &place, &token_var, &listener)?;
+    start_prefetch(config, &api);
     Ok(Agent {
         listener,
         settings: server::Settings {
@@ -196,23 +199,47 @@ fn start(config: &Config, running: &Running) -> Result<Agent, String> {
     })
 }
 
-/// What the config asks for that this agent does not do (yet), so that nobody
-/// takes a quiet start for a done job: prefetching (a warning) and other
-/// capabilities' sections (a note).
+/// Loads the config's `prefetch` secrets into the cache on a background
+/// thread, after the listener is bound (so nothing waits for it) and a random
+/// delay of up to `max_jitter_seconds`. Ends with one INFO line.
+fn start_prefetch(config: &Config, api: &Arc<Api>) {
+    let prefetch = &config.prefetch;
+    if !prefetch.is_requested() {
+        return;
+    }
+    if config.ttl_seconds == 0 {
+        log::info!("prefetch skipped: ttl_seconds = 0 keeps nothing in the cache");
+        return;
+    }
+    let groups = prefetch::plan(prefetch);
+    let limit = prefetch::limit(prefetch, api.cache().capacity());
+    let jitter = Duration::from_secs_f64(prefetch.max_jitter_seconds as f64 * random::unit());
+    let api = api.clone();
+    let spawned = std::thread::Builder::new()
+        .name("prefetch".into())
+        .spawn(move || {
+            std::thread::sleep(jitter);
+            let cache = api.cache();
+            let summary = prefetch::run(
+                &groups,
+                cache.upstream(),
+                limit,
+                prefetch::PACE,
+                |key, value| cache.store(key, value),
+            );
+            log::info!("{summary}");
+        });
+    if let Err(e) = spawned {
+        log::warn!(
+            "cannot start the prefetch thread ({e}); each secret is fetched on its first request"
+        );
+    }
+}
+
+/// What the config asks for that this agent does not do, so that nobody
+/// takes a quiet start for a done job: other capabilities' sections (a note).
 fn unserved_settings(config: &Config) -> Vec<(log::Level, String)> {
     let mut lines = Vec::new();
-    let prefetch = &config.prefetch;
-    if prefetch.is_requested() {
-        lines.push((
-            log::Level::Warn,
-            format!(
-                "prefetch is not implemented yet: the {} secret(s) and {} tag filter(s) named in \
-                 the config are not loaded at start; each secret is fetched on its first request",
-                prefetch.secrets.len(),
-                prefetch.filter_tags.len()
-            ),
-        ));
-    }
     for name in &config.other_capabilities {
         lines.push((
             log::Level::Info,
@@ -448,16 +475,9 @@ mod tests {
         )
         .unwrap();
         let lines = unserved_settings(&config);
-        assert_eq!(lines.len(), 2, "{lines:?}");
-        assert_eq!(lines[0].0, log::Level::Warn);
-        assert!(lines[0].1.starts_with("prefetch is not implemented yet"));
-        assert!(lines[0].1.contains("2 secret(s) and 1 tag filter(s)"));
-        assert!(lines[0].1.contains("fetched on its first request"));
-        assert_eq!(lines[1].0, log::Level::Info);
-        assert!(lines[1].1.contains("[capabilities.acm]"));
-        // Prefetch tuning alone names nothing to load: no warning.
-        let config = Config::parse("[prefetch]\nmax_jitter_seconds = 3\nsecrets = []").unwrap();
-        assert!(unserved_settings(&config).is_empty());
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0].0, log::Level::Info);
+        assert!(lines[0].1.contains("[capabilities.acm]"));
     }
 
     #[test]

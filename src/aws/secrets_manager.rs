@@ -136,7 +136,7 @@ impl SecretsManager {
             version_stage: query.version_stage.as_deref(),
         };
         // The raw answer holds the secret too: overwritten once rendered.
-        let reply = SecretBytes::new(self.call("GetSecretValue", &input)?);
+        let reply = SecretBytes::new(self.call("GetSecretValue", &query.secret_id, &input)?);
         render(&reply)
     }
 
@@ -146,16 +146,39 @@ impl SecretsManager {
             version_id: None,
             version_stage: None,
         };
-        let reply = self.call("DescribeSecret", &input)?;
+        let reply = self.call("DescribeSecret", secret_id, &input)?;
         Description::parse(&reply)
     }
 
-    fn call(&self, operation: &str, input: &Input) -> Result<Vec<u8>, UpstreamError> {
+    /// One BatchGetSecretValue call (prefetching): each value rendered as
+    /// GetSecretValue's answer would be, the per-secret errors, the next page.
+    pub fn batch_get_secret_value(&self, input: &BatchInput) -> Result<BatchAnswer, UpstreamError> {
+        let what = match &input.filters {
+            Some(filters) => format!(
+                "tag key {}",
+                filters
+                    .iter()
+                    .flat_map(|f| f.values.iter().map(String::as_str))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            None => format!("{} secret(s)", input.secret_id_list.len()),
+        };
+        let reply = SecretBytes::new(self.call("BatchGetSecretValue", &what, input)?);
+        BatchAnswer::parse(&reply)
+    }
+
+    fn call(
+        &self,
+        operation: &str,
+        what: &str,
+        input: &impl Serialize,
+    ) -> Result<Vec<u8>, UpstreamError> {
         let body = serde_json::to_vec(input)
             .map_err(|e| UpstreamError::Internal(format!("cannot encode {operation}: {e}")))?;
         let target = format!("secretsmanager.{operation}");
         let url = format!("{}/", self.endpoint);
-        log::debug!("{operation} for {}", input.secret_id);
+        log::debug!("{operation} for {what}");
         let headers = [
             ("content-type", "application/x-amz-json-1.1"),
             ("x-amz-target", target.as_str()),
@@ -171,6 +194,12 @@ pub fn render(reply: &[u8]) -> Result<SecretValue, UpstreamError> {
     let out: Output = serde_json::from_slice(reply).map_err(|e| {
         UpstreamError::Response(format!("GetSecretValue answer: {}", json_error(&e)))
     })?;
+    render_output(&out)
+}
+
+/// One GetSecretValue output (or one element of BatchGetSecretValue's
+/// `SecretValues`, which has the same fields) → the agent's body.
+fn render_output(out: &Output) -> Result<SecretValue, UpstreamError> {
     let served = Served {
         arn: out.arn.as_deref(),
         name: out.name.as_deref(),
@@ -193,6 +222,114 @@ pub fn render(reply: &[u8]) -> Result<SecretValue, UpstreamError> {
         body: SecretBytes::new(body),
         version_id: out.version_id.clone().unwrap_or_default(),
     })
+}
+
+/// BatchGetSecretValue's input: secret IDs (at most 20) or filters with pages.
+#[derive(Serialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct BatchInput {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secret_id_list: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filters: Option<Vec<Filter>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_results: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
+impl BatchInput {
+    /// Secrets carrying the tag key `key`, one page.
+    pub fn tag_key(key: &str, max_results: u32, next_token: Option<String>) -> BatchInput {
+        BatchInput {
+            filters: Some(vec![Filter {
+                key: "tag-key".into(),
+                values: vec![key.into()],
+            }]),
+            max_results: Some(max_results),
+            next_token,
+            ..BatchInput::default()
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Filter {
+    pub key: String,
+    pub values: Vec<String>,
+}
+
+/// One secret of a BatchGetSecretValue answer, rendered.
+pub struct BatchValue {
+    pub name: Option<String>,
+    pub arn: Option<String>,
+    pub value: SecretValue,
+}
+
+/// A secret the batch could not read, as upstream names it (no value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchError {
+    pub secret_id: String,
+    pub code: String,
+    pub message: String,
+}
+
+/// A BatchGetSecretValue answer.
+pub struct BatchAnswer {
+    pub values: Vec<BatchValue>,
+    pub errors: Vec<BatchError>,
+    pub next_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct BatchOutput {
+    #[serde(default)]
+    secret_values: Vec<Output>,
+    #[serde(default)]
+    errors: Vec<BatchErrorOutput>,
+    next_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct BatchErrorOutput {
+    secret_id: Option<String>,
+    error_code: Option<String>,
+    message: Option<String>,
+}
+
+impl BatchAnswer {
+    /// Reads a BatchGetSecretValue answer; each value is rendered exactly as
+    /// `render` renders a GetSecretValue answer.
+    pub fn parse(reply: &[u8]) -> Result<BatchAnswer, UpstreamError> {
+        let out: BatchOutput = serde_json::from_slice(reply).map_err(|e| {
+            UpstreamError::Response(format!("BatchGetSecretValue answer: {}", json_error(&e)))
+        })?;
+        let mut values = Vec::with_capacity(out.secret_values.len());
+        for element in &out.secret_values {
+            values.push(BatchValue {
+                name: element.name.clone(),
+                arn: element.arn.clone(),
+                value: render_output(element)?,
+            });
+        }
+        let errors = out
+            .errors
+            .into_iter()
+            .map(|e| BatchError {
+                secret_id: e.secret_id.unwrap_or_default(),
+                code: e.error_code.unwrap_or_default(),
+                message: e.message.unwrap_or_default(),
+            })
+            .collect();
+        Ok(BatchAnswer {
+            values,
+            errors,
+            next_token: out.next_token,
+        })
+    }
 }
 
 /// A writer that only counts what it is given.
@@ -241,6 +378,54 @@ mod tests {
         assert_eq!(
             String::from_utf8(v.body.to_vec()).unwrap(),
             r#"{"Name":"b","SecretBinary":"AAEC","CreatedDate":"1523477145.713"}"#
+        );
+    }
+
+    #[test]
+    fn batch_elements_render_as_get_secret_value_does() {
+        let element = r#"{"CreatedDate":1.795900097E9,"Name":"MyTest","VersionStages":["AWSCURRENT"],
+            "SecretString":"{\"user\":\"admin\"}","VersionId":"v1",
+            "ARN":"arn:aws:secretsmanager:us-east-1:123456789012:secret:MyTest-tKAqXa"}"#;
+        let batch = format!(
+            r#"{{"SecretValues":[{element}],"Errors":[{{"SecretId":"gone","ErrorCode":"ResourceNotFoundException","Message":"no such secret"}}],"NextToken":"t2"}}"#
+        );
+        let answer = BatchAnswer::parse(batch.as_bytes()).unwrap();
+        let single = render(element.as_bytes()).unwrap();
+        assert_eq!(answer.values.len(), 1);
+        let got = &answer.values[0];
+        assert_eq!(got.value.body.to_vec(), single.body.to_vec());
+        assert_eq!(got.value.version_id, "v1");
+        assert_eq!(got.name.as_deref(), Some("MyTest"));
+        assert_eq!(
+            got.arn.as_deref(),
+            Some("arn:aws:secretsmanager:us-east-1:123456789012:secret:MyTest-tKAqXa")
+        );
+        assert_eq!(
+            answer.errors,
+            [BatchError {
+                secret_id: "gone".into(),
+                code: "ResourceNotFoundException".into(),
+                message: "no such secret".into(),
+            }]
+        );
+        assert_eq!(answer.next_token.as_deref(), Some("t2"));
+        let empty = BatchAnswer::parse(b"{}").unwrap();
+        assert!(empty.values.is_empty() && empty.errors.is_empty() && empty.next_token.is_none());
+    }
+
+    #[test]
+    fn batch_inputs_encode_as_the_api_expects() {
+        let ids = BatchInput {
+            secret_id_list: vec!["a".into(), "b".into()],
+            ..BatchInput::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&ids).unwrap(),
+            r#"{"SecretIdList":["a","b"]}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&BatchInput::tag_key("team", 20, Some("t".into()))).unwrap(),
+            r#"{"Filters":[{"Key":"tag-key","Values":["team"]}],"MaxResults":20,"NextToken":"t"}"#
         );
     }
 

@@ -301,10 +301,13 @@ def test_3x_layout_starts_and_serves(agent, fake_upstream):
     status, _, _ = ag.get("/v1/three-x", token=False, headers={"X-My-Agent-Token": ag.token})
     assert status == 200
     assert fake_upstream.count("GetSecretValue", secret="three-x") == before + 1
-    # Prefetch is parsed but not done: one warning says so; nothing fetched at start.
-    warnings = [l for l in ag.stderr.splitlines() if "prefetch is not implemented yet" in l]
-    assert len(warnings) == 1, ag.stderr
-    assert "WARN" in warnings[0] and "first request" in warnings[0], warnings
+    # ttl_seconds = 0 keeps nothing, so there is nothing to prefetch into: one
+    # INFO line says so, and nothing is fetched at start.
+    skipped = [l for l in ag.stderr.splitlines() if "prefetch skipped" in l]
+    assert len(skipped) == 1, ag.stderr
+    assert "INFO" in skipped[0] and "ttl_seconds = 0" in skipped[0], skipped
+    assert "not implemented" not in ag.stderr
+    assert fake_upstream.count("BatchGetSecretValue") == 0
     assert fake_upstream.count("GetSecretValue", secret="app/db") == 0
 
 

@@ -1,0 +1,147 @@
+"""Prefetch at start: the config's `prefetch` secrets are read with
+BatchGetSecretValue (against moto, signatures checked) and served from the cache."""
+
+import json
+import time
+
+from conftest import free_port, hang, unique, wait_until
+
+SUMMARY = "prefetch done:"
+
+
+def config_3x(secret_ids, tag_keys=(), ttl=300, cache_size=100, extra=""):
+    secrets = ", ".join(f'{{ secret_id = "{s}" }}' for s in secret_ids)
+    tags = ", ".join(f'{{ key = "{k}" }}' for k in tag_keys)
+    return f"""log_level = "info"
+log_to_file = false
+
+[capabilities.secrets_manager]
+http_port = 0
+region = "us-east-1"
+validate_credentials = false
+
+[capabilities.secrets_manager.cache]
+ttl_seconds = {ttl}
+cache_size = {cache_size}
+
+[capabilities.secrets_manager.prefetch]
+secrets = [{secrets}]
+filter_tags = [{tags}]
+{extra}"""
+
+
+def summary_line(ag, timeout=20.0):
+    wait_until(lambda: SUMMARY in ag.stderr or not ag.alive(), timeout=timeout, what="the prefetch summary")
+    assert ag.alive(), ag.stderr
+    lines = [l for l in ag.stderr.splitlines() if SUMMARY in l]
+    assert len(lines) == 1, ag.stderr
+    assert "INFO" in lines[0], lines
+    return lines[0]
+
+
+def value(ag, secret_id):
+    status, _, body = ag.secret(secret_id)
+    assert status == 200, body
+    return json.loads(body)
+
+
+def test_prefetched_secrets_are_served_from_the_cache(agent, moto, counting_proxy):
+    sm = moto.client()
+    tag = unique("team")
+    listed = [unique("listed") for _ in range(2)]
+    tagged = [unique("tagged") for _ in range(2)]
+    on_demand = unique("other")
+    missing = unique("missing")
+    arns = {}
+    for name in listed + [on_demand]:
+        arns[name] = sm.create_secret(Name=name, SecretString="v1-" + name)["ARN"]
+    for name in tagged:
+        arns[name] = sm.create_secret(Name=name, SecretString="v1-" + name, Tags=[{"Key": tag, "Value": "x"}])["ARN"]
+    # A secret with another tag key is not prefetched by this filter.
+    sm.create_secret(Name=unique("untagged"), SecretString="no", Tags=[{"Key": unique("elsewhere"), "Value": "x"}])
+    expected = {name: value_of for name, value_of in ((n, "v1-" + n) for n in listed + tagged)}
+
+    ag = agent(counting_proxy.url, creds=moto.admin, raw_config=config_3x(listed + [missing], [tag]))
+    line = summary_line(ag)
+    assert "4 secret(s)" in line and "1 failure(s)" in line, line
+    # The missing ID is told, with the reason, and the agent serves on.
+    warned = [l for l in ag.stderr.splitlines() if missing in l]
+    assert warned and "WARN" in warned[0] and "ResourceNotFoundException" in warned[0], ag.stderr
+    assert "not implemented" not in ag.stderr
+    assert counting_proxy.count("BatchGetSecretValue") == 2, "one ID batch, one tag page"
+    assert counting_proxy.count("GetSecretValue") == 0
+
+    # Upstream changes; within the TTL the agent answers what it prefetched.
+    for name in listed + tagged + [on_demand]:
+        sm.put_secret_value(SecretId=name, SecretString="v2-" + name)
+    for name, v1 in expected.items():
+        doc = value(ag, name)
+        assert doc["SecretString"] == v1, (name, doc)
+        assert doc["Name"] == name and doc["ARN"] == arns[name]
+    # Tag matches are kept under their ARN as well.
+    for name in tagged:
+        assert value(ag, arns[name])["SecretString"] == "v1-" + name
+    assert counting_proxy.count("GetSecretValue") == 0, "all answered from the prefetched entries"
+
+    # A secret not named is fetched on demand: the new value.
+    assert value(ag, on_demand)["SecretString"] == "v2-" + on_demand
+    assert counting_proxy.count("GetSecretValue") == 1
+    # The missing one is an ordinary miss: asked for, and not found.
+    status, _, _ = ag.secret(missing)
+    assert status == 404
+    assert ag.alive()
+
+
+def test_prefetched_body_equals_the_get_secret_value_body(agent, moto, counting_proxy):
+    sm = moto.client()
+    name = unique("same")
+    sm.create_secret(Name=name, SecretString='{"user":"admin"}')
+    fetched = agent(counting_proxy.url, creds=moto.admin, config={"ttl_seconds": 300})
+    _, _, on_demand = fetched.secret(name)
+    fetched.stop()
+    ag = agent(counting_proxy.url, creds=moto.admin, raw_config=config_3x([name]))
+    summary_line(ag)
+    counting_proxy.reset()
+    _, _, prefetched = ag.secret(name)
+    assert counting_proxy.count("GetSecretValue") == 0
+    assert prefetched == on_demand
+
+
+def test_prefetch_stops_at_the_buffer_ratio(agent, moto, counting_proxy):
+    sm = moto.client()
+    names = [unique("ratio") for _ in range(4)]
+    for name in names:
+        sm.create_secret(Name=name, SecretString="v")
+    # 0.5 of a 4-entry cache: two entries.
+    raw = config_3x(names, cache_size=4, extra="cache_buffer_ratio = 0.5\n")
+    ag = agent(counting_proxy.url, creds=moto.admin, raw_config=raw)
+    line = summary_line(ag)
+    assert "2 secret(s)" in line and "stopped at cache_buffer_ratio" in line, line
+
+
+def test_ping_is_not_delayed_by_a_hanging_prefetch(agent, fake_upstream):
+    fake_upstream.script("BatchGetSecretValue", hang(30))
+    raw = config_3x(["slow-one"])
+    started = time.monotonic()
+    ag = agent(fake_upstream.url, raw_config=raw, env={"SMA_UPSTREAM_TIMEOUT_MS": "20000"})
+    status, _, body = ag.get("/ping", token=False, timeout=5)
+    assert status == 200, body
+    assert time.monotonic() - started < 5
+    fake_upstream.wait_calls("BatchGetSecretValue", 1)
+    # While the batch hangs, requests are served (the prefetched secret too,
+    # fetched by its own request).
+    assert value(ag, "other")["Name"] == "other"
+    assert value(ag, "slow-one")["Name"] == "slow-one"
+    assert SUMMARY not in ag.stderr
+    fake_upstream.unblock()
+
+
+def test_unreachable_upstream_is_logged_and_the_agent_serves_on(agent):
+    closed = f"http://127.0.0.1:{free_port()}"
+    ag = agent(closed, raw_config=config_3x(["a", "b"], ["team"]))
+    assert ag.get("/ping", token=False, timeout=5)[0] == 200
+    line = summary_line(ag, timeout=60)
+    assert "0 secret(s)" in line and "3 failure(s)" in line, line
+    failed = [l for l in ag.stderr.splitlines() if "prefetch of" in l and "failed" in l]
+    assert len(failed) == 2 and all("WARN" in l for l in failed), ag.stderr
+    assert ag.get("/ping", token=False, timeout=5)[0] == 200
