@@ -8,7 +8,8 @@
 //! agent's own identity), and a role goes through the same `Roles` registry
 //! as requests, so it counts against `max_roles`. Calls are paced (at most
 //! about 30 a second) and prefetching stops once it has stored
-//! `cache_buffer_ratio × cache_size` entries. A failure (a secret in the
+//! `cache_buffer_ratio × cache_size` entries. A batch whose answer cannot be
+//! taken (too large for the transport) is asked for again in halves. A failure (a secret in the
 //! answer's `Errors`, a denied or failed call) is logged and skipped; nothing
 //! here stops the agent.
 //!
@@ -173,19 +174,7 @@ pub fn run(
     for group in groups {
         let role = group.role.as_deref();
         for chunk in group.secret_ids.chunks(BATCH) {
-            let input = BatchInput {
-                secret_id_list: chunk.to_vec(),
-                ..BatchInput::default()
-            };
-            let what = format!("{} secret(s) ({})", chunk.len(), chunk.join(", "));
-            let Some(answer) = run.call(role, &input, &what, chunk.len()) else {
-                continue;
-            };
-            for value in answer.values {
-                let id = requested_as(chunk, &value).or(value.name.as_deref());
-                let Some(id) = id else { continue };
-                run.keep(role, &[id], value.value);
-            }
+            run.ids(role, chunk);
             if run.full() {
                 break;
             }
@@ -194,9 +183,13 @@ pub fn run(
             let mut next_token = None;
             loop {
                 let input = BatchInput::tag_key(tag, BATCH as u32, next_token.take());
-                let what = format!("tag key {tag}");
-                let Some(answer) = run.call(role, &input, &what, 1) else {
-                    break;
+                let answer = match run.call(role, &input) {
+                    Ok(answer) => answer,
+                    Err(None) => break,
+                    Err(Some(e)) => {
+                        run.failed(&format!("tag key {tag}"), role, &e, 1);
+                        break;
+                    }
                 };
                 for value in answer.values {
                     let mut ids: Vec<&str> = Vec::new();
@@ -204,9 +197,18 @@ pub fn run(
                     ids.extend(value.arn.as_deref().filter(|arn| !ids.contains(arn)));
                     run.keep(role, &ids, value.value);
                 }
+                let previous = input.next_token.as_deref();
                 next_token = answer.next_token.filter(|t| !t.is_empty());
-                if next_token.is_none() {
-                    break;
+                match next_token.as_deref() {
+                    None => break,
+                    // An upstream repeating its token would page forever.
+                    Some(token) if Some(token) == previous => {
+                        log::warn!(
+                            "prefetch of tag key {tag}: the same page token came back; stopping"
+                        );
+                        break;
+                    }
+                    Some(_) => {}
                 }
             }
         }
@@ -227,29 +229,53 @@ impl<B: Batch, S: FnMut(&Key, SecretValue) -> bool> Run<'_, B, S> {
         self.summary.entries >= self.limit
     }
 
-    /// One paced call; `None` (logged) if it failed or the limit is reached.
-    /// `failing` is how many failures a failed call counts for.
+    /// One batch of IDs. An answer upstream sent but the agent could not
+    /// take (larger than the transport's limit: 20 large secrets can be) is
+    /// asked for again in two halves.
+    fn ids(&mut self, role: Option<&str>, ids: &[String]) {
+        let input = BatchInput {
+            secret_id_list: ids.to_vec(),
+            ..BatchInput::default()
+        };
+        match self.call(role, &input) {
+            Ok(answer) => {
+                for value in answer.values {
+                    let id = requested_as(ids, &value).or(value.name.as_deref());
+                    let Some(id) = id else { continue };
+                    self.keep(role, &[id], value.value);
+                }
+            }
+            Err(None) => {}
+            Err(Some(UpstreamError::Response(why))) if ids.len() > 1 => {
+                log::debug!(
+                    "prefetch of {} secret(s): answer not usable ({why}); asking in halves",
+                    ids.len()
+                );
+                let (first, second) = ids.split_at(ids.len() / 2);
+                self.ids(role, first);
+                self.ids(role, second);
+            }
+            Err(Some(e)) => {
+                let what = format!("{} secret(s) ({})", ids.len(), ids.join(", "));
+                self.failed(&what, role, &e, ids.len());
+            }
+        }
+    }
+
+    /// One paced call, its `Errors` logged and counted. `Err(None)`: not made,
+    /// the limit is reached; `Err(Some)`: the call failed.
     fn call(
         &mut self,
         role: Option<&str>,
         input: &BatchInput,
-        what: &str,
-        failing: usize,
-    ) -> Option<BatchAnswer> {
+    ) -> Result<BatchAnswer, Option<UpstreamError>> {
         if self.full() {
             self.summary.stopped_at_limit = true;
-            return None;
+            return Err(None);
         }
         self.pacer.wait();
         self.summary.calls += 1;
-        let answer = match self.batch.batch_get(role, input) {
-            Ok(answer) => answer,
-            Err(e) => {
-                log::warn!("prefetch of {what}{} failed: {e}", as_role(role));
-                self.summary.failures += failing;
-                return None;
-            }
-        };
+        let answer = self.batch.batch_get(role, input).map_err(Some)?;
         for error in &answer.errors {
             log::warn!(
                 "prefetch could not read {}{}: {}: {}",
@@ -260,7 +286,13 @@ impl<B: Batch, S: FnMut(&Key, SecretValue) -> bool> Run<'_, B, S> {
             );
             self.summary.failures += 1;
         }
-        Some(answer)
+        Ok(answer)
+    }
+
+    /// A failed call: logged, and counted as `failing` failures.
+    fn failed(&mut self, what: &str, role: Option<&str>, e: &UpstreamError, failing: usize) {
+        log::warn!("prefetch of {what}{} failed: {e}", as_role(role));
+        self.summary.failures += failing;
     }
 
     /// Stores `value` under each of `ids` while there is room.
@@ -525,6 +557,40 @@ mod tests {
             assert!(stored.contains_key(&key(name, None)));
             assert!(stored.contains_key(&key(&arn(name), None)));
         }
+    }
+
+    #[test]
+    fn an_answer_too_large_is_asked_for_in_halves() {
+        let fake = Fake::new(|_, input| {
+            if input.secret_id_list.len() > 5 {
+                return Err(UpstreamError::Response(
+                    "body larger than 2097152 bytes".into(),
+                ));
+            }
+            let ids: Vec<&str> = input.secret_id_list.iter().map(String::as_str).collect();
+            Ok(answer(&ids, &[], None))
+        });
+        let (summary, stored) = prefetch(&own(ids(20), vec![]), &fake, 100);
+        assert_eq!(fake.sizes(), [20, 10, 5, 5, 10, 5, 5]);
+        assert_eq!((summary.entries, summary.failures), (20, 0));
+        assert_eq!(stored.len(), 20);
+        // Any other failure is not retried.
+        let fake = Fake::new(|_, _| Err(UpstreamError::Timeout));
+        let (summary, _) = prefetch(&own(ids(20), vec![]), &fake, 100);
+        assert_eq!(fake.sizes(), [20]);
+        assert_eq!(summary.failures, 20);
+    }
+
+    #[test]
+    fn a_repeated_page_token_ends_the_listing() {
+        let fake = Fake::new(|_, input| {
+            Ok(match input.next_token.as_deref() {
+                None => answer(&["t1"], &[], Some("again")),
+                Some(_) => answer(&[], &[], Some("again")),
+            })
+        });
+        let (summary, _) = prefetch(&own(vec![], vec!["team".into()]), &fake, 100);
+        assert_eq!(summary.calls, 2);
     }
 
     #[test]

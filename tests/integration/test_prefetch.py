@@ -5,12 +5,21 @@ import json
 import time
 
 from conftest import free_port, hang, unique, wait_until
+from fake_metadata import RecordingProxy, auth_scope
+from test_roles import RoleWorld
 
 SUMMARY = "prefetch done:"
 
 
+def entry(secret):
+    """A `secrets` entry: an ID, or (ID, role ARN)."""
+    if isinstance(secret, tuple):
+        return f'{{ secret_id = "{secret[0]}", role_arn = "{secret[1]}" }}'
+    return f'{{ secret_id = "{secret}" }}'
+
+
 def config_3x(secret_ids, tag_keys=(), ttl=300, cache_size=100, extra=""):
-    secrets = ", ".join(f'{{ secret_id = "{s}" }}' for s in secret_ids)
+    secrets = ", ".join(entry(s) for s in secret_ids)
     tags = ", ".join(f'{{ key = "{k}" }}' for k in tag_keys)
     return f"""log_level = "info"
 log_to_file = false
@@ -117,6 +126,33 @@ def test_prefetch_stops_at_the_buffer_ratio(agent, moto, counting_proxy):
     ag = agent(counting_proxy.url, creds=moto.admin, raw_config=raw)
     line = summary_line(ag)
     assert "2 secret(s)" in line and "stopped at cache_buffer_ratio" in line, line
+
+
+def test_a_role_prefetches_for_requests_naming_it(agent, moto):
+    """Prefetched as a role (assumed through STS), the entry answers requests with
+    that roleArn only: the agent's own identity may not read the secret at all."""
+    world = RoleWorld(moto)
+    sm = moto.client()
+    name = unique("role-prefetch")
+    sm.create_secret(Name=name, SecretString="v1")
+    proxy = RecordingProxy(moto.port)
+    try:
+        ag = agent(proxy.url, creds=world.keys, env={"AWS_ENDPOINT_URL_STS": proxy.url},
+                   raw_config=config_3x([(name, world.reader)]))
+        line = summary_line(ag)
+        assert "1 secret(s)" in line and "0 failure(s)" in line, line
+        batch = proxy.ops("BatchGetSecretValue")
+        assert len(batch) == 1 and batch[0]["status"] == 200, batch
+        assert auth_scope(batch[0]["headers"])[0] != world.keys[0], "signed as the role"
+        sm.put_secret_value(SecretId=name, SecretString="v2")
+        status, _, body = ag.secret(name, roleArn=world.reader)
+        assert status == 200 and json.loads(body)["SecretString"] == "v1", body
+        assert not proxy.ops("GetSecretValue")
+        # Not an answer for the agent's own identity, which is denied.
+        status, _, body = ag.secret(name)
+        assert status in (400, 403) and "AccessDenied" in body.decode(), body
+    finally:
+        proxy.close()
 
 
 def test_ping_is_not_delayed_by_a_hanging_prefetch(agent, fake_upstream):
