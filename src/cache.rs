@@ -298,6 +298,36 @@ impl<U: Upstream + 'static, C: Clock + 'static> Cache<U, C> {
         true
     }
 
+    /// Marks `keys` (those not cached and not being fetched) as being fetched
+    /// by the caller (prefetching, before a batch call): a request for one of
+    /// them waits for the caller instead of calling upstream itself. When the
+    /// returned guard is dropped, each waiting request gets what the caller
+    /// stored meanwhile (`store`), or, if it stored nothing for that key, the
+    /// answer of a GetSecretValue made for it then, as its own would have been.
+    pub fn hold(&self, keys: &[Key]) -> Held<'_, U, C> {
+        let shared = &*self.shared;
+        let mut held = Held {
+            shared,
+            flights: Vec::new(),
+        };
+        if shared.settings.ttl.is_zero() {
+            return held;
+        }
+        let missing: Vec<&Key> = {
+            let entries = lock(&shared.entries);
+            keys.iter().filter(|k| !entries.contains_key(*k)).collect()
+        };
+        let mut flights = lock(&shared.flights);
+        for key in missing {
+            if !flights.contains_key(key) {
+                let flight = Arc::new(Flight::default());
+                flights.insert(key.clone(), flight.clone());
+                held.flights.push((key.clone(), flight));
+            }
+        }
+        held
+    }
+
     /// The upstream the cache fills from (prefetching calls it directly).
     pub fn upstream(&self) -> &U {
         &self.shared.upstream
@@ -503,6 +533,32 @@ impl<U: Upstream, C: Clock> Shared<U, C> {
             if entry.version_id == version_id {
                 entry.restart(self.settings.ttl, now);
             }
+        }
+    }
+}
+
+/// Keys held by [`Cache::hold`]; released on drop.
+pub struct Held<'a, U: Upstream, C: Clock> {
+    shared: &'a Shared<U, C>,
+    flights: Vec<(Key, Arc<Flight>)>,
+}
+
+impl<U: Upstream, C: Clock> Drop for Held<'_, U, C> {
+    fn drop(&mut self) {
+        for (key, flight) in self.flights.drain(..) {
+            lock(&self.shared.flights).remove(&key);
+            // Out of the table no request joins it any more; one that did
+            // holds a reference.
+            if Arc::strong_count(&flight) == 1 {
+                continue;
+            }
+            let cached = lock(&self.shared.entries).get(&key).map(|e| e.body.clone());
+            let result = match cached {
+                Some(body) => Ok(body),
+                None => self.shared.fetch_and_store(&key),
+            };
+            *lock(&flight.result) = Some(result);
+            flight.done.notify_all();
         }
     }
 }
@@ -979,6 +1035,44 @@ mod tests {
         let off = test_cache(Fake::new("v1", "fetched"), settings(Duration::ZERO));
         assert!(!off.store(&key("a"), value("v1", "a")));
         assert_eq!(off.len(), 0);
+    }
+
+    #[test]
+    fn requests_for_held_keys_wait_for_the_holder() {
+        let cache = Arc::new(test_cache(Fake::new("v1", "fetched"), settings(TTL)));
+        let held = cache.hold(&[key("a"), key("b")]);
+        let reader = |id: &'static str| {
+            let cache = cache.clone();
+            std::thread::spawn(move || text(cache.get(&key(id), false)))
+        };
+        let (a, b) = (reader("a"), reader("b"));
+        let joined =
+            eventually(|| cache.in_flight(&key("a")) == 2 && cache.in_flight(&key("b")) == 2);
+        // "a" arrives from the holder's batch, "b" does not.
+        assert!(cache.store(&key("a"), value("v1", "stored")));
+        drop(held);
+        assert!(joined, "both requests waited");
+        assert_eq!(a.join().unwrap(), "stored");
+        assert_eq!(
+            b.join().unwrap(),
+            "fetched",
+            "fetched for the waiting request"
+        );
+        assert_eq!(cache.gets(), 1, "only b was fetched, once");
+        assert_eq!(text(cache.get(&key("b"), false)), "fetched");
+        assert_eq!(cache.gets(), 1);
+    }
+
+    #[test]
+    fn held_keys_nobody_asked_for_cost_nothing() {
+        let cache = test_cache(Fake::new("v1", "fetched"), settings(TTL));
+        cache.get(&key("cached"), false).unwrap();
+        let held = cache.hold(&[key("cached"), key("a")]);
+        assert_eq!(held.flights.len(), 1, "a cached key is not held");
+        drop(held);
+        assert_eq!(cache.in_flight(&key("a")), 0);
+        assert_eq!(cache.gets(), 1);
+        assert_eq!(cache.len(), 1);
     }
 
     #[test]

@@ -220,13 +220,7 @@ fn start_prefetch(config: &Config, api: &Arc<Api>) {
         .spawn(move || {
             std::thread::sleep(jitter);
             let cache = api.cache();
-            let summary = prefetch::run(
-                &groups,
-                cache.upstream(),
-                limit,
-                prefetch::PACE,
-                |key, value| cache.store(key, value),
-            );
+            let summary = prefetch::run(&groups, cache.upstream(), limit, prefetch::PACE, cache);
             log::info!("{summary}");
         });
     if let Err(e) = spawned {

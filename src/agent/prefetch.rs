@@ -16,15 +16,19 @@
 //! A value is stored under the secret ID as configured (what a client sends),
 //! and for a tag match under its name and its ARN. `Cache::store` never
 //! replaces an entry: a request that fetched the secret meanwhile keeps its
-//! answer. A request for a secret while its batch is in flight is not joined
-//! to the batch: it fetches the secret itself (one extra GetSecretValue).
+//! answer. A request for a listed secret while its batch is in flight waits
+//! for the batch (`Cache::hold`) instead of calling upstream too; if the batch
+//! brings no value for it, one GetSecretValue is made for the waiting
+//! requests. Tag matches are not known before their answer, so a request for
+//! one during its listing fetches it itself (one more call).
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::aws::secrets_manager::{BatchAnswer, BatchInput, BatchValue};
 use crate::aws::{SecretQuery, SecretValue, SecretsManager, UpstreamError};
-use crate::cache::Key;
+use crate::cache::{Cache, Held, Key, Upstream};
+use crate::clock::SystemClock;
 use crate::config::Prefetch;
 use crate::roles::Roles;
 use crate::secret::SecretBytes;
@@ -152,14 +156,35 @@ impl Pacer {
     }
 }
 
-/// Fetches every group and hands each value to `store` (the cache's
-/// `store`: true if kept), until `limit` entries are stored.
+/// Where prefetched values go: the cache, or a test's map.
+pub trait Sink {
+    /// Released (dropped) after a batch of IDs has been stored.
+    type Hold<'a>
+    where
+        Self: 'a;
+    /// Keys about to be fetched: requests for them wait for the batch.
+    fn hold(&self, keys: &[Key]) -> Self::Hold<'_>;
+    /// True if kept.
+    fn store(&self, key: &Key, value: SecretValue) -> bool;
+}
+
+impl<U: Upstream + 'static> Sink for Cache<U> {
+    type Hold<'a> = Held<'a, U, SystemClock>;
+    fn hold(&self, keys: &[Key]) -> Held<'_, U, SystemClock> {
+        Cache::hold(self, keys)
+    }
+    fn store(&self, key: &Key, value: SecretValue) -> bool {
+        Cache::store(self, key, value)
+    }
+}
+
+/// Fetches every group into `sink` until `limit` entries are stored.
 pub fn run(
     groups: &[Group],
     batch: &impl Batch,
     limit: usize,
     interval: Duration,
-    mut store: impl FnMut(&Key, SecretValue) -> bool,
+    sink: &impl Sink,
 ) -> Summary {
     let mut run = Run {
         batch,
@@ -168,7 +193,7 @@ pub fn run(
             interval,
             last: None,
         },
-        store: &mut store,
+        sink,
         summary: Summary::default(),
     };
     for group in groups {
@@ -216,15 +241,15 @@ pub fn run(
     run.summary
 }
 
-struct Run<'a, B, S> {
+struct Run<'a, B, S: Sink> {
     batch: &'a B,
     limit: usize,
     pacer: Pacer,
-    store: &'a mut S,
+    sink: &'a S,
     summary: Summary,
 }
 
-impl<B: Batch, S: FnMut(&Key, SecretValue) -> bool> Run<'_, B, S> {
+impl<B: Batch, S: Sink> Run<'_, B, S> {
     fn full(&mut self) -> bool {
         self.summary.entries >= self.limit
     }
@@ -237,6 +262,8 @@ impl<B: Batch, S: FnMut(&Key, SecretValue) -> bool> Run<'_, B, S> {
             secret_id_list: ids.to_vec(),
             ..BatchInput::default()
         };
+        let keys: Vec<Key> = ids.iter().map(|id| key(id, role)).collect();
+        let _held = self.sink.hold(&keys);
         match self.call(role, &input) {
             Ok(answer) => {
                 for value in answer.values {
@@ -304,14 +331,7 @@ impl<B: Batch, S: FnMut(&Key, SecretValue) -> bool> Run<'_, B, S> {
                 self.summary.stopped_at_limit = true;
                 break;
             }
-            let key = Key::Secret {
-                query: SecretQuery {
-                    secret_id: (*id).to_string(),
-                    version_id: None,
-                    version_stage: None,
-                },
-                role: role.map(String::from),
-            };
+            let key = key(id, role);
             // The last key takes the value itself, any other a copy.
             let this = if at + 1 == ids.len() {
                 value.take()
@@ -322,7 +342,7 @@ impl<B: Batch, S: FnMut(&Key, SecretValue) -> bool> Run<'_, B, S> {
                 })
             };
             let Some(this) = this else { break };
-            if (self.store)(&key, this) {
+            if self.sink.store(&key, this) {
                 self.summary.entries += 1;
                 stored = true;
             }
@@ -330,6 +350,18 @@ impl<B: Batch, S: FnMut(&Key, SecretValue) -> bool> Run<'_, B, S> {
         if stored {
             self.summary.secrets += 1;
         }
+    }
+}
+
+/// The key a request for secret `id` (latest version) as `role` uses.
+fn key(id: &str, role: Option<&str>) -> Key {
+    Key::Secret {
+        query: SecretQuery {
+            secret_id: id.to_string(),
+            version_id: None,
+            version_stage: None,
+        },
+        role: role.map(String::from),
     }
 }
 
@@ -447,24 +479,31 @@ mod tests {
         }
     }
 
-    fn key(id: &str, role: Option<&str>) -> Key {
-        Key::Secret {
-            query: SecretQuery {
-                secret_id: id.into(),
-                version_id: None,
-                version_stage: None,
-            },
-            role: role.map(String::from),
+    /// A sink that hands each value to a closure and holds nothing.
+    struct FnSink<F>(RefCell<F>);
+
+    impl<F: FnMut(&Key, SecretValue) -> bool> Sink for FnSink<F> {
+        type Hold<'a>
+            = ()
+        where
+            Self: 'a;
+        fn hold(&self, _: &[Key]) {}
+        fn store(&self, key: &Key, value: SecretValue) -> bool {
+            (self.0.borrow_mut())(key, value)
         }
     }
 
     /// Runs a prefetch into a map standing in for the cache.
     fn prefetch(groups: &[Group], fake: &Fake, limit: usize) -> (Summary, HashMap<Key, Vec<u8>>) {
-        let mut stored = HashMap::new();
-        let summary = run(groups, fake, limit, Duration::ZERO, |key, value| {
-            stored.insert(key.clone(), value.body.to_vec()).is_none()
-        });
-        (summary, stored)
+        let stored = RefCell::new(HashMap::new());
+        let sink = FnSink(RefCell::new(|key: &Key, value: SecretValue| {
+            stored
+                .borrow_mut()
+                .insert(key.clone(), value.body.to_vec())
+                .is_none()
+        }));
+        let summary = run(groups, fake, limit, Duration::ZERO, &sink);
+        (summary, stored.take())
     }
 
     fn ids(n: usize) -> Vec<String> {
@@ -665,10 +704,11 @@ mod tests {
     fn entries_already_cached_are_not_counted() {
         let fake = Fake::echo();
         let mut seen = 0;
-        let summary = run(&own(ids(3), vec![]), &fake, 10, Duration::ZERO, |_, _| {
+        let sink = FnSink(RefCell::new(|_: &Key, _: SecretValue| {
             seen += 1;
             seen != 2
-        });
+        }));
+        let summary = run(&own(ids(3), vec![]), &fake, 10, Duration::ZERO, &sink);
         assert_eq!((summary.secrets, summary.entries), (2, 2));
     }
 
@@ -723,7 +763,7 @@ mod tests {
             &fake,
             1000,
             Duration::from_millis(30),
-            |_, _| true,
+            &FnSink(RefCell::new(|_: &Key, _: SecretValue| true)),
         );
         assert!(
             started.elapsed() >= Duration::from_millis(60),
