@@ -18,73 +18,66 @@ from conftest import error, respond
 from fake_metadata import FakeContainer
 
 
-class Elsewhere:
+class _Server:
+    """A threaded HTTP server on 127.0.0.1 answering every method with `answer(handler)`."""
+
+    def __init__(self, answer):
+        class Handler(BaseHTTPRequestHandler):
+            def _any(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(n)
+                answer(self)
+
+            do_GET = do_POST = do_PUT = _any
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Elsewhere(_Server):
     """The host a redirect points at: records every request it gets and answers
     something that would look like a success."""
 
     def __init__(self):
         self.requests = []
         self.lock = threading.Lock()
-        owner = self
+        super().__init__(self._answer)
 
-        class Handler(BaseHTTPRequestHandler):
-            def _any(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(n)
-                with owner.lock:
-                    owner.requests.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}))
-                body = json.dumps({"Name": "stolen", "SecretString": "from-elsewhere"}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST = do_PUT = _any
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    def _answer(self, h):
+        with self.lock:
+            self.requests.append((h.command, h.path, {k.lower(): v for k, v in h.headers.items()}))
+        body = json.dumps({"Name": "stolen", "SecretString": "from-elsewhere"}).encode()
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
 
     def seen(self):
         with self.lock:
             return list(self.requests)
 
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
-
-class Redirector:
+class Redirector(_Server):
     """Answers every request with `status` and `Location: target`."""
 
     def __init__(self, status, target):
-        class Handler(BaseHTTPRequestHandler):
-            def _any(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(n)
-                self.send_response(status)
-                self.send_header("Location", target)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+        def answer(h):
+            h.send_response(status)
+            h.send_header("Location", target)
+            h.send_header("Content-Length", "0")
+            h.end_headers()
 
-            do_GET = do_POST = do_PUT = _any
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(answer)
 
 
 @pytest.fixture
