@@ -61,6 +61,14 @@ fn normalize_separator(text: &str) -> Option<Cow<'_, str>> {
     }
 }
 
+/// An optional timestamp field of an answer (credential `Expiration`): absent
+/// is `None`, present but unreadable is an error naming `field`, so that an
+/// expiry nobody can read never turns into "never expires".
+pub fn parse_field(field: &str, text: Option<&str>) -> Result<Option<SystemTime>, String> {
+    text.map(|text| parse(text).ok_or_else(|| format!("{field} `{text}` is not an ISO-8601 time")))
+        .transpose()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -122,13 +122,10 @@ pub fn from_xml(body: &[u8], source: &str) -> Result<Credentials, String> {
     };
     // An expiry that cannot be read (an empty one included) must not turn
     // into "never expires".
-    let expiry = match xml_element(&creds, "Expiration") {
-        None => None,
-        Some(text) => Some(
-            crate::iso8601::parse(&text)
-                .ok_or_else(|| format!("STS Expiration `{text}` is not an ISO-8601 time"))?,
-        ),
-    };
+    let expiry = crate::iso8601::parse_field(
+        "STS Expiration",
+        xml_element(&creds, "Expiration").as_deref(),
+    )?;
     Ok(Credentials {
         access_key_id,
         secret_access_key,

@@ -37,13 +37,7 @@ pub fn from_json(body: &[u8], source: &str) -> Result<Credentials, String> {
     ) else {
         return Err("answer lacks AccessKeyId or SecretAccessKey".into());
     };
-    let expiry = match parsed.expiration {
-        None => None,
-        Some(text) => Some(
-            crate::iso8601::parse(&text)
-                .ok_or_else(|| format!("Expiration `{text}` is not an ISO-8601 time"))?,
-        ),
-    };
+    let expiry = crate::iso8601::parse_field("Expiration", parsed.expiration.as_deref())?;
     Ok(Credentials {
         access_key_id,
         secret_access_key,
