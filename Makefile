@@ -23,7 +23,7 @@ DEBUG_BIN   := $(CURDIR)/target/debug/$(BIN_NAME)
 # Extra arguments for pytest, e.g. `make test PYTEST_ARGS="-k cache -x"`.
 PYTEST_ARGS ?=
 
-.PHONY: bench bench-compare soak bench-tools
+.PHONY: bench bench-compare bench-compare-3x soak bench-tools
 .PHONY: all build venv test unit-test integration-test lint layers static static-ring musl-build describe size-check demo clean lambda-layer
 
 all: build
@@ -128,11 +128,14 @@ clean:
 # ---- benchmarks and soak (bench/; needs wrk: apt-get install -y wrk) --------
 #   make bench          table: throughput, latency, start-up, memory, coalescing, size
 #   make bench-compare  the same side by side with AWS's agent 2.1.0 (installed into target/ once)
+#   make bench-compare-3x  the same with AWS's 3.x agent (aws_workload_credentials_provider 3.1.2)
 #   make soak           SOAK_SECONDS (default 300) of wrk under injected faults; fails on
 #                       any non-200 or on RSS/thread growth. Not part of `make test`.
 # The binary measured is the static one users ship; BENCH_BIN=... measures another.
 AWS_AGENT_DIR := target/aws-agent
 AWS_AGENT     := $(AWS_AGENT_DIR)/bin/aws_secretsmanager_agent
+AWS_AGENT_3X_DIR := target/aws-agent-3x
+AWS_AGENT_3X  := $(AWS_AGENT_3X_DIR)/bin/aws-workload-credentials-provider
 SOAK_SECONDS  ?= 300
 BENCH_BIN     ?= $(CURDIR)/$(STATIC_BIN)
 
@@ -149,6 +152,14 @@ bench-compare: bench-tools static $(AWS_AGENT)
 
 $(AWS_AGENT):
 	$(CARGO) install aws_secretsmanager_agent --version 2.1.0 --locked --root $(AWS_AGENT_DIR)
+
+bench-compare-3x: bench-tools static $(AWS_AGENT_3X)
+	BENCH_BIN=$(BENCH_BIN) BENCH_OTHER=$(CURDIR)/$(AWS_AGENT_3X) \
+	  BENCH_OTHER_ARGS="sm start --config {config}" $(PYTHON) bench/bench.py
+
+# Compiling it takes about 6 minutes on 2 cores.
+$(AWS_AGENT_3X):
+	$(CARGO) install aws_workload_credentials_provider --version 3.1.2 --locked --root $(AWS_AGENT_3X_DIR)
 
 soak: bench-tools static
 	SOAK_BIN=$(BENCH_BIN) SOAK_SECONDS=$(SOAK_SECONDS) $(PYTHON) bench/soak.py

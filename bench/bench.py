@@ -18,6 +18,13 @@ Settings (flag or environment variable):
   --seconds       BENCH_SECONDS        length of the wrk run (default 10)
   --starts        BENCH_STARTS         start-ups to take the median of (default 5)
   --conn-requests BENCH_CONN_REQUESTS  requests for the new-connection latency (default 2000)
+  --fleet-ttl     BENCH_FLEET_TTL      ttl_seconds of the fleet run, scaled to 300 (default 4)
+  --fleet-periods BENCH_FLEET_PERIODS  TTLs the fleet run counts calls for (default 6)
+
+The fleet row: upstream calls an hour that keep 100 hot secrets fresh with
+ttl_seconds = 300 (unchanged secrets, each read every TTL/20). Nobody waits an
+hour: the agent runs with a TTL of a few seconds and the count is scaled by
+300 / TTL, which holds because every refresh schedule is a fraction of the TTL.
 """
 
 import argparse
@@ -41,6 +48,9 @@ WRK_CONNECTIONS = 32
 SECRETS_TO_CACHE = 1000
 COLD_MISS_CLIENTS = 100
 COLD_MISS_UPSTREAM_DELAY_MS = 200  # long enough for all 100 requests to arrive first
+FLEET_SECRETS = 100
+FLEET_TTL_SCALED = 300  # the fleet figure is for this TTL
+SM_OPERATIONS = ("GetSecretValue", "DescribeSecret", "BatchGetSecretValue")
 # The secret of the throughput runs: one of the last cached.
 HOT_SECRET = "bench-%04d" % (SECRETS_TO_CACHE - 1)
 STATIC_BIN = os.path.join(common.REPO, "target/x86_64-unknown-linux-musl/release/secrets-manager-agent")
@@ -85,6 +95,8 @@ def parse_args():
     p.add_argument("--seconds", type=int, default=int(env("BENCH_SECONDS", "10")))
     p.add_argument("--starts", type=int, default=int(env("BENCH_STARTS", "5")))
     p.add_argument("--conn-requests", type=int, default=int(env("BENCH_CONN_REQUESTS", "2000")))
+    p.add_argument("--fleet-ttl", type=int, default=int(env("BENCH_FLEET_TTL", "4")))
+    p.add_argument("--fleet-periods", type=int, default=int(env("BENCH_FLEET_PERIODS", "6")))
     p.add_argument("--keep", action="store_true", help="keep the logs directory")
     return p.parse_args()
 
@@ -137,8 +149,53 @@ def measure(name, binary, args, upstream, token, workdir, opts):
         r["threads_coalesce"] = common.proc_status(proc.pid)[1]
     finally:
         common.stop(proc)
+
+    print("    fleet: %d hot secrets, ttl_seconds = %d for %d TTLs" % (FLEET_SECRETS, opts.fleet_ttl, opts.fleet_periods),
+          flush=True)
+    r["fleet_calls"], r["fleet_ops"] = fleet(binary, args, env, upstream, token, workdir, name, opts)
+    if name == "ours":
+        one_by_one = dict(env, SMA_REFRESH_BATCH="1")
+        r["fleet_calls_single"], r["fleet_ops_single"] = fleet(binary, args, one_by_one, upstream, token, workdir,
+                                                               name + "-single", opts)
     r["load"] = common.load()
     return r
+
+
+def fleet(binary, args, env, upstream, token, workdir, name, opts):
+    """Upstream calls an hour for FLEET_SECRETS hot secrets at FLEET_TTL_SCALED.
+
+    Returns (calls an hour, "operation=calls ..." an hour)."""
+    ttl, periods = opts.fleet_ttl, opts.fleet_periods
+    port = common.free_port()
+    config = os.path.join(workdir, "%s-fleet-%d.toml" % (name, port))
+    common.write_config(config, port, ttl_seconds=ttl)
+    proc, _, _ = common.start_agent(common.agent_command(binary, args, config), env, workdir, port)
+    ids = ["fleet-%03d" % i for i in range(FLEET_SECRETS)]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def read_for(seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            started = time.monotonic()
+            for secret_id in ids:
+                status, _ = common.get(port, common.secret_path(secret_id), token, conn=conn)
+                if status != 200:
+                    raise RuntimeError("fleet read of %s answered %d" % (secret_id, status))
+            time.sleep(max(0.0, started + ttl / 20 - time.monotonic()))
+
+    try:
+        read_for(2 * ttl)  # the first fetches, and the refresh schedule settling
+        upstream.reset()
+        read_for(periods * ttl)
+        ops = upstream.stats()["ops"]
+    finally:
+        conn.close()
+        common.stop(proc)
+    per_hour = 3600 / FLEET_TTL_SCALED / periods
+    calls = {op: ops.get(op, 0) * per_hour for op in SM_OPERATIONS}
+    detail = " ".join("%s=%.0f" % (op.replace("SecretValue", "").replace("Secret", ""), n)
+                      for op, n in calls.items() if n)
+    return sum(calls.values()), detail or "none"
 
 
 def cold_miss(port, token, upstream, secret_id):
@@ -302,6 +359,10 @@ ROWS = [
     ("cold miss, 100 concurrent: upstream calls", "coalesce_calls", "{}"),
     ("cold miss, 100 concurrent: non-200", "coalesce_bad", "{}"),
     ("threads right after the cold miss", "threads_coalesce", "{}"),
+    ("fleet: upstream calls/hour, 100 hot secrets, TTL 300 s", "fleet_calls", "{:,.0f}"),
+    ("  by operation (Get, Describe, BatchGet)", "fleet_ops", "{}"),
+    ("  ours refreshing one by one (SMA_REFRESH_BATCH=1)", "fleet_calls_single", "{:,.0f}"),
+    ("  by operation", "fleet_ops_single", "{}"),
 ]
 
 
@@ -340,6 +401,8 @@ def print_table(results, opts):
 def ratio(a, b):
     if a is None or b is None:
         return "n/a"
+    if isinstance(a, str) or isinstance(b, str):
+        return ""
     if a == 0:
         return "-" if b == 0 else "inf"
     return "%.2fx" % (b / a)

@@ -4,8 +4,10 @@
 Standard library only. Listens on 127.0.0.1 and answers:
 
   POST /   X-Amz-Target: secretsmanager.GetSecretValue | secretsmanager.DescribeSecret
+           | secretsmanager.BatchGetSecretValue (by SecretIdList; Filters match nothing)
            (JSON 1.1; signatures are not checked). Every SecretId exists, except
-           ids starting with "missing" (400 ResourceNotFoundException).
+           ids starting with "missing" (400 ResourceNotFoundException, or an
+           Errors entry in a batch).
   POST /   Action=GetCallerIdentity (STS query protocol), for agents that
            validate credentials at start.
   GET  /creds            container-endpoint credentials (AWS_CONTAINER_CREDENTIALS_FULL_URI)
@@ -139,6 +141,9 @@ class State:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the agents' HTTP clients expect
+    # Head and body go out in two writes: with Nagle's algorithm the body waits
+    # for the client's delayed ACK, 40 ms a call.
+    disable_nagle_algorithm = True
     server_version = "fake-secretsmanager"
     sys_version = ""
 
@@ -228,11 +233,19 @@ class Handler(BaseHTTPRequestHandler):
         target = self.headers.get("X-Amz-Target", "")
         op = target.rsplit(".", 1)[-1]
         try:
-            secret_id = json.loads(body or b"{}").get("SecretId", "")
-        except ValueError:
+            request = json.loads(body or b"{}")
+            secret_id = request.get("SecretId", "")
+        except (ValueError, AttributeError):
             self.reply(400, {"__type": "SerializationException", "message": "bad JSON"})
             return
-        self.state.count(op, secret_id)
+        if op == "BatchGetSecretValue":
+            ids = request.get("SecretIdList") or []
+            self.state.count(op, None)
+            for one in ids:
+                self.state.count("batched", one)
+            secret_id = ""
+        else:
+            self.state.count(op, secret_id)
         self.state.check_key(self.headers.get("Authorization", ""))
 
         faults = self.state.faults
@@ -251,21 +264,17 @@ class Handler(BaseHTTPRequestHandler):
         if fault == "spike":
             time.sleep(faults["spike_seconds"])
 
+        if op == "BatchGetSecretValue":
+            self.batch(ids)
+            return
         if secret_id.startswith("missing"):
             self.reply(400, {"__type": "ResourceNotFoundException",
                              "message": "Secrets Manager can't find the specified secret."})
             return
-        arn = "arn:aws:secretsmanager:%s:%s:secret:%s-AbCdEf" % (self.state.region, ACCOUNT, secret_id)
+        arn = self.arn(secret_id)
         version = self.state.version_id(secret_id, op)
         if op == "GetSecretValue":
-            self.reply(200, {
-                "ARN": arn,
-                "Name": secret_id,
-                "VersionId": version,
-                "SecretString": json.dumps({"username": "bench", "password": "p4ss-" + version}),
-                "VersionStages": ["AWSCURRENT"],
-                "CreatedDate": CREATED,
-            })
+            self.reply(200, self.value(secret_id, version))
         elif op == "DescribeSecret":
             self.reply(200, {
                 "ARN": arn,
@@ -275,6 +284,30 @@ class Handler(BaseHTTPRequestHandler):
             })
         else:
             self.reply(400, {"__type": "UnknownOperationException", "message": target})
+
+
+    def arn(self, secret_id):
+        return "arn:aws:secretsmanager:%s:%s:secret:%s-AbCdEf" % (self.state.region, ACCOUNT, secret_id)
+
+    def value(self, secret_id, version):
+        return {
+            "ARN": self.arn(secret_id),
+            "Name": secret_id,
+            "VersionId": version,
+            "SecretString": json.dumps({"username": "bench", "password": "p4ss-" + version}),
+            "VersionStages": ["AWSCURRENT"],
+            "CreatedDate": CREATED,
+        }
+
+    def batch(self, ids):
+        values, errors = [], []
+        for one in ids:
+            if one.startswith("missing"):
+                errors.append({"SecretId": one, "ErrorCode": "ResourceNotFoundException",
+                               "Message": "Secrets Manager can't find the specified secret."})
+            else:
+                values.append(self.value(one, self.state.version_id(one, "BatchGetSecretValue")))
+        self.reply(200, {"SecretValues": values, "Errors": errors})
 
 
 class Server(ThreadingHTTPServer):

@@ -332,6 +332,7 @@ mod tests {
                 ttl: Duration::from_secs(60),
                 capacity: 10,
                 ignore_transient_errors: true,
+                refresh_batch: 1,
             },
         );
         Api::new(

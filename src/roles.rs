@@ -90,6 +90,17 @@ impl<U: Upstream> Upstream for Roles<U> {
             Some(role) => self.client(role)?.still_current(key, cached_version),
         }
     }
+
+    fn batch_limit(&self) -> usize {
+        self.own.batch_limit()
+    }
+
+    /// The cache batches keys of one role only: the first key's role is
+    /// every key's.
+    fn fetch_batch(&self, keys: &[Key]) -> Result<Vec<(usize, SecretValue)>, UpstreamError> {
+        let role = keys.first().and_then(Key::role);
+        self.with_client(role, |client| client.fetch_batch(keys))?
+    }
 }
 
 #[cfg(test)]

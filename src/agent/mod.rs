@@ -22,6 +22,7 @@ use crate::api;
 use crate::aws::client::Client;
 use crate::aws::endpoint;
 use crate::aws::identity::ProvideCredentials;
+use crate::aws::secrets_manager::BATCH;
 use crate::aws::sts::Sts;
 use crate::aws::transport::{self, Timeouts, Transport};
 use crate::aws::SecretsManager;
@@ -183,7 +184,7 @@ fn start(config: &Config, running: &Running) -> Result<Agent, String> {
         validate_credentials(&client, &place.sts_endpoint, config.ignore_transient_errors)?;
     }
     let upstream = upstream(client, &transport, &place, timing, config.max_roles);
-    let api = Arc::new(build_api(config, token, upstream));
+    let api = Arc::new(build_api(config, &tuning, token, upstream));
     running.set(api.clone());
     let listener = server::bind(config.http_port)
         .map_err(|e| format!("cannot listen on 127.0.0.1:{}: {e}", config.http_port))?;
@@ -264,6 +265,9 @@ struct Tuning {
     upstream: Timeouts,
     /// Idle or stalled client connections are closed after this long.
     client_timeout: Duration,
+    /// The most cached secrets one background refresh reads in one call
+    /// (README "Refresh"); 1 refreshes each alone.
+    refresh_batch: usize,
 }
 
 impl Tuning {
@@ -278,6 +282,13 @@ impl Tuning {
                 call: millis("SMA_UPSTREAM_TIMEOUT_MS", 10_000)?,
             },
             client_timeout: millis("SMA_CLIENT_TIMEOUT_MS", 10_000)?,
+            refresh_batch: env::number_in(
+                &get,
+                "SMA_REFRESH_BATCH",
+                BATCH as u64,
+                1..=BATCH as u64,
+                "a number of secrets",
+            )? as usize,
         })
     }
 }
@@ -397,13 +408,19 @@ fn upstream(
 }
 
 /// The request path below the listener: HTTP surface → cache → Secrets Manager.
-fn build_api(config: &Config, token: Token, upstream: Roles<SecretsManager>) -> Api {
+fn build_api(
+    config: &Config,
+    tuning: &Tuning,
+    token: Token,
+    upstream: Roles<SecretsManager>,
+) -> Api {
     let cache = Cache::new(
         upstream,
         cache::Settings {
             ttl: Duration::from_secs(config.ttl_seconds),
             capacity: config.cache_size,
             ignore_transient_errors: config.ignore_transient_errors,
+            refresh_batch: tuning.refresh_batch,
         },
     );
     api::Api::new(
@@ -480,6 +497,17 @@ mod tests {
         assert_eq!(t.upstream.connect, Duration::from_secs(3));
         assert_eq!(t.upstream.call, Duration::from_secs(10));
         assert_eq!(t.client_timeout, Duration::from_secs(10));
+        assert_eq!(t.refresh_batch, 20);
+
+        let t = Tuning::from_env(|n| (n == "SMA_REFRESH_BATCH").then(|| "1".into())).unwrap();
+        assert_eq!(t.refresh_batch, 1);
+        let e = Tuning::from_env(|n| (n == "SMA_REFRESH_BATCH").then(|| "21".into()))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "SMA_REFRESH_BATCH=21 is not valid: expected a number of secrets from 1 to 20"
+        );
 
         let t =
             Tuning::from_env(|n| (n == "SMA_UPSTREAM_TIMEOUT_MS").then(|| "300".into())).unwrap();

@@ -25,17 +25,13 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::aws::secrets_manager::{BatchAnswer, BatchInput, BatchValue};
+use crate::aws::secrets_manager::{BatchAnswer, BatchInput, BatchValue, BATCH};
 use crate::aws::{SecretQuery, SecretValue, SecretsManager, UpstreamError};
 use crate::cache::{Cache, Held, Key, Upstream};
 use crate::clock::SystemClock;
 use crate::config::Prefetch;
 use crate::roles::Roles;
-use crate::secret::SecretBytes;
 
-/// The most secret IDs one BatchGetSecretValue call takes, and the page size
-/// of a tag listing.
-pub const BATCH: usize = 20;
 /// The time between two calls: at most about 30 a second.
 pub const PACE: Duration = Duration::from_millis(34);
 
@@ -336,10 +332,7 @@ impl<B: Batch, S: Sink> Run<'_, B, S> {
             let this = if at + 1 == ids.len() {
                 value.take()
             } else {
-                value.as_ref().map(|v| SecretValue {
-                    body: SecretBytes::new(v.body.to_vec()),
-                    version_id: v.version_id.clone(),
-                })
+                value.as_ref().map(SecretValue::copy)
             };
             let Some(this) = this else { break };
             if self.sink.store(&key, this) {
@@ -369,20 +362,9 @@ fn as_role(role: Option<&str>) -> String {
     role.map(|r| format!(" (as {r})")).unwrap_or_default()
 }
 
-/// Which requested ID an answer's secret is: its name, its full ARN, or its
-/// ARN without the 6-character suffix Secrets Manager adds (a partial ARN).
+/// Which requested ID an answer's secret is.
 fn requested_as<'a>(ids: &'a [String], value: &BatchValue) -> Option<&'a str> {
-    let (name, arn) = (value.name.as_deref(), value.arn.as_deref());
-    ids.iter()
-        .find(|id| {
-            name == Some(id.as_str())
-                || arn == Some(id.as_str())
-                || arn.is_some_and(|arn| {
-                    arn.strip_prefix(id.as_str())
-                        .is_some_and(|rest| rest.len() == 7 && rest.starts_with('-'))
-                })
-        })
-        .map(String::as_str)
+    ids.iter().find(|id| value.answers(id)).map(String::as_str)
 }
 
 #[cfg(test)]

@@ -57,6 +57,17 @@ impl UpstreamError {
         }
     }
 
+    /// The upstream refused the call's rate (a throttling code or 429): other
+    /// operations, with quotas of their own, may still go through.
+    pub fn is_throttling(&self) -> bool {
+        match self {
+            UpstreamError::Service { status, code, .. } => {
+                *status == 429 || THROTTLING_CODES.contains(&code.as_str())
+            }
+            _ => false,
+        }
+    }
+
     /// Failures that a later attempt may not see: the ones worth a retry, and the
     /// ones for which a cached value may be served instead.
     pub fn is_transient(&self) -> bool {
@@ -244,7 +255,10 @@ mod tests {
             e,
             UpstreamError::service(400, "ThrottlingException", "slow down")
         );
-        assert!(e.is_transient());
+        assert!(e.is_transient() && e.is_throttling());
+        assert!(UpstreamError::service(429, "", "").is_throttling());
+        assert!(!UpstreamError::service(503, "ServiceUnavailable", "").is_throttling());
+        assert!(!UpstreamError::Timeout.is_throttling());
     }
 
     #[test]

@@ -29,6 +29,17 @@ pub struct SecretValue {
     pub version_id: String,
 }
 
+impl SecretValue {
+    /// A second copy, for one value cached under two keys (not `Clone`, so
+    /// copies of a secret are made on purpose only).
+    pub fn copy(&self) -> SecretValue {
+        SecretValue {
+            body: SecretBytes::new(self.body.to_vec()),
+            version_id: self.version_id.clone(),
+        }
+    }
+}
+
 /// The part of DescribeSecret the cache needs.
 #[derive(Debug)]
 pub struct Description {
@@ -168,6 +179,42 @@ impl SecretsManager {
         BatchAnswer::parse(&reply)
     }
 
+    /// The current values of `ids` with one BatchGetSecretValue call (at most
+    /// [`BATCH`] IDs), each with the index of every ID it answers. An ID the
+    /// answer does not cover (an `Errors` entry, or absent) has no value.
+    pub fn batch_get_current(
+        &self,
+        ids: &[&str],
+    ) -> Result<Vec<(usize, SecretValue)>, UpstreamError> {
+        let mut input = BatchInput::default();
+        for id in ids {
+            if !input.secret_id_list.iter().any(|listed| listed == id) {
+                input.secret_id_list.push(id.to_string());
+            }
+        }
+        let answer = self.batch_get_secret_value(&input)?;
+        for error in &answer.errors {
+            log::debug!(
+                "BatchGetSecretValue could not read {}: {}",
+                error.secret_id,
+                error.code
+            );
+        }
+        let mut found = Vec::with_capacity(ids.len());
+        for batch_value in answer.values {
+            let at: Vec<usize> = (0..ids.len())
+                .filter(|&i| batch_value.answers(ids[i]))
+                .collect();
+            if let Some((&last, rest)) = at.split_last() {
+                for &i in rest {
+                    found.push((i, batch_value.value.copy()));
+                }
+                found.push((last, batch_value.value));
+            }
+        }
+        Ok(found)
+    }
+
     fn call(
         &self,
         operation: &str,
@@ -224,7 +271,11 @@ fn render_output(out: &Output) -> Result<SecretValue, UpstreamError> {
     })
 }
 
-/// BatchGetSecretValue's input: secret IDs (at most 20) or filters with pages.
+/// The most secret IDs one BatchGetSecretValue call takes.
+pub const BATCH: usize = 20;
+
+/// BatchGetSecretValue's input: secret IDs (at most [`BATCH`]) or filters
+/// with pages.
 #[derive(Serialize, Default)]
 #[serde(rename_all = "PascalCase")]
 pub struct BatchInput {
@@ -265,6 +316,21 @@ pub struct BatchValue {
     pub name: Option<String>,
     pub arn: Option<String>,
     pub value: SecretValue,
+}
+
+impl BatchValue {
+    /// Whether this is the secret a request names by `id`: its name, its
+    /// full ARN, or its ARN without the 6-character suffix Secrets Manager
+    /// adds (a partial ARN).
+    pub fn answers(&self, id: &str) -> bool {
+        let arn = self.arn.as_deref();
+        self.name.as_deref() == Some(id)
+            || arn == Some(id)
+            || arn.is_some_and(|arn| {
+                arn.strip_prefix(id)
+                    .is_some_and(|rest| rest.len() == 7 && rest.starts_with('-'))
+            })
+    }
 }
 
 /// A secret the batch could not read, as upstream names it (no value).

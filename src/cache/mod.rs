@@ -14,105 +14,30 @@
 //! role is a field of the key (`roles::Roles` picks the client for it), so
 //! every policy applies per (role, secret). Time comes
 //! from a [`Clock`] parameter so the tests can step past TTLs without sleeping.
+//!
+//! This file is the cache's face ([`Cache`]: what requests and prefetching
+//! call). Below it: `refresh` (the background refreshes, batched), `table`
+//! (the state and the one-key operations), and the types `key` and
+//! `upstream`.
 
 use std::collections::HashMap;
-use std::fmt;
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::aws::{SecretQuery, SecretValue, SecretsManager, UpstreamError};
+use crate::aws::SecretValue;
 use crate::clock::{Clock, SystemClock};
-use crate::random;
-use crate::secret::SecretBytes;
 use crate::sync::lock;
 
-/// A rendered response body, shared by the cache and every writer of it;
-/// zeroed when the last of them lets go.
-pub type Body = Arc<SecretBytes>;
+mod key;
+mod refresh;
+mod table;
+mod upstream;
 
-/// Background refreshes running at once; more wait in a short queue.
-const REFRESHERS: usize = 2;
-/// Refreshes waiting for a refresher; beyond this, a refresh is skipped and
-/// the entry revalidates on its next read after expiry.
-const REFRESH_QUEUE: usize = 64;
-pub type Served = Result<Body, UpstreamError>;
+pub use key::Key;
+pub use table::{Held, Settings};
+pub use upstream::{Body, Served, Upstream};
 
-/// What an answer is cached under. A new upstream adds a variant (Parameter
-/// Store). The role is part of the key: an answer fetched as one role never
-/// answers a request for another role or for the agent's own identity.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Key {
-    Secret {
-        query: SecretQuery,
-        /// The request's `roleArn` (already checked); `None`: the agent's own
-        /// credentials.
-        role: Option<String>,
-    },
-}
-
-impl Key {
-    /// A secret read with the agent's own credentials.
-    pub fn secret(query: SecretQuery) -> Key {
-        Key::Secret { query, role: None }
-    }
-
-    /// The role to call AWS as; `None` for the agent's own identity.
-    pub fn role(&self) -> Option<&str> {
-        match self {
-            Key::Secret { role, .. } => role.as_deref(),
-        }
-    }
-}
-
-/// For log lines: what was asked for, never a value. A secret shows as its
-/// ID alone, as the agent's log lines always named it, followed by the role
-/// it was read as, if any.
-impl fmt::Display for Key {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Key::Secret { query, role: None } => f.write_str(&query.secret_id),
-            Key::Secret {
-                query,
-                role: Some(role),
-            } => write!(f, "{} (as {role})", query.secret_id),
-        }
-    }
-}
-
-/// Where the cache fills from; a trait so tests can script and count calls.
-/// An implementation serves the key's role (`Key::role`), or refuses.
-pub trait Upstream: Send + Sync {
-    /// The value and its version, rendered as the body the agent serves.
-    fn fetch(&self, key: &Key) -> Result<SecretValue, UpstreamError>;
-    /// Whether the version cached for `key` is still what `fetch` would
-    /// return (a cheap metadata call).
-    fn still_current(&self, key: &Key, cached_version: &str) -> Result<bool, UpstreamError>;
-}
-
-/// One Secrets Manager client answers as one identity: the key's role is
-/// chosen before it (`roles::Roles` picks the client for it).
-impl Upstream for SecretsManager {
-    fn fetch(&self, key: &Key) -> Result<SecretValue, UpstreamError> {
-        match key {
-            Key::Secret { query, .. } => self.get_secret_value(query),
-        }
-    }
-    fn still_current(&self, key: &Key, cached_version: &str) -> Result<bool, UpstreamError> {
-        match key {
-            Key::Secret { query, .. } => Ok(self
-                .describe_secret(&query.secret_id)?
-                .still_answers(query, cached_version)),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct Settings {
-    pub ttl: Duration,
-    pub capacity: usize,
-    pub ignore_transient_errors: bool,
-}
+use table::{Entry, Flight, Lookup, Shared};
 
 /// The clock is a type parameter, not a trait object, so a hit with the
 /// system clock costs no indirect call.
@@ -122,73 +47,6 @@ pub struct Cache<U, C: Clock = SystemClock> {
     /// refresh (an agent whose secrets are read once never needs them);
     /// `None` if they could not start.
     refresh: OnceLock<Option<SyncSender<Key>>>,
-}
-
-/// The state the request threads and the refreshers share.
-struct Shared<U, C> {
-    upstream: U,
-    clock: C,
-    settings: Settings,
-    /// Keys and entries boxed: the table keeps about twice as many slots as
-    /// entries, and a slot of two pointers instead of ~240 bytes cut the
-    /// memory of 1,000 cached secrets by a third.
-    entries: Mutex<HashMap<Box<Key>, Box<Entry>>>,
-    flights: Mutex<HashMap<Key, Arc<Flight>>>,
-}
-
-struct Entry {
-    body: Body,
-    version_id: String,
-    fresh_until: Instant,
-    /// Reads from here on queue a background refresh (jittered per entry, so a
-    /// fleet of agents does not call AWS in lockstep).
-    refresh_after: Instant,
-    refresh_queued: bool,
-    last_used: Instant,
-}
-
-impl Entry {
-    fn new(body: Body, version_id: String, ttl: Duration, now: Instant) -> Entry {
-        let mut entry = Entry {
-            body,
-            version_id,
-            fresh_until: now,
-            refresh_after: now,
-            refresh_queued: false,
-            last_used: now,
-        };
-        entry.restart(ttl, now);
-        entry
-    }
-
-    /// A new TTL from `now`; the refresh point falls in its last 10 to 20 %.
-    fn restart(&mut self, ttl: Duration, now: Instant) {
-        self.fresh_until = now + ttl;
-        self.refresh_after = self.fresh_until - ttl.mul_f64(0.1 + 0.1 * random::unit());
-        self.refresh_queued = false;
-    }
-}
-
-/// One upstream call in progress; followers wait on it for the leader's result.
-#[derive(Default)]
-struct Flight {
-    result: Mutex<Option<Served>>,
-    done: Condvar,
-}
-
-/// What a lookup found.
-enum Lookup {
-    Fresh {
-        body: Body,
-        refresh: bool,
-    },
-    Expired {
-        body: Body,
-        version_id: String,
-        /// Expired less than one TTL ago.
-        recent: bool,
-    },
-    Missing,
 }
 
 impl<U: Upstream + 'static> Cache<U> {
@@ -205,6 +63,7 @@ impl<U: Upstream + 'static, C: Clock + 'static> Cache<U, C> {
             settings,
             entries: Mutex::new(HashMap::new()),
             flights: Mutex::new(HashMap::new()),
+            batch_paused: Mutex::new(Vec::new()),
         });
         Cache {
             shared,
@@ -247,7 +106,7 @@ impl<U: Upstream + 'static, C: Clock + 'static> Cache<U, C> {
     }
 
     fn queue_refresh(&self, key: &Key) {
-        let refresh = self.refresh.get_or_init(|| start_refreshers(&self.shared));
+        let refresh = self.refresh.get_or_init(|| refresh::start(&self.shared));
         let Some(refresh) = refresh else { return };
         match refresh.try_send(key.clone()) {
             Ok(()) => {}
@@ -344,245 +203,16 @@ impl<U: Upstream + 'static, C: Clock + 'static> Cache<U, C> {
     }
 }
 
-/// The refresher threads; they end when the cache (and so the sender) is dropped.
-fn start_refreshers<U: Upstream + 'static, C: Clock + 'static>(
-    shared: &Arc<Shared<U, C>>,
-) -> Option<SyncSender<Key>> {
-    let (tx, rx) = mpsc::sync_channel::<Key>(REFRESH_QUEUE);
-    let rx = Arc::new(Mutex::new(rx));
-    let mut started = 0;
-    for _ in 0..REFRESHERS {
-        let (shared, rx) = (shared.clone(), rx.clone());
-        let spawned = std::thread::Builder::new()
-            .name("refresh".into())
-            .spawn(move || refresher(&shared, &rx));
-        match spawned {
-            Ok(_) => started += 1,
-            Err(e) => log::warn!("cannot start a refresh thread: {e}"),
-        }
-    }
-    (started > 0).then_some(tx)
-}
-
-fn refresher<U: Upstream, C: Clock>(shared: &Shared<U, C>, rx: &Mutex<Receiver<Key>>) {
-    loop {
-        let next = lock(rx).recv();
-        let Ok(key) = next else { return };
-        shared.refresh_ahead(&key);
-        crate::os::stack::release_unused();
-    }
-}
-
-impl<U: Upstream, C: Clock> Shared<U, C> {
-    fn lookup(&self, key: &Key) -> Lookup {
-        let now = self.clock.now();
-        let mut entries = lock(&self.entries);
-        match entries.get_mut(key) {
-            // While a refresh-ahead is queued or running, the entry keeps
-            // answering for up to one more TTL: readers do not wait for it.
-            Some(entry)
-                if now < entry.fresh_until
-                    || (entry.refresh_queued && now < entry.fresh_until + self.settings.ttl) =>
-            {
-                entry.last_used = now;
-                let refresh = now >= entry.refresh_after && !entry.refresh_queued;
-                if refresh {
-                    entry.refresh_queued = true;
-                }
-                Lookup::Fresh {
-                    body: entry.body.clone(),
-                    refresh,
-                }
-            }
-            Some(entry) => Lookup::Expired {
-                body: entry.body.clone(),
-                version_id: entry.version_id.clone(),
-                recent: now < entry.fresh_until + self.settings.ttl,
-            },
-            None => Lookup::Missing,
-        }
-    }
-
-    /// Runs `work` once for all concurrent callers with the same key. A
-    /// caller that finds the work already running gets `stale` at once if
-    /// there is one, else waits for the result.
-    fn single_flight(
-        &self,
-        key: &Key,
-        stale: Option<Body>,
-        work: impl FnOnce() -> Served,
-    ) -> Served {
-        let (flight, leader) = {
-            let mut flights = lock(&self.flights);
-            match flights.get(key) {
-                Some(flight) => (flight.clone(), false),
-                None => {
-                    let flight = Arc::new(Flight::default());
-                    flights.insert(key.clone(), flight.clone());
-                    (flight, true)
-                }
-            }
-        };
-        if !leader {
-            if let Some(stale) = stale {
-                return Ok(stale);
-            }
-            let mut result = lock(&flight.result);
-            loop {
-                if let Some(served) = result.as_ref() {
-                    return served.clone();
-                }
-                result = flight
-                    .done
-                    .wait(result)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
-        }
-        // Publishes even if `work` panics, so followers never wait forever.
-        let mut publish = Publish {
-            cache: self,
-            key,
-            flight: &flight,
-            result: Err(UpstreamError::Internal("secret fetch panicked".into())),
-        };
-        publish.result = work();
-        publish.result.clone()
-    }
-
-    /// An expired entry: keep it if the upstream says the cached version
-    /// still answers the request, else fetch the value again.
-    fn revalidate(&self, key: &Key, stale: Body, version_id: &str) -> Served {
-        let ignore = self.settings.ignore_transient_errors;
-        let fetched = match self.upstream.still_current(key, version_id) {
-            Ok(true) => {
-                self.restart_ttl(key, version_id);
-                return Ok(stale);
-            }
-            // Not current any more, or the metadata call is not allowed
-            // (policies often grant GetSecretValue alone): the value decides.
-            Ok(false) => self.fetch_and_store(key),
-            Err(e) if e.is_transient() => Err(e),
-            Err(e) => {
-                log::debug!("checking {key} failed ({e}); fetching the value");
-                self.fetch_and_store(key)
-            }
-        };
-        match fetched {
-            Err(e) if ignore && e.is_transient() => {
-                log::warn!("serving cached {key} after a transient error: {e}");
-                Ok(stale)
-            }
-            other => other,
-        }
-    }
-
-    /// A background refresh of an entry read near the end of its TTL: the
-    /// same revalidation an expired entry gets, but nobody waits for it.
-    fn refresh_ahead(&self, key: &Key) {
-        let current = lock(&self.entries)
-            .get(key)
-            .map(|e| (e.body.clone(), e.version_id.clone()));
-        let Some((body, version_id)) = current else {
-            return;
-        };
-        log::debug!("refreshing {key} ahead of expiry");
-        if let Err(e) = self.single_flight(key, None, || self.revalidate(key, body, &version_id)) {
-            log::warn!("background refresh of {key} failed: {e}");
-        }
-        self.refresh_done(key);
-    }
-
-    /// A refresh-ahead ended (or was dropped): if it did not restart the TTL,
-    /// the entry expires normally and the next read revalidates it.
-    fn refresh_done(&self, key: &Key) {
-        if let Some(entry) = lock(&self.entries).get_mut(key) {
-            entry.refresh_queued = false;
-        }
-    }
-
-    fn fetch_and_store(&self, key: &Key) -> Served {
-        let value = self.upstream.fetch(key)?;
-        let body: Body = Arc::new(value.body);
-        let now = self.clock.now();
-        let mut entries = lock(&self.entries);
-        if !entries.contains_key(key) && entries.len() >= self.settings.capacity {
-            let oldest = entries
-                .iter()
-                .min_by_key(|(_, e)| e.last_used)
-                .map(|(k, _)| k.clone());
-            if let Some(oldest) = oldest {
-                entries.remove(&oldest);
-            }
-        }
-        entries.insert(
-            Box::new(key.clone()),
-            Box::new(Entry::new(
-                body.clone(),
-                value.version_id,
-                self.settings.ttl,
-                now,
-            )),
-        );
-        Ok(body)
-    }
-
-    fn restart_ttl(&self, key: &Key, version_id: &str) {
-        let now = self.clock.now();
-        let mut entries = lock(&self.entries);
-        if let Some(entry) = entries.get_mut(key) {
-            if entry.version_id == version_id {
-                entry.restart(self.settings.ttl, now);
-            }
-        }
-    }
-}
-
-/// Keys held by [`Cache::hold`]; released on drop.
-pub struct Held<'a, U: Upstream, C: Clock> {
-    shared: &'a Shared<U, C>,
-    flights: Vec<(Key, Arc<Flight>)>,
-}
-
-impl<U: Upstream, C: Clock> Drop for Held<'_, U, C> {
-    fn drop(&mut self) {
-        for (key, flight) in self.flights.drain(..) {
-            lock(&self.shared.flights).remove(&key);
-            // Out of the table no request joins it any more; one that did
-            // holds a reference.
-            if Arc::strong_count(&flight) == 1 {
-                continue;
-            }
-            let cached = lock(&self.shared.entries).get(&key).map(|e| e.body.clone());
-            let result = match cached {
-                Some(body) => Ok(body),
-                None => self.shared.fetch_and_store(&key),
-            };
-            *lock(&flight.result) = Some(result);
-            flight.done.notify_all();
-        }
-    }
-}
-
-struct Publish<'a, U: Upstream, C: Clock> {
-    cache: &'a Shared<U, C>,
-    key: &'a Key,
-    flight: &'a Flight,
-    result: Served,
-}
-
-impl<U: Upstream, C: Clock> Drop for Publish<'_, U, C> {
-    fn drop(&mut self) {
-        lock(&self.cache.flights).remove(self.key);
-        *lock(&self.flight.result) = Some(self.result.clone());
-        self.flight.done.notify_all();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aws::{SecretQuery, UpstreamError};
     use crate::clock::TestClock;
+    use crate::secret::SecretBytes;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::mpsc;
+    use std::sync::{Condvar, PoisonError};
+    use std::time::{Duration, Instant};
 
     /// A scripted upstream: the current version and value, call counters,
     /// switches that make calls fail, and a gate that holds GetSecretValue
@@ -600,6 +230,16 @@ mod tests {
         released: Condvar,
         /// The role of every GetSecretValue key, in order.
         roles: Mutex<Vec<Option<String>>>,
+        /// Keys a batch call takes (0: no batch call).
+        batch: usize,
+        /// The secret IDs of each batch call, in order.
+        batches: Mutex<Vec<Vec<String>>>,
+        /// The batch call itself is not allowed.
+        batch_denied: AtomicBool,
+        /// The batch call is throttled.
+        batch_throttled: AtomicBool,
+        /// Secret IDs a batch answer leaves out.
+        batch_skips: Mutex<Vec<String>>,
     }
 
     impl Fake {
@@ -657,6 +297,44 @@ mod tests {
             }
             Ok(lock(&self.version).0 == cached_version)
         }
+        fn batch_limit(&self) -> usize {
+            self.batch
+        }
+        fn fetch_batch(&self, keys: &[Key]) -> Result<Vec<(usize, SecretValue)>, UpstreamError> {
+            let ids: Vec<String> = keys.iter().map(|k| id_of(k).to_string()).collect();
+            lock(&self.batches).push(ids.clone());
+            self.fail_if_down()?;
+            if self.batch_denied.load(Ordering::SeqCst) {
+                return Err(UpstreamError::service(
+                    400,
+                    "AccessDeniedException",
+                    "not allowed",
+                ));
+            }
+            if self.batch_throttled.load(Ordering::SeqCst) {
+                return Err(UpstreamError::service(
+                    400,
+                    "ThrottlingException",
+                    "Rate exceeded",
+                ));
+            }
+            let (version, value) = lock(&self.version).clone();
+            let skips = lock(&self.batch_skips);
+            Ok((0..ids.len())
+                .filter(|&i| !skips.contains(&ids[i]))
+                .map(|i| {
+                    let body = SecretBytes::new(value.clone().into_bytes());
+                    let version_id = version.clone();
+                    (i, SecretValue { body, version_id })
+                })
+                .collect())
+        }
+    }
+
+    fn id_of(key: &Key) -> &str {
+        match key {
+            Key::Secret { query, .. } => &query.secret_id,
+        }
     }
 
     fn key(id: &str) -> Key {
@@ -682,6 +360,7 @@ mod tests {
             ttl,
             capacity: 2,
             ignore_transient_errors: true,
+            refresh_batch: 1,
         }
     }
 
@@ -1086,5 +765,225 @@ mod tests {
         assert_eq!(&**in_use, b"one");
         cache.get(&key("a"), false).unwrap();
         assert_eq!(cache.gets(), 3, "fetched again after the wipe");
+    }
+
+    // ---- refreshing entries due together in one call (refresh.rs)
+
+    fn batch_cache(refresh_batch: usize) -> Cache<Fake, TestClock> {
+        let fake = Fake {
+            batch: 20,
+            ..Fake::default()
+        };
+        fake.set("v1", "one");
+        let settings = Settings {
+            capacity: 50,
+            refresh_batch,
+            ..settings(TTL)
+        };
+        test_cache(fake, settings)
+    }
+
+    impl Cache<Fake, TestClock> {
+        /// Reads each key once (fetching it if needed).
+        fn read(&self, keys: &[Key]) {
+            for key in keys {
+                self.get(key, false).unwrap();
+            }
+        }
+        /// The secret IDs of each batch call so far, sorted within a call.
+        fn batches(&self) -> Vec<Vec<String>> {
+            let mut batches = lock(&self.shared.upstream.batches).clone();
+            for batch in &mut batches {
+                batch.sort();
+            }
+            batches
+        }
+        /// No refresh queued or running.
+        fn idle(&self) -> bool {
+            lock(&self.shared.entries)
+                .values()
+                .all(|e| !e.refresh_queued)
+        }
+        /// The keys still fresh now.
+        fn fresh(&self) -> usize {
+            let now = self.shared.clock.now();
+            lock(&self.shared.entries)
+                .values()
+                .filter(|e| now < e.fresh_until)
+                .count()
+        }
+    }
+
+    fn keys(ids: &[&str]) -> Vec<Key> {
+        ids.iter().map(|id| key(id)).collect()
+    }
+
+    /// Fetched at once, then one round: the first key's refresh starts, and
+    /// the others may join it.
+    fn fall_due_together(cache: &Cache<Fake, TestClock>, keys: &[Key]) {
+        cache.read(keys);
+        next_round(cache, keys, &keys[..1]);
+    }
+
+    /// Half a TTL on, `keys` are read again; at 95 % of the TTL, `trigger`
+    /// is read: its refreshes start, and this waits for them to end.
+    fn next_round(cache: &Cache<Fake, TestClock>, keys: &[Key], trigger: &[Key]) {
+        cache.advance(TTL / 2);
+        cache.read(keys);
+        cache.advance(TTL.mul_f64(0.45));
+        cache.read(trigger);
+        assert!(eventually(|| cache.idle()), "the refresh never ended");
+    }
+
+    #[test]
+    fn entries_due_together_refresh_in_one_call() {
+        let cache = batch_cache(20);
+        let ids: Vec<String> = (0..25).map(|i| format!("k{i:02}")).collect();
+        let all: Vec<Key> = ids.iter().map(|id| key(id)).collect();
+        fall_due_together(&cache, &all);
+        let batches = cache.batches();
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0].len(), 20, "at most refresh_batch keys");
+        assert!(
+            batches[0].contains(&"k00".to_string()),
+            "the key read first"
+        );
+        assert_eq!((cache.gets(), cache.describes()), (25, 0));
+        // The batch restarted 20 TTLs; the other 5 expire as they were.
+        cache.advance(TTL / 2);
+        assert_eq!(cache.fresh(), 20);
+        cache.read(&all);
+        assert_eq!(cache.describes(), 5, "the other 5 revalidate on read");
+        assert_eq!(cache.gets(), 25);
+    }
+
+    #[test]
+    fn a_batch_refresh_brings_new_versions() {
+        let cache = batch_cache(20);
+        let all = keys(&["a", "b"]);
+        cache.read(&all);
+        cache.shared.upstream.set("v2", "two");
+        next_round(&cache, &all, &[]);
+        assert_eq!(text(cache.get(&all[0], false)), "one", "no wait");
+        assert!(eventually(|| cache.idle()));
+        assert_eq!(text(cache.get(&all[1], false)), "two");
+        assert_eq!(text(cache.get(&all[0], false)), "two");
+        assert_eq!((cache.gets(), cache.describes()), (2, 0));
+    }
+
+    #[test]
+    fn entries_not_read_again_or_not_due_stay_out() {
+        let cache = batch_cache(20);
+        let all = keys(&["a", "b", "unread", "late"]);
+        cache.read(&all[..3]);
+        cache.advance(TTL / 2);
+        cache.read(&all[..2]);
+        // Fetched later: its refresh window has not opened.
+        cache.read(&all[3..]);
+        cache.advance(TTL.mul_f64(0.45));
+        cache.read(&all[..1]);
+        assert!(eventually(|| cache.idle()));
+        assert_eq!(cache.batches(), vec![vec!["a".to_string(), "b".into()]]);
+        assert_eq!(cache.describes(), 0);
+    }
+
+    #[test]
+    fn pinned_versions_and_other_roles_are_not_batched() {
+        let cache = batch_cache(20);
+        let pinned = Key::secret(SecretQuery {
+            secret_id: "b".into(),
+            version_id: None,
+            version_stage: Some("AWSPREVIOUS".into()),
+        });
+        let current_stage = Key::secret(SecretQuery {
+            secret_id: "c".into(),
+            version_id: None,
+            version_stage: Some("AWSCURRENT".into()),
+        });
+        let all = vec![
+            key("a"),
+            pinned,
+            role_key("a", "arn:aws:iam::123456789012:role/r"),
+            current_stage,
+        ];
+        fall_due_together(&cache, &all);
+        assert_eq!(cache.batches(), vec![vec!["a".to_string(), "c".into()]]);
+        assert!(!all[1].is_current() && all[3].is_current());
+    }
+
+    #[test]
+    fn a_key_the_batch_leaves_out_is_revalidated_alone() {
+        let cache = batch_cache(20);
+        lock(&cache.shared.upstream.batch_skips).push("gone".into());
+        let all = keys(&["a", "gone", "c"]);
+        fall_due_together(&cache, &all);
+        assert_eq!(cache.batches().len(), 1);
+        assert_eq!(cache.describes(), 1, "only the key left out");
+        cache.advance(TTL / 4);
+        assert_eq!(cache.fresh(), 3);
+    }
+
+    /// Two keys fall due together while `switch` makes the batch call fail:
+    /// one batch call, then each key revalidated alone, right away.
+    fn failed_batch(switch: fn(&Fake) -> &AtomicBool) -> (Cache<Fake, TestClock>, Vec<Key>) {
+        let cache = batch_cache(20);
+        switch(&cache.shared.upstream).store(true, Ordering::SeqCst);
+        let all = keys(&["a", "b"]);
+        fall_due_together(&cache, &all);
+        assert_eq!(cache.batches().len(), 1);
+        assert_eq!(cache.describes(), 2, "each revalidated alone");
+        assert_eq!(cache.fresh(), 2);
+        (cache, all)
+    }
+
+    #[test]
+    fn a_refused_batch_call_falls_back_and_is_not_asked_again() {
+        let (cache, all) = failed_batch(|fake| &fake.batch_denied);
+        cache
+            .shared
+            .upstream
+            .batch_denied
+            .store(false, Ordering::SeqCst);
+        next_round(&cache, &all, &all[..1]);
+        assert_eq!((cache.batches().len(), cache.describes()), (1, 3));
+    }
+
+    #[test]
+    fn a_throttled_batch_call_falls_back_and_pauses_for_a_ttl() {
+        let (cache, all) = failed_batch(|fake| &fake.batch_throttled);
+        cache
+            .shared
+            .upstream
+            .batch_throttled
+            .store(false, Ordering::SeqCst);
+        // Less than a TTL after the throttling: still one by one.
+        next_round(&cache, &all, &all);
+        assert_eq!((cache.batches().len(), cache.describes()), (1, 4));
+        // Then batches again.
+        next_round(&cache, &all, &all[..1]);
+        assert_eq!((cache.batches().len(), cache.describes()), (2, 4));
+    }
+
+    #[test]
+    fn a_transient_batch_failure_is_not_repeated_per_entry() {
+        let cache = batch_cache(20);
+        let all = keys(&["a", "b"]);
+        cache.read(&all);
+        cache.shared.upstream.down.store(true, Ordering::SeqCst);
+        next_round(&cache, &all, &all[..1]);
+        assert_eq!(cache.batches().len(), 1);
+        assert_eq!((cache.gets(), cache.describes()), (2, 0));
+        // Nothing restarted: both expire and revalidate when read.
+        cache.advance(TTL / 10);
+        assert_eq!(cache.fresh(), 0);
+    }
+
+    #[test]
+    fn refresh_batch_one_refreshes_each_alone() {
+        let cache = batch_cache(1);
+        let all = keys(&["a", "b"]);
+        fall_due_together(&cache, &all);
+        assert!(cache.batches().is_empty());
+        assert_eq!(cache.describes(), 1);
     }
 }
