@@ -65,7 +65,7 @@ LAYERS = [
     ("HTTP messages", ["server::http"]),          # request/response types, pure head parser
     ("cache", ["cache", "roles"]),               # roles: the upstream client per roleArn
     ("credential sources", ["credentials"]),      # env, profiles, web identity, container, IMDS
-    ("AWS services", ["aws::secrets_manager", "aws::sts"]),
+    ("AWS services", ["aws::secrets_manager", "aws::ssm", "aws::sts"]),
     ("AWS client", ["aws::client", "aws", "aws::retry"]),
     ("signing and credentials", ["aws::sign", "aws::identity"]),
     ("transport", ["aws::transport", "aws::endpoint", "aws::error"]),

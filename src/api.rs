@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::aws::arn::check_role_arn;
+use crate::aws::ssm::{ParameterQuery, Selector};
 use crate::aws::{SecretQuery, UpstreamError};
 use crate::cache::{Cache, Key, Upstream};
 use crate::query::{parse_query, percent_decode};
@@ -17,6 +18,8 @@ use crate::token::Token;
 const PING_HEADROOM: usize = 4;
 
 const JSON: &str = "application/json";
+/// The route of AWS's Parameters and Secrets Lambda Extension.
+const PARAMETERS: &str = "/systemsmanager/parameters/get";
 const TEXT: &str = "text/plain; charset=utf-8";
 
 fn text(status: u16, body: &'static str) -> Response {
@@ -41,6 +44,8 @@ pub struct Settings {
     pub ssrf_headers: Vec<String>,
     pub path_prefix: String,
     pub max_conn: usize,
+    /// Whether `/systemsmanager/parameters/get` serves Parameter Store.
+    pub parameters: bool,
 }
 
 pub struct Api<U> {
@@ -94,13 +99,21 @@ impl<U: Upstream + 'static> Api<U> {
         }
         let parsed = if path == "/secretsmanager/get" {
             parse_get(query)
+        } else if path == PARAMETERS {
+            if !self.settings.parameters {
+                return text(
+                    404,
+                    "Not found: Parameter Store is switched off in the config",
+                );
+            }
+            parse_parameter(query)
         } else if let Some(id) = path.strip_prefix(self.settings.path_prefix.as_str()) {
             parse_prefixed(id, query)
         } else {
             return text(404, "Not found");
         };
         match parsed {
-            Ok((key, refresh_now)) => self.secret(&key, refresh_now),
+            Ok((key, refresh_now)) => self.answer(&key, refresh_now),
             Err(response) => response,
         }
     }
@@ -142,7 +155,7 @@ impl<U: Upstream + 'static> Api<U> {
         }
     }
 
-    fn secret(&self, key: &Key, refresh_now: bool) -> Response {
+    fn answer(&self, key: &Key, refresh_now: bool) -> Response {
         match self.cache.get(key, refresh_now) {
             Ok(body) => Response {
                 status: 200,
@@ -251,12 +264,7 @@ fn parse_options(
             "versionId" => options.version_id = non_empty(value),
             "versionStage" => options.version_stage = non_empty(value),
             "refreshNow" => options.refresh_now = Some(value),
-            "roleArn" => {
-                if let Err(why) = check_role_arn(&value) {
-                    return Err(owned_text(400, format!("invalid roleArn: {why}")));
-                }
-                options.role = Some(value);
-            }
+            "roleArn" => options.role = Some(role_arn(value)?),
             _ if extra(&key, value) => {}
             _ => return Err(owned_text(400, format!("unknown parameter: {key}"))),
         }
@@ -265,12 +273,7 @@ fn parse_options(
 }
 
 fn finish(secret_id: String, options: Options) -> Parsed {
-    let refresh_now = match options.refresh_now.as_deref() {
-        None => false,
-        Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => true,
-        Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => false,
-        Some(_) => return Err(text(400, "invalid refreshNow value")),
-    };
+    let refresh_now = refresh(options.refresh_now)?;
     let query = SecretQuery {
         secret_id,
         version_id: options.version_id,
@@ -283,6 +286,74 @@ fn finish(secret_id: String, options: Options) -> Parsed {
         },
         refresh_now,
     ))
+}
+
+/// `/systemsmanager/parameters/get?name=...`: `version` or `label` (the
+/// first in the query wins, as in AWS's extension), `withDecryption`, and
+/// this agent's `refreshNow` and `roleArn`. Public for the fuzz target.
+pub fn parse_parameter(query: &str) -> Parsed {
+    let pairs = parse_query(query).map_err(|_| text(400, "invalid percent-encoding in query"))?;
+    let (mut name, mut selector, mut decrypt, mut refresh_now, mut role) =
+        (None, None, false, None, None);
+    for (key, value) in pairs {
+        match key.as_str() {
+            "name" => name = Some(value),
+            "version" | "label" if value.is_empty() => {}
+            "version" => {
+                let version = value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|v| *v > 0)
+                    .ok_or_else(|| text(400, "invalid version value: expected a version number"))?;
+                selector.get_or_insert(Selector::Version(version));
+            }
+            "label" => {
+                selector.get_or_insert(Selector::Label(value));
+            }
+            "withDecryption" => {
+                decrypt = boolean(&value).ok_or_else(|| {
+                    text(400, "invalid withDecryption value: expected true or false")
+                })?
+            }
+            "refreshNow" => refresh_now = Some(value),
+            "roleArn" => role = Some(role_arn(value)?),
+            _ => return Err(owned_text(400, format!("unknown parameter: {key}"))),
+        }
+    }
+    let name = name
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| text(400, "missing parameter name"))?;
+    let query = ParameterQuery {
+        name,
+        selector,
+        with_decryption: decrypt,
+    };
+    Ok((Key::Parameter { query, role }, refresh(refresh_now)?))
+}
+
+/// `true`/`false` in any case, or `1`/`0`.
+fn boolean(value: &str) -> Option<bool> {
+    if value.eq_ignore_ascii_case("true") || value == "1" {
+        Some(true)
+    } else if value.eq_ignore_ascii_case("false") || value == "0" {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+fn refresh(value: Option<String>) -> Result<bool, Response> {
+    match value {
+        None => Ok(false),
+        Some(v) => boolean(&v).ok_or_else(|| text(400, "invalid refreshNow value")),
+    }
+}
+
+fn role_arn(value: String) -> Result<String, Response> {
+    match check_role_arn(&value) {
+        Ok(()) => Ok(value),
+        Err(why) => Err(owned_text(400, format!("invalid roleArn: {why}"))),
+    }
 }
 
 #[cfg(test)]
@@ -298,7 +369,17 @@ mod tests {
 
     impl Upstream for Echo {
         fn fetch(&self, key: &Key) -> Result<SecretValue, UpstreamError> {
-            let Key::Secret { query: q, role } = key;
+            let (q, role) = match key {
+                Key::Secret { query, role } => (query, role),
+                Key::Parameter { query, role } => {
+                    return Ok(SecretValue {
+                        body: SecretBytes::new(
+                            format!("parameter {query:?}|{role:?}").into_bytes(),
+                        ),
+                        version_id: "1".into(),
+                    })
+                }
+            };
             if q.secret_id == "missing" {
                 return Err(UpstreamError::service(
                     400,
@@ -330,6 +411,7 @@ mod tests {
             Echo,
             cache::Settings {
                 ttl: Duration::from_secs(60),
+                parameter_ttl: Duration::from_secs(60),
                 capacity: 10,
                 ignore_transient_errors: true,
                 refresh_batch: 1,
@@ -344,6 +426,7 @@ mod tests {
                 ],
                 path_prefix: prefix.into(),
                 max_conn: 2,
+                parameters: true,
             },
             cache,
         )
@@ -437,6 +520,79 @@ mod tests {
             c("/v1/prod%2Fdb/pass+word?versionId=v9").1,
             "prod/db/pass+word|Some(\"v9\")|None"
         );
+    }
+
+    #[test]
+    fn parameter_query_rules() {
+        let on = api("/v1/");
+        let c = |t: &str| call(&on, "GET", t, TOK);
+        let p = "/systemsmanager/parameters/get";
+        let query = |name: &str, selector: &str, decrypt: bool| {
+            format!(
+                "parameter ParameterQuery {{ name: {name:?}, selector: {selector}, \
+                 with_decryption: {decrypt} }}|None"
+            )
+        };
+        assert_eq!(
+            c(&format!("{p}?name=%2Fapp%2Fdb")),
+            (200, query("/app/db", "None", false))
+        );
+        assert_eq!(
+            c(&format!(
+                "{p}?name=/app/db&version=3&label=prod&withDecryption=TRUE"
+            )),
+            (200, query("/app/db", "Some(Version(3))", true))
+        );
+        assert_eq!(
+            c(&format!("{p}?label=prod&name=a&version=3")).1,
+            query("a", "Some(Label(\"prod\"))", false),
+            "the first selector in the query wins"
+        );
+        assert_eq!(
+            c(&format!("{p}?name=a&version=")).1,
+            query("a", "None", false)
+        );
+        assert_eq!(c(p), (400, "missing parameter name".into()));
+        assert_eq!(
+            c(&format!("{p}?name=")),
+            (400, "missing parameter name".into())
+        );
+        for bad in ["x", "-1", "0", "1.5", "99999999999999999999"] {
+            assert_eq!(
+                c(&format!("{p}?name=a&version={bad}")),
+                (
+                    400,
+                    "invalid version value: expected a version number".into()
+                ),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            c(&format!("{p}?name=a&withDecryption=yes")),
+            (
+                400,
+                "invalid withDecryption value: expected true or false".into()
+            )
+        );
+        assert_eq!(
+            c(&format!("{p}?name=a&secretId=b")),
+            (400, "unknown parameter: secretId".into())
+        );
+        assert_eq!(
+            c(&format!("{p}?name=a&refreshNow=x")),
+            (400, "invalid refreshNow value".into())
+        );
+        assert_eq!(c(&format!("{p}?name=a&roleArn=nope")).0, 400);
+        let mut off = api("/v1/");
+        off.settings.parameters = false;
+        assert_eq!(
+            call(&off, "GET", &format!("{p}?name=a"), TOK),
+            (
+                404,
+                "Not found: Parameter Store is switched off in the config".into()
+            )
+        );
+        assert_eq!(call(&off, "GET", &format!("{p}?name=a"), &[]).0, 403);
     }
 
     #[test]

@@ -33,8 +33,12 @@ pub struct Config {
     pub credentials_file_path: Option<PathBuf>,
     /// How many roles requests may name (`roleArn`).
     pub max_roles: usize,
-    /// Secrets to load at start; parsed and checked, not acted on yet.
+    /// Secrets to load at start.
     pub prefetch: Prefetch,
+    /// Whether `/systemsmanager/parameters/get` serves Parameter Store.
+    pub parameter_store: bool,
+    /// The cache TTL of parameters (`ttl_seconds` is the secrets').
+    pub parameter_store_ttl_seconds: u64,
     /// Sections of other capabilities found in the file (`acm`), which this
     /// agent does not provide and leaves unread.
     pub other_capabilities: Vec<String>,
@@ -129,6 +133,8 @@ impl Default for Config {
             credentials_file_path: None,
             max_roles: 20,
             prefetch: Prefetch::default(),
+            parameter_store: true,
+            parameter_store_ttl_seconds: 300,
             other_capabilities: Vec::new(),
         }
     }
@@ -196,8 +202,8 @@ impl fmt::Display for ConfigError {
             ),
             ConfigError::Disabled => write!(
                 f,
-                "config key `{SM}.enabled` is false, but this agent serves only Secrets Manager \
-                 and would have nothing to do: remove the line or set it to true"
+                "config key `{SM}.enabled` is false, but this agent does not run without its \
+                 Secrets Manager part: remove the line or set it to true"
             ),
         }
     }
@@ -240,6 +246,9 @@ const SETTINGS: &[Setting] = &[
     Setting { flat: Some("validate_credentials"), nested: "capabilities.secrets_manager.validate_credentials", set: set_validate_credentials },
     Setting { flat: Some("credentials_file_path"), nested: "capabilities.secrets_manager.credentials_file_path", set: set_credentials_file_path },
     Setting { flat: Some("prefetch"), nested: "capabilities.secrets_manager.prefetch", set: set_prefetch },
+    // Not in AWS's agents: where 3.x would put a second capability.
+    Setting { flat: Some("parameter_store_enabled"), nested: "capabilities.parameter_store.enabled", set: set_parameter_store },
+    Setting { flat: Some("parameter_store_ttl_seconds"), nested: "capabilities.parameter_store.cache.ttl_seconds", set: set_parameter_store_ttl },
 ];
 
 /// Sections of 3.x for capabilities this agent does not provide: accepted
@@ -433,6 +442,20 @@ fn set_http_port(c: &mut Config, value: &toml::Value, key: &str) -> Result<(), C
 
 fn set_ttl_seconds(c: &mut Config, value: &toml::Value, key: &str) -> Result<(), ConfigError> {
     c.ttl_seconds = ranged(value, 0, 3600, key, "an integer from 0 to 3600")?;
+    Ok(())
+}
+
+fn set_parameter_store(c: &mut Config, value: &toml::Value, key: &str) -> Result<(), ConfigError> {
+    c.parameter_store = boolean(value, key)?;
+    Ok(())
+}
+
+fn set_parameter_store_ttl(
+    c: &mut Config,
+    value: &toml::Value,
+    key: &str,
+) -> Result<(), ConfigError> {
+    c.parameter_store_ttl_seconds = ranged(value, 0, 3600, key, "an integer from 0 to 3600")?;
     Ok(())
 }
 
@@ -909,6 +932,46 @@ mod tests {
     }
 
     #[test]
+    fn parameter_store_keys_flat_and_nested() {
+        let c = Config::default();
+        assert!(c.parameter_store);
+        assert_eq!(c.parameter_store_ttl_seconds, 300);
+        let flat =
+            Config::parse("parameter_store_enabled = false\nparameter_store_ttl_seconds = 0\n")
+                .unwrap();
+        let nested = Config::parse(
+            "[capabilities.parameter_store]\nenabled = false\n\
+             [capabilities.parameter_store.cache]\nttl_seconds = 0\n",
+        )
+        .unwrap();
+        assert_eq!(flat, nested);
+        assert!(!flat.parameter_store);
+        assert_eq!(flat.parameter_store_ttl_seconds, 0);
+        assert_eq!(flat.ttl_seconds, 300, "the secrets' TTL is apart");
+        let e = Config::parse("[capabilities.parameter_store.cache]\nttl_seconds = 3601\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "invalid value for config key `capabilities.parameter_store.cache.ttl_seconds`: \
+             expected an integer from 0 to 3600"
+        );
+        let e = Config::parse("[capabilities.parameter_store]\nttl_seconds = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "unknown config key `capabilities.parameter_store.ttl_seconds`; valid keys in \
+             `capabilities.parameter_store` are: enabled, cache"
+        );
+        let e = Config::parse(
+            "parameter_store_enabled = true\n[capabilities.parameter_store]\nenabled = true\n",
+        )
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::Twice { .. }), "{e}");
+    }
+
+    #[test]
     fn defaults_of_the_new_keys() {
         let c = Config::default();
         assert_eq!(c.max_roles, 20);
@@ -1011,7 +1074,7 @@ mod tests {
             ("[capabilities.secrets_manager.prefetch]\nsecret = []", "capabilities.secrets_manager.prefetch.secret", "cache_buffer_ratio, max_jitter_seconds, secrets, filter_tags"),
             ("[[capabilities.secrets_manager.prefetch.secrets]]\nsecret_id = \"a\"\nrole = \"x\"", "capabilities.secrets_manager.prefetch.secrets[0].role", "secret_id, role_arn"),
             ("[[prefetch.filter_tags]]\nkey = \"a\"\nvalue = \"b\"", "prefetch.filter_tags[0].value", "key, role_arn"),
-            ("[capabilities.parameter_store]\nenabled = true", "capabilities.parameter_store", "secrets_manager, acm"),
+            ("[capabilities.ssm]\nenabled = true", "capabilities.ssm", "secrets_manager, parameter_store, acm"),
             ("[capabilities]\nsecrets_manager.cache.size = 1", "capabilities.secrets_manager.cache.size", "ttl_seconds"),
             ("[logging]\n\"log_level.x\" = 1", "logging.log_level.x", "log_level"),
         ] {
@@ -1059,7 +1122,7 @@ mod tests {
     fn enabled_false_is_refused() {
         let e = err("[capabilities.secrets_manager]\nenabled = false\n");
         assert!(e.contains("capabilities.secrets_manager.enabled"), "{e}");
-        assert!(e.contains("only Secrets Manager"), "{e}");
+        assert!(e.contains("without its Secrets Manager part"), "{e}");
         assert!(e.contains("set it to true"), "{e}");
         assert_eq!(
             Config::parse("[capabilities.secrets_manager]\nenabled = false\n"),

@@ -50,13 +50,23 @@ fn fake_error(secret_id: &str) -> Option<UpstreamError> {
     })
 }
 
+const PARAMETERS: &str = "/systemsmanager/parameters/get";
+
 fn echo(q: &SecretQuery, role: Option<&str>) -> Vec<u8> {
     format!("{}|{:?}|{:?}|{role:?}", q.secret_id, q.version_id, q.version_stage).into_bytes()
 }
 
 impl Upstream for Fake {
     fn fetch(&self, key: &Key) -> Result<SecretValue, UpstreamError> {
-        let Key::Secret { query: q, role } = key;
+        let (q, role) = match key {
+            Key::Secret { query, role } => (query, role),
+            Key::Parameter { query, .. } => {
+                return Ok(SecretValue {
+                    body: SecretBytes::new(query.name.clone().into_bytes()),
+                    version_id: "1".into(),
+                })
+            }
+        };
         match fake_error(&q.secret_id) {
             Some(e) => Err(e),
             None => Ok(SecretValue {
@@ -84,8 +94,10 @@ fn api(prefix: &str) -> Api<Fake> {
         Fake,
         cache::Settings {
             ttl: Duration::ZERO,
+            parameter_ttl: Duration::ZERO,
             capacity: 4,
             ignore_transient_errors: true,
+            refresh_batch: 1,
         },
     );
     Api::new(
@@ -94,6 +106,7 @@ fn api(prefix: &str) -> Api<Fake> {
             ssrf_headers: TOKEN_HEADERS.iter().map(|h| h.to_string()).collect(),
             path_prefix: prefix.to_string(),
             max_conn: 1,
+            parameters: true,
         },
         cache,
     )
@@ -115,6 +128,11 @@ enum Expect {
 /// `parse_query`/`percent_decode` with the agent (the property tests cover
 /// those on their own).
 fn model(path: &str, query: &str, prefix: &str) -> Expect {
+    // The parameter route's query rules: the `query` target and the unit
+    // tests check them.
+    if path == PARAMETERS {
+        return Expect::Unchecked;
+    }
     let Ok(pairs) = parse_query(query) else {
         return Expect::BadRequest(vec!["invalid percent-encoding in query".into()]);
     };
@@ -246,7 +264,7 @@ fn check(api: &Api<Fake>, prefix: &str, request: &Request) -> Response {
         Some((403, "Bad Token"))
     } else if !get {
         Some((405, "Not allowed"))
-    } else if path != "/secretsmanager/get" && !path.starts_with(prefix) {
+    } else if path != "/secretsmanager/get" && path != PARAMETERS && !path.starts_with(prefix) {
         Some((404, "Not found"))
     } else {
         None

@@ -1,8 +1,12 @@
-//! `percent_decode` and `parse_query` on arbitrary input: never panic, and the
-//! decoded forms hold what their doc comments promise.
+//! `percent_decode`, `parse_query` and the parameter route's query parser on
+//! arbitrary input: never panic, and what they return holds what their doc
+//! comments promise.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use secrets_manager_agent::api::parse_parameter;
+use secrets_manager_agent::aws::ssm::Selector;
+use secrets_manager_agent::cache::Key;
 use secrets_manager_agent::query::{form_encode, parse_query, percent_decode};
 
 fuzz_target!(|data: &[u8]| {
@@ -27,6 +31,17 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(percent_decode(again, false).as_deref(), Some(d.as_str()));
             }
         }
+    }
+
+    // The parameter route's query: an accepted one names a parameter, and a
+    // version it selects is a real one (versions start at 1).
+    if let Ok((key, _)) = parse_parameter(text) {
+        let Key::Parameter { query, role } = key else {
+            panic!("the parameter route made a secret key");
+        };
+        assert!(!query.name.is_empty());
+        assert!(!matches!(query.selector, Some(Selector::Version(0))));
+        assert!(role.is_none_or(|r| r.starts_with("arn:")));
     }
 
     match parse_query(text) {

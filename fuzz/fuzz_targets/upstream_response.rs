@@ -1,12 +1,13 @@
 //! Everything the agent does with the bytes of an upstream answer (AWS, or a
 //! hostile proxy or endpoint in its place): the status classification, error
-//! documents, GetSecretValue and DescribeSecret answers, STS answers, the
+//! documents, GetSecretValue, DescribeSecret and GetParameter answers, STS answers, the
 //! credentials JSON of the container endpoint, IMDS and `credential_process`,
 //! and the expiry timestamps in them.
 //!
 //! Input: bytes 0-1 the HTTP status (big-endian), byte 2 picks the parser
-//! (its low 3 bits) and, for error answers, whether a retry hint comes with
-//! it (bit 3); the rest is the body. For `service_error` with a header, the
+//! (its low 3 bits; with 7, bit 4 picks GetParameter over the timestamps)
+//! and, for error answers, whether a retry hint comes with it (bit 3); the
+//! rest is the body. For `service_error` with a header, the
 //! body's first line is the `x-amzn-errortype` value.
 //!
 //! In the answers that carry secrets (GetSecretValue, STS credentials,
@@ -26,7 +27,7 @@ use secrets_manager_agent::api;
 use secrets_manager_agent::aws::error::{service_error, xml_element, UpstreamError};
 use secrets_manager_agent::aws::identity::Credentials;
 use secrets_manager_agent::aws::secrets_manager::{render, Description};
-use secrets_manager_agent::aws::sts;
+use secrets_manager_agent::aws::{ssm, sts};
 use secrets_manager_agent::aws::transport::Answer;
 use secrets_manager_agent::aws::SecretQuery;
 use secrets_manager_agent::credentials::json::from_json;
@@ -99,9 +100,43 @@ fuzz_target!(|data: &[u8]| {
             let (body, markers) = with_markers(body);
             check_json_credentials(&body, &markers);
         }
+        _ if mode & 16 != 0 => {
+            let (body, markers) = with_markers(body);
+            check_parameter(&body, &markers);
+        }
         _ => check_timestamp(&String::from_utf8_lossy(body)),
     }
 });
+
+/// GetParameter's answer: served as `{"Parameter":<as sent>,"ResultMetadata":{}}`,
+/// the `Parameter` unchanged; an unusable answer is a response error that
+/// quotes none of it (a decrypted SecureString is in there).
+fn check_parameter(body: &[u8], markers: &[String]) {
+    let value = match ssm::render(body) {
+        Ok(value) => value,
+        Err(e) => {
+            assert!(matches!(e, UpstreamError::Response(_)), "{e:?}");
+            let text = e.to_string();
+            for m in markers {
+                assert!(!text.contains(m.as_str()), "error quotes the answer: {text}");
+            }
+            return;
+        }
+    };
+    let served = serde_json::from_slice::<InOrder>(&value.body)
+        .unwrap_or_else(|e| panic!("served body is not a JSON object: {e}"))
+        .0;
+    let keys: Vec<&str> = served.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["Parameter", "ResultMetadata"]);
+    assert_eq!(served[1].1, serde_json::json!({}));
+    assert!(served[0].1.is_object(), "Parameter is an object");
+    let input: Value = serde_json::from_slice(body).expect("render read JSON");
+    assert_eq!(served[0].1, input["Parameter"], "Parameter changed");
+    match &input["Parameter"]["Version"] {
+        Value::Null => assert_eq!(value.version_id, ""),
+        version => assert_eq!(value.version_id, version.to_string()),
+    }
+}
 
 /// Exactly one class per status: 200 success, 4xx/5xx an error document,
 /// anything else unexpected.

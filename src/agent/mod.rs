@@ -23,10 +23,11 @@ use crate::aws::client::Client;
 use crate::aws::endpoint;
 use crate::aws::identity::ProvideCredentials;
 use crate::aws::secrets_manager::BATCH;
+use crate::aws::ssm::Ssm;
 use crate::aws::sts::Sts;
 use crate::aws::transport::{self, Timeouts, Transport};
 use crate::aws::SecretsManager;
-use crate::cache::{self, Cache};
+use crate::cache::{self, Cache, Clients};
 use crate::config::Config;
 use crate::credentials::file::CredentialsFile;
 use crate::credentials::imds::Imds;
@@ -43,7 +44,7 @@ use crate::token::Token;
 pub const NAME: &str = "secrets-manager-agent";
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-type Api = api::Api<Roles<SecretsManager>>;
+type Api = api::Api<Roles<Clients>>;
 
 /// Serves until SIGTERM or SIGINT.
 pub fn run(config_path: Option<&Path>) -> Result<(), String> {
@@ -300,6 +301,7 @@ struct Place {
     imds: Arc<Imds>,
     region: String,
     endpoint: String,
+    ssm_endpoint: String,
     sts_endpoint: String,
 }
 
@@ -324,6 +326,7 @@ impl Place {
             endpoint::resolve(service, &region, profile_endpoint).map_err(|e| e.to_string())
         };
         let endpoint = resolve(endpoint::SECRETS_MANAGER)?;
+        let ssm_endpoint = resolve(endpoint::SSM)?;
         let sts_endpoint = resolve(endpoint::STS)?;
         Ok(Place {
             profile_name,
@@ -331,6 +334,7 @@ impl Place {
             imds,
             region,
             endpoint,
+            ssm_endpoint,
             sts_endpoint,
         })
     }
@@ -392,32 +396,29 @@ fn upstream(
     place: &Place,
     timing: refresh::Timing,
     max_roles: usize,
-) -> Roles<SecretsManager> {
+) -> Roles<Clients> {
     let sts = Arc::new(Sts::new(client.clone(), place.sts_endpoint.clone()));
-    let (transport, region, endpoint) = (
-        transport.clone(),
-        place.region.clone(),
-        place.endpoint.clone(),
-    );
-    let own = SecretsManager::new(client, endpoint.clone());
+    let (transport, region) = (transport.clone(), place.region.clone());
+    let endpoints = (place.endpoint.clone(), place.ssm_endpoint.clone());
+    let clients = move |client: Arc<Client>| Clients {
+        secrets_manager: SecretsManager::new(client.clone(), endpoints.0.clone()),
+        ssm: Ssm::new(client, endpoints.1.clone()),
+    };
+    let own = clients(client);
     Roles::new(own, max_roles, move |role| {
         let credentials = credentials::role::provider(sts.clone(), role, timing);
         let client = Client::new(transport.clone(), region.clone(), Arc::new(credentials));
-        SecretsManager::new(Arc::new(client), endpoint.clone())
+        clients(Arc::new(client))
     })
 }
 
 /// The request path below the listener: HTTP surface → cache → Secrets Manager.
-fn build_api(
-    config: &Config,
-    tuning: &Tuning,
-    token: Token,
-    upstream: Roles<SecretsManager>,
-) -> Api {
+fn build_api(config: &Config, tuning: &Tuning, token: Token, upstream: Roles<Clients>) -> Api {
     let cache = Cache::new(
         upstream,
         cache::Settings {
             ttl: Duration::from_secs(config.ttl_seconds),
+            parameter_ttl: Duration::from_secs(config.parameter_store_ttl_seconds),
             capacity: config.cache_size,
             ignore_transient_errors: config.ignore_transient_errors,
             refresh_batch: tuning.refresh_batch,
@@ -429,6 +430,7 @@ fn build_api(
             ssrf_headers: config.ssrf_headers.clone(),
             path_prefix: config.path_prefix.clone(),
             max_conn: config.max_conn,
+            parameters: config.parameter_store,
         },
         cache,
     )

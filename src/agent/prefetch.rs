@@ -25,9 +25,10 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::aws::client::OnThrottle;
 use crate::aws::secrets_manager::{BatchAnswer, BatchInput, BatchValue, BATCH};
-use crate::aws::{SecretQuery, SecretValue, SecretsManager, UpstreamError};
-use crate::cache::{Cache, Held, Key, Upstream};
+use crate::aws::{SecretQuery, SecretValue, UpstreamError};
+use crate::cache::{Cache, Clients, Held, Key, Upstream};
 use crate::clock::SystemClock;
 use crate::config::Prefetch;
 use crate::roles::Roles;
@@ -44,13 +45,17 @@ pub trait Batch {
     ) -> Result<BatchAnswer, UpstreamError>;
 }
 
-impl Batch for Roles<SecretsManager> {
+impl Batch for Roles<Clients> {
     fn batch_get(
         &self,
         role: Option<&str>,
         input: &BatchInput,
     ) -> Result<BatchAnswer, UpstreamError> {
-        self.with_client(role, |client| client.batch_get_secret_value(input))?
+        self.with_client(role, |client| {
+            client
+                .secrets_manager
+                .batch_get_secret_value(input, OnThrottle::Retry)
+        })?
     }
 }
 

@@ -53,12 +53,23 @@ impl Client {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<Vec<u8>, UpstreamError> {
+        self.send(OnThrottle::Retry, service, url, headers, body)
+    }
+
+    fn send(
+        &self,
+        on_throttle: OnThrottle,
+        service: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Vec<u8>, UpstreamError> {
         // A credentials failure ends the call without a retry here: the
         // source has its own retries and back-off (a role's AssumeRole is a
         // signed call through another client). Its error, transient or not,
         // is kept aside and returned as the call's error.
         let mut no_credentials = None;
-        let result = self.retry.run(|_| {
+        let attempt = |_| {
             let signed = match &self.credentials {
                 Some(provider) => {
                     let creds = match provider.credentials() {
@@ -79,9 +90,44 @@ impl Client {
                 .chain(signed)
                 .collect();
             self.transport.post(url, &all, body)
-        });
+        };
+        let result = match on_throttle {
+            OnThrottle::Retry => self.retry.run(attempt),
+            OnThrottle::Return => self.retry.run_unless_throttled(attempt),
+        };
         result.map_err(|e| no_credentials.unwrap_or(e))
     }
+
+    /// One call of a JSON 1.1 service (Secrets Manager, SSM): `input` as the
+    /// body, `target` (`secretsmanager.GetSecretValue`) in `X-Amz-Target`.
+    /// `what` names the object of the call in the debug log line.
+    pub fn json_call(
+        &self,
+        on_throttle: OnThrottle,
+        service: &str,
+        endpoint: &str,
+        target: &str,
+        what: &str,
+        input: &impl serde::Serialize,
+    ) -> Result<Vec<u8>, UpstreamError> {
+        let body = serde_json::to_vec(input)
+            .map_err(|e| UpstreamError::Internal(format!("cannot encode {target}: {e}")))?;
+        let url = format!("{endpoint}/");
+        log::debug!("{target} for {what}");
+        let headers = [
+            ("content-type", "application/x-amz-json-1.1"),
+            ("x-amz-target", target),
+        ];
+        self.send(on_throttle, service, &url, &headers, &body)
+    }
+}
+
+/// Whether a throttled call is tried again, as the SDKs do, or its error
+/// handed back at once (see `Retry::run_unless_throttled`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnThrottle {
+    Retry,
+    Return,
 }
 
 #[cfg(test)]

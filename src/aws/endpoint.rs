@@ -16,6 +16,11 @@ pub const SECRETS_MANAGER: Service = Service {
     env_id: "SECRETS_MANAGER",
 };
 
+pub const SSM: Service = Service {
+    host_prefix: "ssm",
+    env_id: "SSM",
+};
+
 pub const STS: Service = Service {
     host_prefix: "sts",
     env_id: "STS",

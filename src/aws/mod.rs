@@ -1,7 +1,7 @@
 //! Talking to AWS without the SDK: endpoints, signing, retries, transport, and
-//! the Secrets Manager and STS operations built on them.
+//! the Secrets Manager, SSM and STS operations built on them.
 //!
-//! Layers, top down: `secrets_manager`/`sts` (one operation each) → `client`
+//! Layers, top down: `secrets_manager`/`ssm`/`sts` (one operation each) → `client`
 //! (sign + retry) → `sign` with `identity` (who signs) → `transport` (HTTPS)
 //! with `endpoint` (where) and `error` (what went wrong). Nothing here knows
 //! where credentials come from: `credentials/` implements `identity`'s trait.
@@ -14,6 +14,7 @@ pub mod identity;
 pub mod retry;
 pub mod secrets_manager;
 pub mod sign;
+pub mod ssm;
 pub mod sts;
 pub mod transport;
 

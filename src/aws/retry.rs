@@ -37,6 +37,25 @@ impl Retry {
     /// hold the client's request far past its documented deadline.
     pub fn run<T>(
         &self,
+        attempt: impl FnMut(u32) -> Result<T, UpstreamError>,
+    ) -> Result<T, UpstreamError> {
+        self.run_while(UpstreamError::is_transient, attempt)
+    }
+
+    /// As `run`, but a throttled attempt is the last: for callers with a way
+    /// round a throttled operation (a batch refresh falls back to calls with
+    /// quotas of their own), where waiting and retrying would only spend
+    /// more of the throttled quota.
+    pub fn run_unless_throttled<T>(
+        &self,
+        attempt: impl FnMut(u32) -> Result<T, UpstreamError>,
+    ) -> Result<T, UpstreamError> {
+        self.run_while(|e| e.is_transient() && !e.is_throttling(), attempt)
+    }
+
+    fn run_while<T>(
+        &self,
+        retryable: fn(&UpstreamError) -> bool,
         mut attempt: impl FnMut(u32) -> Result<T, UpstreamError>,
     ) -> Result<T, UpstreamError> {
         let mut spent = 0;
@@ -48,7 +67,7 @@ impl Retry {
                 }
                 Err(err) => err,
             };
-            if n >= MAX_ATTEMPTS || !err.is_transient() {
+            if n >= MAX_ATTEMPTS || !retryable(&err) {
                 return Err(err);
             }
             let cost = if err == UpstreamError::Timeout {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use zeroize::Zeroize;
 
-use super::client::Client;
+use super::client::{Client, OnThrottle};
 use super::error::{json_error, UpstreamError};
 use crate::secret::SecretBytes;
 
@@ -163,7 +163,11 @@ impl SecretsManager {
 
     /// One BatchGetSecretValue call (prefetching): each value rendered as
     /// GetSecretValue's answer would be, the per-secret errors, the next page.
-    pub fn batch_get_secret_value(&self, input: &BatchInput) -> Result<BatchAnswer, UpstreamError> {
+    pub fn batch_get_secret_value(
+        &self,
+        input: &BatchInput,
+        on_throttle: OnThrottle,
+    ) -> Result<BatchAnswer, UpstreamError> {
         let what = match &input.filters {
             Some(filters) => format!(
                 "tag key {}",
@@ -175,13 +179,16 @@ impl SecretsManager {
             ),
             None => format!("{} secret(s)", input.secret_id_list.len()),
         };
-        let reply = SecretBytes::new(self.call("BatchGetSecretValue", &what, input)?);
+        let reply =
+            SecretBytes::new(self.call_with(on_throttle, "BatchGetSecretValue", &what, input)?);
         BatchAnswer::parse(&reply)
     }
 
     /// The current values of `ids` with one BatchGetSecretValue call (at most
-    /// [`BATCH`] IDs), each with the index of every ID it answers. An ID the
-    /// answer does not cover (an `Errors` entry, or absent) has no value.
+    /// [`BATCH`] IDs), each with the index of the ID it answers. An ID the
+    /// answer does not cover (an `Errors` entry, absent, or ambiguous: see
+    /// [`match_answers`]) has no value. A throttled call is not retried: the
+    /// caller has the per-secret calls to fall back on.
     pub fn batch_get_current(
         &self,
         ids: &[&str],
@@ -192,7 +199,7 @@ impl SecretsManager {
                 input.secret_id_list.push(id.to_string());
             }
         }
-        let answer = self.batch_get_secret_value(&input)?;
+        let answer = self.batch_get_secret_value(&input, OnThrottle::Return)?;
         for error in &answer.errors {
             log::debug!(
                 "BatchGetSecretValue could not read {}: {}",
@@ -200,18 +207,11 @@ impl SecretsManager {
                 error.code
             );
         }
-        let mut found = Vec::with_capacity(ids.len());
-        for batch_value in answer.values {
-            let at: Vec<usize> = (0..ids.len())
-                .filter(|&i| batch_value.answers(ids[i]))
-                .collect();
-            if let Some((&last, rest)) = at.split_last() {
-                for &i in rest {
-                    found.push((i, batch_value.value.copy()));
-                }
-                found.push((last, batch_value.value));
-            }
-        }
+        let found = match_answers(ids, &answer.values)
+            .into_iter()
+            .enumerate()
+            .filter_map(|(at, value)| Some((at, answer.values[value?].value.copy())))
+            .collect();
         Ok(found)
     }
 
@@ -221,17 +221,46 @@ impl SecretsManager {
         what: &str,
         input: &impl Serialize,
     ) -> Result<Vec<u8>, UpstreamError> {
-        let body = serde_json::to_vec(input)
-            .map_err(|e| UpstreamError::Internal(format!("cannot encode {operation}: {e}")))?;
-        let target = format!("secretsmanager.{operation}");
-        let url = format!("{}/", self.endpoint);
-        log::debug!("{operation} for {what}");
-        let headers = [
-            ("content-type", "application/x-amz-json-1.1"),
-            ("x-amz-target", target.as_str()),
-        ];
-        self.client.post("secretsmanager", &url, &headers, &body)
+        self.call_with(OnThrottle::Retry, operation, what, input)
     }
+
+    fn call_with(
+        &self,
+        on_throttle: OnThrottle,
+        operation: &str,
+        what: &str,
+        input: &impl Serialize,
+    ) -> Result<Vec<u8>, UpstreamError> {
+        let target = format!("secretsmanager.{operation}");
+        self.client.json_call(
+            on_throttle,
+            "secretsmanager",
+            &self.endpoint,
+            &target,
+            what,
+            input,
+        )
+    }
+}
+
+/// For each requested ID, the index of the one answer that is that secret;
+/// `None` if no answer is, or if several could be (an ID that is a name, and
+/// another account's secret of that name asked for by ARN): such an ID is
+/// better read alone than guessed.
+pub fn match_answers(ids: &[&str], values: &[BatchValue]) -> Vec<Option<usize>> {
+    ids.iter()
+        .map(|id| {
+            let mut answering = values
+                .iter()
+                .enumerate()
+                .filter(|(_, value)| value.answers(id))
+                .map(|(at, _)| at);
+            match (answering.next(), answering.next()) {
+                (Some(at), None) => Some(at),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 /// Upstream JSON → the agent's body. `CreatedDate` becomes a string holding the
@@ -319,17 +348,20 @@ pub struct BatchValue {
 }
 
 impl BatchValue {
-    /// Whether this is the secret a request names by `id`: its name, its
-    /// full ARN, or its ARN without the 6-character suffix Secrets Manager
-    /// adds (a partial ARN).
+    /// Whether this is the secret a request names by `id`: an ARN names it
+    /// by its full ARN or its ARN without the 6-character suffix Secrets
+    /// Manager adds (a partial ARN); anything else by its name (a name
+    /// cannot start with `arn:`, which holds a colon).
     pub fn answers(&self, id: &str) -> bool {
-        let arn = self.arn.as_deref();
-        self.name.as_deref() == Some(id)
-            || arn == Some(id)
-            || arn.is_some_and(|arn| {
-                arn.strip_prefix(id)
+        if !id.starts_with("arn:") {
+            return self.name.as_deref() == Some(id);
+        }
+        self.arn.as_deref().is_some_and(|arn| {
+            arn == id
+                || arn
+                    .strip_prefix(id)
                     .is_some_and(|rest| rest.len() == 7 && rest.starts_with('-'))
-            })
+        })
     }
 }
 
@@ -477,6 +509,43 @@ mod tests {
         assert_eq!(answer.next_token.as_deref(), Some("t2"));
         let empty = BatchAnswer::parse(b"{}").unwrap();
         assert!(empty.values.is_empty() && empty.errors.is_empty() && empty.next_token.is_none());
+    }
+
+    fn batch_value(name: &str, account: &str) -> BatchValue {
+        BatchValue {
+            name: Some(name.into()),
+            arn: Some(format!(
+                "arn:aws:secretsmanager:us-east-1:{account}:secret:{name}-AbCdEf"
+            )),
+            value: SecretValue {
+                body: SecretBytes::new(name.as_bytes().to_vec()),
+                version_id: "v".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn answers_match_by_name_or_by_arn_and_never_guess() {
+        let own = batch_value("prod/db", "111111111111");
+        let other = batch_value("prod/db", "222222222222");
+        let api = batch_value("api", "111111111111");
+        let full = "arn:aws:secretsmanager:us-east-1:222222222222:secret:prod/db-AbCdEf";
+        let partial = "arn:aws:secretsmanager:us-east-1:222222222222:secret:prod/db";
+        assert!(own.answers("prod/db") && !own.answers(full) && !own.answers(partial));
+        assert!(other.answers(full) && other.answers(partial));
+        assert!(!other.answers("arn:aws:secretsmanager:us-east-1:222222222222:secret:prod"));
+        // One answer for an ID: matched. A name both answers carry: left out.
+        let values = [api, other];
+        assert_eq!(
+            match_answers(&["api", full, "missing"], &values),
+            vec![Some(0), Some(1), None]
+        );
+        let values = [own, batch_value("prod/db", "222222222222")];
+        assert_eq!(
+            match_answers(&["prod/db", partial], &values),
+            vec![None, Some(1)],
+            "the name is ambiguous, the ARN is not"
+        );
     }
 
     #[test]

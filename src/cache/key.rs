@@ -3,10 +3,11 @@
 
 use std::fmt;
 
+use crate::aws::ssm::ParameterQuery;
 use crate::aws::SecretQuery;
 
-/// What an answer is cached under. A new upstream adds a variant (Parameter
-/// Store). The role is part of the key: an answer fetched as one role never
+/// What an answer is cached under: a variant per upstream. The role is part
+/// of the key: an answer fetched as one role never
 /// answers a request for another role or for the agent's own identity.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Key {
@@ -14,6 +15,10 @@ pub enum Key {
         query: SecretQuery,
         /// The request's `roleArn` (already checked); `None`: the agent's own
         /// credentials.
+        role: Option<String>,
+    },
+    Parameter {
+        query: ParameterQuery,
         role: Option<String>,
     },
 }
@@ -27,7 +32,7 @@ impl Key {
     /// The role to call AWS as; `None` for the agent's own identity.
     pub fn role(&self) -> Option<&str> {
         match self {
-            Key::Secret { role, .. } => role.as_deref(),
+            Key::Secret { role, .. } | Key::Parameter { role, .. } => role.as_deref(),
         }
     }
 
@@ -43,21 +48,23 @@ impl Key {
                         .as_deref()
                         .is_none_or(|stage| stage == "AWSCURRENT")
             }
+            Key::Parameter { .. } => false,
         }
     }
 }
 
 /// For log lines: what was asked for, never a value. A secret shows as its
-/// ID alone, as the agent's log lines always named it, followed by the role
-/// it was read as, if any.
+/// ID alone, as the agent's log lines always named it, a parameter as
+/// `parameter NAME`; then the role it was read as, if any.
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Key::Secret { query, role: None } => f.write_str(&query.secret_id),
-            Key::Secret {
-                query,
-                role: Some(role),
-            } => write!(f, "{} (as {role})", query.secret_id),
+            Key::Secret { query, .. } => f.write_str(&query.secret_id)?,
+            Key::Parameter { query, .. } => write!(f, "parameter {}", query.name)?,
+        }
+        match self.role() {
+            Some(role) => write!(f, " (as {role})"),
+            None => Ok(()),
         }
     }
 }

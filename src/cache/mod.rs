@@ -35,7 +35,7 @@ mod upstream;
 
 pub use key::Key;
 pub use table::{Held, Settings};
-pub use upstream::{Body, Served, Upstream};
+pub use upstream::{Body, Clients, Served, Upstream};
 
 use table::{Entry, Flight, Lookup, Shared};
 
@@ -76,7 +76,7 @@ impl<U: Upstream + 'static, C: Clock + 'static> Cache<U, C> {
     /// on failure.
     pub fn get(&self, key: &Key, refresh_now: bool) -> Served {
         let shared = &*self.shared;
-        if shared.settings.ttl.is_zero() {
+        if shared.settings.ttl_of(key).is_zero() {
             return shared.upstream.fetch(key).map(|v| Arc::new(v.body));
         }
         if refresh_now {
@@ -137,7 +137,7 @@ impl<U: Upstream + 'static, C: Clock + 'static> Cache<U, C> {
     /// (TTL 0), the value is dropped. True if stored.
     pub fn store(&self, key: &Key, value: SecretValue) -> bool {
         let shared = &*self.shared;
-        if shared.settings.ttl.is_zero() {
+        if shared.settings.ttl_of(key).is_zero() {
             return false;
         }
         let now = shared.clock.now();
@@ -150,7 +150,7 @@ impl<U: Upstream + 'static, C: Clock + 'static> Cache<U, C> {
             Box::new(Entry::new(
                 Arc::new(value.body),
                 value.version_id,
-                shared.settings.ttl,
+                shared.settings.ttl_of(key),
                 now,
             )),
         );
@@ -169,12 +169,11 @@ impl<U: Upstream + 'static, C: Clock + 'static> Cache<U, C> {
             shared,
             flights: Vec::new(),
         };
-        if shared.settings.ttl.is_zero() {
-            return held;
-        }
         let missing: Vec<&Key> = {
             let entries = lock(&shared.entries);
-            keys.iter().filter(|k| !entries.contains_key(*k)).collect()
+            keys.iter()
+                .filter(|k| !shared.settings.ttl_of(k).is_zero() && !entries.contains_key(*k))
+                .collect()
         };
         let mut flights = lock(&shared.flights);
         for key in missing {
@@ -334,6 +333,7 @@ mod tests {
     fn id_of(key: &Key) -> &str {
         match key {
             Key::Secret { query, .. } => &query.secret_id,
+            Key::Parameter { query, .. } => &query.name,
         }
     }
 
@@ -346,9 +346,12 @@ mod tests {
     }
 
     fn role_key(id: &str, role: &str) -> Key {
-        let Key::Secret { query, .. } = key(id);
         Key::Secret {
-            query,
+            query: SecretQuery {
+                secret_id: id.into(),
+                version_id: None,
+                version_stage: None,
+            },
             role: Some(role.into()),
         }
     }
@@ -361,6 +364,7 @@ mod tests {
             capacity: 2,
             ignore_transient_errors: true,
             refresh_batch: 1,
+            parameter_ttl: ttl,
         }
     }
 
@@ -976,6 +980,33 @@ mod tests {
         // Nothing restarted: both expire and revalidate when read.
         cache.advance(TTL / 10);
         assert_eq!(cache.fresh(), 0);
+        // Batches pause for one TTL from the failure.
+        assert!(cache.shared.batch_paused_for(None));
+        cache.advance(TTL.mul_f64(0.85));
+        assert!(cache.shared.batch_paused_for(None));
+        cache.advance(TTL / 10);
+        assert!(!cache.shared.batch_paused_for(None));
+    }
+
+    #[test]
+    fn a_batch_answer_never_replaces_a_newer_value() {
+        let cache = batch_cache(20);
+        let a = key("a");
+        cache.read(std::slice::from_ref(&a));
+        let v2 = |v: &str| SecretValue {
+            body: SecretBytes::new(b"two".to_vec()),
+            version_id: v.into(),
+        };
+        // A refreshNow stored v2 while a batch that chose the entry at v1
+        // was out: the batch's answer does not go in.
+        cache.shared.upstream.set("v2", "two");
+        cache.get(&a, true).unwrap();
+        assert!(!cache.shared.replace(&a, "v1", v2("v1-late")));
+        assert_eq!(text(cache.get(&a, false)), "two");
+        assert!(cache.shared.replace(&a, "v2", v2("v3")));
+        assert_eq!(lock(&cache.shared.entries)[&a].version_id, "v3");
+        assert!(!cache.shared.replace(&key("gone"), "v1", v2("v1")));
+        assert_eq!(cache.len(), 1, "nothing inserted");
     }
 
     #[test]

@@ -8,20 +8,20 @@
 //! (BatchGetSecretValue) brings all their current values. Refreshed together,
 //! they fall due together again, so a host's hot secrets settle into a few
 //! batches per TTL. Measured with `make bench` (100 hot secrets, TTL 300 s,
-//! unchanged): about 1,400 upstream calls an hour one by one (a DescribeSecret
-//! each per refresh), about 90 batched.
+//! unchanged): 1,384 upstream calls an hour one by one (a DescribeSecret
+//! each per refresh), 80 batched.
 //!
-//! A key a batch does not answer (not found, or denied for that secret) is
-//! revalidated alone, as before. If the batch call itself is refused (a
-//! policy without `secretsmanager:BatchGetSecretValue`, an upstream without
-//! it), that role refreshes one by one from then on. BatchGetSecretValue has
-//! a request quota of its own, far below DescribeSecret's (100 a second per
-//! account and region against 40,000): when it is throttled, its keys are
-//! revalidated one by one at once and the role's batches pause for one TTL.
-//! Any other transient failure (timeout, 5xx) is not retried per entry, which
-//! would multiply calls to an upstream that is already struggling: the
-//! entries expire and revalidate on their next read, as after any failed
-//! refresh.
+//! A key the answer does not cover (not found, denied for that secret, or
+//! ambiguous) is revalidated alone, as before; an answer for an entry that a
+//! request refreshed meanwhile is dropped. If the batch call fails, the
+//! role's batches pause: for good when the call itself is refused (a policy
+//! without `secretsmanager:BatchGetSecretValue`, an endpoint without it),
+//! else for one TTL. The keys of a refused, throttled or otherwise failed
+//! call are revalidated one by one at once (BatchGetSecretValue's quota is
+//! its own, 100 a second per account and region against DescribeSecret's
+//! 40,000, so a throttled batch is not retried), except after a timeout or a
+//! 5xx: per-entry calls then would only add to an upstream's trouble, and
+//! the entries revalidate when read after expiry.
 
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -82,18 +82,22 @@ impl<U: Upstream, C: Clock> Shared<U, C> {
         }
     }
 
-    /// `key` and the entries that may join its refresh, each marked as
-    /// queued so no read queues it again; just `key` if it cannot be batched.
-    fn due_with(&self, key: &Key) -> Vec<Key> {
+    /// `key` and the entries that may join its refresh, each with the version
+    /// it holds now and marked as queued so no read queues it again; just
+    /// `key` if it cannot be batched.
+    fn due_with(&self, key: &Key) -> Vec<(Key, String)> {
         let limit = self.settings.refresh_batch.min(self.upstream.batch_limit());
         if limit < 2 || !key.is_current() || self.batch_paused_for(key.role()) {
-            return vec![key.clone()];
+            return Vec::new();
         }
         let now = self.clock.now();
-        let ttl = self.settings.ttl;
+        let ttl = self.settings.ttl_of(key);
         let window = ttl / 5;
-        let mut batch = vec![key.clone()];
         let mut entries = lock(&self.entries);
+        let Some(first) = entries.get(key) else {
+            return Vec::new();
+        };
+        let mut batch = vec![(key.clone(), first.version_id.clone())];
         for (other, entry) in entries.iter_mut() {
             if batch.len() >= limit {
                 break;
@@ -109,76 +113,91 @@ impl<U: Upstream, C: Clock> Shared<U, C> {
                 && **other != *key;
             if joins {
                 entry.refresh_queued = true;
-                batch.push((**other).clone());
+                batch.push(((**other).clone(), entry.version_id.clone()));
             }
         }
         batch
     }
 
-    /// One batch call for `keys` (all of one role, all queued); stores what
-    /// it brings and returns the keys left to revalidate alone.
-    fn refresh_batch(&self, keys: &[Key]) -> Vec<Key> {
-        let role = keys[0].role().map(String::from);
+    /// One batch call for `batch` (keys of one role, all queued, with the
+    /// versions they held when chosen); stores what it brings and returns
+    /// the keys left to revalidate alone.
+    fn refresh_batch(&self, batch: &[(Key, String)]) -> Vec<Key> {
+        let keys: Vec<Key> = batch.iter().map(|(key, _)| key.clone()).collect();
         log::debug!(
             "refreshing {} secrets ahead of expiry in one call",
             keys.len()
         );
-        let values = match self.upstream.fetch_batch(keys) {
+        let values = match self.upstream.fetch_batch(&keys) {
             Ok(values) => values,
-            // The batch call's quota is its own and far lower than the
-            // metadata call's: those still go through.
-            Err(e) if e.is_throttling() => {
-                log::info!(
-                    "batch refresh throttled{} ({e}); one secret at a time for one TTL",
-                    as_role(role.as_deref())
-                );
-                let until = self.clock.now() + self.settings.ttl;
-                lock(&self.batch_paused).push((role, Some(until)));
-                return keys.to_vec();
-            }
-            Err(e) if e.is_transient() => {
-                log::warn!(
-                    "background refresh of {} secrets ({} and others) failed: {e}",
-                    keys.len(),
-                    keys[0]
-                );
-                for key in keys {
+            Err(e) => {
+                if self.batch_failed(&keys[0], &e) {
+                    return keys;
+                }
+                for key in &keys {
                     self.refresh_done(key);
                 }
                 return Vec::new();
             }
-            // A refusal of the call itself is not going to change while the
-            // agent runs; other failures might.
-            Err(e @ UpstreamError::Service { .. }) => {
-                log::info!(
-                    "batch refresh not possible{}: {e}; refreshing one secret at a time",
-                    as_role(role.as_deref())
-                );
-                lock(&self.batch_paused).push((role, None));
-                return keys.to_vec();
-            }
-            Err(e) => {
-                log::debug!("batch refresh failed ({e}); refreshing one secret at a time");
-                return keys.to_vec();
-            }
         };
         let mut answered = vec![false; keys.len()];
         for (at, value) in values {
-            if let Some(key) = keys.get(at) {
-                answered[at] = true;
-                self.replace(key, value);
+            let Some((key, version)) = batch.get(at) else {
+                continue;
+            };
+            answered[at] = true;
+            // Stored meanwhile by a request (`refreshNow`) is at least as
+            // fresh as this answer.
+            if !self.replace(key, version, value) {
+                self.refresh_done(key);
             }
         }
-        keys.iter()
+        keys.into_iter()
             .zip(answered)
             .filter(|(_, answered)| !answered)
-            .map(|(key, _)| key.clone())
+            .map(|(key, _)| key)
             .collect()
     }
 
-    /// Whether batches of `role` are paused: refused for good, or throttled
+    /// Pauses the batches of `first`'s role after a failed call: for good if
+    /// the call itself is refused, else for one TTL. Returns whether the
+    /// batch's keys are to be revalidated one by one now.
+    fn batch_failed(&self, first: &Key, e: &UpstreamError) -> bool {
+        let role = first.role().map(String::from);
+        let refused = matches!(e, UpstreamError::Service { status, code, .. }
+            if REFUSED_CODES.contains(&code.as_str()) || REFUSED_STATUSES.contains(status));
+        // A throttled batch's quota is its own, far below the per-secret
+        // calls'; after other transient failures, per-secret calls now would
+        // only add to an upstream's trouble.
+        let alone = refused || e.is_throttling() || !e.is_transient();
+        let until = (!refused).then(|| self.clock.now() + self.settings.ttl_of(first));
+        {
+            let mut paused = lock(&self.batch_paused);
+            if paused.iter().any(|(r, _)| *r == role) {
+                return alone; // another refresher saw it too, and said so
+            }
+            paused.push((role.clone(), until));
+        }
+        let as_role = role.map(|r| format!(" as {r}")).unwrap_or_default();
+        let then = match (refused, alone) {
+            (true, _) => {
+                "refreshing one secret at a time. Grant \
+                          secretsmanager:BatchGetSecretValue, or set SMA_REFRESH_BATCH=1 to \
+                          stop trying"
+            }
+            (false, true) => "one secret at a time for one TTL",
+            (false, false) => {
+                "its secrets revalidate when read after expiry; batches pause \
+                               for one TTL"
+            }
+        };
+        log::warn!("batch refresh failed{as_role}: {e}; {then}");
+        alone
+    }
+
+    /// Whether batches of `role` are paused: refused for good, or failed
     /// less than a TTL ago.
-    fn batch_paused_for(&self, role: Option<&str>) -> bool {
+    pub(super) fn batch_paused_for(&self, role: Option<&str>) -> bool {
         let now = self.clock.now();
         let mut paused = lock(&self.batch_paused);
         paused.retain(|(_, until)| until.is_none_or(|until| now < until));
@@ -210,6 +229,12 @@ impl<U: Upstream, C: Clock> Shared<U, C> {
     }
 }
 
-fn as_role(role: Option<&str>) -> String {
-    role.map(|r| format!(" as {r}")).unwrap_or_default()
-}
+/// Codes and statuses by which an endpoint refuses the batch call itself
+/// (the policy lacks it, or the endpoint does not know it): worth no retry
+/// while the agent runs. Other failures pause batching for one TTL.
+const REFUSED_CODES: &[&str] = &[
+    "AccessDeniedException",
+    "AccessDenied",
+    "UnknownOperationException",
+];
+const REFUSED_STATUSES: &[u16] = &[404, 405, 501];

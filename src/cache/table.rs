@@ -16,11 +16,24 @@ use crate::sync::lock;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
+    /// How long a secret is served from memory; zero: not cached.
     pub ttl: Duration,
+    /// The same for parameters.
+    pub parameter_ttl: Duration,
     pub capacity: usize,
     pub ignore_transient_errors: bool,
     /// The most entries one background refresh takes at once (1: each alone).
     pub refresh_batch: usize,
+}
+
+impl Settings {
+    /// The TTL of `key`'s kind.
+    pub fn ttl_of(&self, key: &Key) -> Duration {
+        match key {
+            Key::Secret { .. } => self.ttl,
+            Key::Parameter { .. } => self.parameter_ttl,
+        }
+    }
 }
 
 /// The state the request threads and the refreshers share.
@@ -102,7 +115,8 @@ impl<U: Upstream, C: Clock> Shared<U, C> {
             // answering for up to one more TTL: readers do not wait for it.
             Some(entry)
                 if now < entry.fresh_until
-                    || (entry.refresh_queued && now < entry.fresh_until + self.settings.ttl) =>
+                    || (entry.refresh_queued
+                        && now < entry.fresh_until + self.settings.ttl_of(key)) =>
             {
                 entry.last_used = now;
                 let refresh = now >= entry.refresh_after && !entry.refresh_queued;
@@ -117,7 +131,7 @@ impl<U: Upstream, C: Clock> Shared<U, C> {
             Some(entry) => Lookup::Expired {
                 body: entry.body.clone(),
                 version_id: entry.version_id.clone(),
-                recent: now < entry.fresh_until + self.settings.ttl,
+                recent: now < entry.fresh_until + self.settings.ttl_of(key),
             },
             None => Lookup::Missing,
         }
@@ -215,7 +229,7 @@ impl<U: Upstream, C: Clock> Shared<U, C> {
             Box::new(Entry::new(
                 body.clone(),
                 value.version_id,
-                self.settings.ttl,
+                self.settings.ttl_of(key),
                 now,
             )),
         );
@@ -223,13 +237,20 @@ impl<U: Upstream, C: Clock> Shared<U, C> {
     }
 
     /// A value read for an entry outside a request (a batch refresh): it
-    /// replaces the entry, with a new TTL, if the entry is still cached.
-    pub(super) fn replace(&self, key: &Key, value: SecretValue) {
+    /// replaces the entry, with a new TTL, if the entry still holds
+    /// `version` (a request may have stored a newer one meanwhile). True if
+    /// replaced.
+    pub(super) fn replace(&self, key: &Key, version: &str, value: SecretValue) -> bool {
         let now = self.clock.now();
-        if let Some(entry) = lock(&self.entries).get_mut(key) {
-            entry.body = Arc::new(value.body);
-            entry.version_id = value.version_id;
-            entry.restart(self.settings.ttl, now);
+        let mut entries = lock(&self.entries);
+        match entries.get_mut(key) {
+            Some(entry) if entry.version_id == version => {
+                entry.body = Arc::new(value.body);
+                entry.version_id = value.version_id;
+                entry.restart(self.settings.ttl_of(key), now);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -238,7 +259,7 @@ impl<U: Upstream, C: Clock> Shared<U, C> {
         let mut entries = lock(&self.entries);
         if let Some(entry) = entries.get_mut(key) {
             if entry.version_id == version_id {
-                entry.restart(self.settings.ttl, now);
+                entry.restart(self.settings.ttl_of(key), now);
             }
         }
     }

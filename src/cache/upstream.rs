@@ -1,11 +1,13 @@
 //! Where the cache fills from, and what it serves: a trait, so the cache's
 //! policy does not depend on the upstream and tests can script and count
-//! calls; Secrets Manager is its one implementation today.
+//! calls. [`Clients`], one identity's Secrets Manager and Parameter Store
+//! clients, implements it: each key variant goes to its service.
 
 use std::sync::Arc;
 
 use super::key::Key;
 use crate::aws::secrets_manager::BATCH;
+use crate::aws::ssm::Ssm;
 use crate::aws::{SecretValue, SecretsManager, UpstreamError};
 use crate::secret::SecretBytes;
 
@@ -37,31 +39,45 @@ pub trait Upstream: Send + Sync {
     }
 }
 
-/// One Secrets Manager client answers as one identity: the key's role is
-/// chosen before it (`roles::Roles` picks the client for it).
-impl Upstream for SecretsManager {
+/// One identity's clients; `roles::Roles` picks the one for a key's role.
+pub struct Clients {
+    pub secrets_manager: SecretsManager,
+    pub ssm: Ssm,
+}
+
+impl Upstream for Clients {
     fn fetch(&self, key: &Key) -> Result<SecretValue, UpstreamError> {
         match key {
-            Key::Secret { query, .. } => self.get_secret_value(query),
+            Key::Secret { query, .. } => self.secrets_manager.get_secret_value(query),
+            Key::Parameter { query, .. } => self.ssm.get_parameter(query),
         }
     }
+    /// Parameter Store has no metadata call cheaper than GetParameter: an
+    /// expired parameter is read again.
     fn still_current(&self, key: &Key, cached_version: &str) -> Result<bool, UpstreamError> {
         match key {
             Key::Secret { query, .. } => Ok(self
+                .secrets_manager
                 .describe_secret(&query.secret_id)?
                 .still_answers(query, cached_version)),
+            Key::Parameter { .. } => Ok(false),
         }
     }
     fn batch_limit(&self) -> usize {
         BATCH
     }
     fn fetch_batch(&self, keys: &[Key]) -> Result<Vec<(usize, SecretValue)>, UpstreamError> {
-        let ids: Vec<&str> = keys
-            .iter()
-            .map(|key| match key {
-                Key::Secret { query, .. } => query.secret_id.as_str(),
-            })
-            .collect();
-        self.batch_get_current(&ids)
+        let mut ids = Vec::with_capacity(keys.len());
+        for key in keys {
+            match key {
+                Key::Secret { query, .. } => ids.push(query.secret_id.as_str()),
+                Key::Parameter { .. } => {
+                    return Err(UpstreamError::Internal(
+                        "a parameter in a secrets batch".into(),
+                    ))
+                }
+            }
+        }
+        self.secrets_manager.batch_get_current(&ids)
     }
 }

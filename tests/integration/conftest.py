@@ -134,6 +134,16 @@ class Moto:
             aws_secret_access_key=secret,
         )
 
+    def user(self, prefix: str, *statements) -> tuple:
+        """A new IAM user with these policy statements; returns its (akid, secret)."""
+        iam = self.client("iam")
+        name = unique(prefix)
+        iam.create_user(UserName=name)
+        iam.put_user_policy(UserName=name, PolicyName="policy", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": list(statements)}))
+        key = iam.create_access_key(UserName=name)["AccessKey"]
+        return key["AccessKeyId"], key["SecretAccessKey"]
+
     def raw_status(self, target: str, body: dict, creds=None):
         """A correctly signed direct call to moto; returns (status, headers, body bytes)."""
         import botocore.auth
@@ -379,9 +389,11 @@ class CountingProxy:
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
         self.thread.start()
 
-    def count(self, op: str) -> int:
+    def count(self, op: str, service: str = "secretsmanager") -> int:
+        """Calls of `op` seen so far; `service` is the X-Amz-Target prefix
+        (`AmazonSSM` for Parameter Store)."""
         with self.server.lock:
-            return self.server.counts["secretsmanager." + op]
+            return self.server.counts[service + "." + op]
 
     @property
     def requests(self):
