@@ -8,6 +8,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::aws::error::{json_members, Member};
 use crate::aws::identity::Credentials;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -113,10 +114,8 @@ fn run_with_timeout(command: &str, source: &str, timeout: Duration) -> Result<Cr
             .collect();
         return Err(format!("credential_process exited with {status}: {first}"));
     }
-    let version = serde_json::from_slice::<serde_json::Value>(&stdout)
-        .ok()
-        .and_then(|v| v.get("Version").and_then(|v| v.as_i64()));
-    if version != Some(1) {
+    let version = json_members(&stdout, &["Version"]).and_then(|mut v| v.pop().flatten());
+    if version != Some(Member::Int(1)) {
         return Err("credential_process output is not JSON with \"Version\": 1".into());
     }
     super::json::from_json(&stdout, source).map_err(|e| format!("credential_process: {e}"))
