@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# `make demo`: run the agent against a local Secrets Manager emulator (moto) and fetch a secret.
+# `make demo`: run the agent against a local AWS emulator (moto) and fetch a secret and a parameter.
 #
 # Steps: make the Python venv (moto, boto3) if needed; build the agent (debug profile: it compiles
 # much faster than the LTO release profile, and behaves the same); start moto_server on a free
-# loopback port; create the secret `demo/db-password` in it with boto3; generate a random token;
-# start the agent with a temporary config (port picked by the OS); fetch the secret with curl
-# through both HTTP paths; stop everything on exit.
+# loopback port; create the secret `demo/db-password` and the parameter `/demo/db-host` in it
+# with boto3; generate a random token; start the agent with a temporary config (port picked by
+# the OS); fetch the secret with curl through both HTTP paths, and the parameter; stop
+# everything on exit.
 #
 # Environment: DEMO_PROFILE=release to build and run the release binary instead;
 #              AGENT_BIN=/path/to/secrets-manager-agent to skip the build and use that binary.
@@ -101,6 +102,9 @@ import os, boto3
 sm = boto3.client("secretsmanager", endpoint_url=os.environ["MOTO_URL"], region_name="us-east-1")
 r = sm.create_secret(Name=os.environ["SECRET_ID"], SecretString=os.environ["SECRET_VALUE"])
 print("created", r["ARN"])
+ssm = boto3.client("ssm", endpoint_url=os.environ["MOTO_URL"], region_name="us-east-1")
+ssm.put_parameter(Name="/demo/db-host", Value="db.demo.internal", Type="String")
+print("created parameter /demo/db-host")
 PY
 
 step "generating a random token ($AGENT_BIN token)"
@@ -119,6 +123,7 @@ EOF
 step "starting the agent ($AGENT_BIN --config $CONFIG)"
 sed 's/^/    /' "$CONFIG"
 (cd "$WORK" && exec env AWS_TOKEN="$TOKEN" AWS_ENDPOINT_URL_SECRETS_MANAGER="$MOTO_URL" \
+  AWS_ENDPOINT_URL_SSM="$MOTO_URL" \
   "$AGENT_BIN" --config "$CONFIG" >"$WORK/agent.stdout" 2>"$WORK/agent.stderr") &
 AGENT_PID=$!
 PORT=""
@@ -158,6 +163,8 @@ run curl -sS --max-time 15 -H "X-Aws-Parameters-Secrets-Token: $TOKEN" \
   "http://127.0.0.1:$PORT/secretsmanager/get?secretId=$SECRET_ID"
 run curl -sS --max-time 15 -H "X-Aws-Parameters-Secrets-Token: $TOKEN" \
   "http://127.0.0.1:$PORT/v1/$SECRET_ID"
+run curl -sS --max-time 15 -H "X-Aws-Parameters-Secrets-Token: $TOKEN" \
+  "http://127.0.0.1:$PORT/systemsmanager/parameters/get?name=/demo/db-host"
 
 step "the same request without the token is refused"
 run curl -sS --max-time 15 -w '  (HTTP %{http_code})' \
@@ -169,5 +176,8 @@ body="$(curl -sS --max-time 15 -w '\n%{http_code}' -H "X-Aws-Parameters-Secrets-
 code="${body##*$'\n'}"
 [ "$code" = 200 ] || die "expected HTTP 200 from the agent, got $code: ${body%$'\n'*}"
 grep -q 's3cr3t-demo-only' <<<"$body" || die "the agent's answer does not hold the secret value"
+body="$(curl -sS --max-time 15 -H "X-Aws-Parameters-Secrets-Token: $TOKEN" \
+  "http://127.0.0.1:$PORT/systemsmanager/parameters/get?name=/demo/db-host")"
+grep -q 'db.demo.internal' <<<"$body" || die "the agent's answer does not hold the parameter: $body"
 
 step "demo finished: stopping the agent and moto"

@@ -55,10 +55,11 @@ pub fn run(config_path: Option<&Path>) -> Result<(), String> {
     serve(start(&config, &running)?)
 }
 
-/// The Lambda extension's life: register, wait for the first INVOKE, start
-/// serving, and return (ending the process) at SHUTDOWN. Serving starts only
-/// at the first INVOKE, never during init, so a SnapStart snapshot (taken
-/// after init) can never contain a cached secret.
+/// The Lambda extension's life: register, serve, and return (ending the
+/// process) at SHUTDOWN. Serving starts right after registering, so the
+/// function's own init code can read secrets, unless the function uses
+/// SnapStart: then it starts at the first INVOKE, after the snapshot, so a
+/// snapshot never holds a cached secret (or a token).
 pub fn run_lambda(config_path: Option<&Path>, argv0: &str) -> Result<(), String> {
     let config = load_config(config_path)?;
     // Lambda collects stderr into CloudWatch; the function's directory is
@@ -69,8 +70,17 @@ pub fn run_lambda(config_path: Option<&Path>, argv0: &str) -> Result<(), String>
     let runtime_api = env::var("AWS_LAMBDA_RUNTIME_API")
         .ok_or("AWS_LAMBDA_RUNTIME_API is not set: lambda-extension only runs inside AWS Lambda")?;
     let extension = lambda::Extension::register(&runtime_api, &lambda::extension_name(argv0))?;
-    log::info!("registered as a Lambda extension; serving starts at the first INVOKE");
+    let snap_start = env::var("AWS_LAMBDA_INITIALIZATION_TYPE").as_deref() == Some("snap-start");
     let mut serving = false;
+    if snap_start {
+        log::info!(
+            "registered as a Lambda extension; SnapStart: serving starts at the first INVOKE"
+        );
+    } else {
+        log::info!("registered as a Lambda extension; serving from init on");
+        serve_in_background(start(&config, &running)?)?;
+        serving = true;
+    }
     loop {
         match extension.next_event()? {
             lambda::Event::Shutdown => {
@@ -79,21 +89,27 @@ pub fn run_lambda(config_path: Option<&Path>, argv0: &str) -> Result<(), String>
                 return Ok(());
             }
             lambda::Event::Invoke if !serving => {
-                let agent = start(&config, &running)?;
-                std::thread::Builder::new()
-                    .name("server".into())
-                    .spawn(move || {
-                        if let Err(e) = serve(agent) {
-                            log::error!("{e}");
-                            std::process::exit(1);
-                        }
-                    })
-                    .map_err(|e| format!("cannot start the server thread: {e}"))?;
+                serve_in_background(start(&config, &running)?)?;
                 serving = true;
             }
             lambda::Event::Invoke => {}
         }
     }
+}
+
+/// Lambda mode: the server runs on its own thread while the main thread
+/// waits for the Extensions API's events.
+fn serve_in_background(agent: Agent) -> Result<(), String> {
+    std::thread::Builder::new()
+        .name("server".into())
+        .spawn(move || {
+            if let Err(e) = serve(agent) {
+                log::error!("{e}");
+                std::process::exit(1);
+            }
+        })
+        .map(drop)
+        .map_err(|e| format!("cannot start the server thread: {e}"))
 }
 
 /// The API once it exists, for the exit paths (a signal, Lambda's SHUTDOWN)
@@ -117,11 +133,10 @@ impl Running {
     }
 }
 
+/// The config file, then AWS's Lambda extension's variables for what it
+/// leaves unset (README "Environment variables").
 fn load_config(path: Option<&Path>) -> Result<Config, String> {
-    match path {
-        Some(path) => Config::load(path).map_err(|e| e.to_string()),
-        None => Ok(Config::default()),
-    }
+    Config::load_with_env(path, env::var).map_err(|e| e.to_string())
 }
 
 fn init_logging(config: &Config, to_file: bool) -> Result<(), String> {
@@ -171,20 +186,28 @@ fn start(config: &Config, running: &Running) -> Result<Agent, String> {
         Token::from_env(&config.ssrf_env_variables).map_err(|e| e.to_string())?;
     let tuning = Tuning::from_env(env::var).map_err(|e| e.to_string())?;
     let place = Place::find(config)?;
-    let transport = Transport::new(tuning.upstream, transport::roots_from_env()?);
+    let transports = Transports::new(&tuning, transport::roots_from_env()?);
+    let transport = transports.base.clone();
     let timing = refresh::Timing::from_env().map_err(|e| e.to_string())?;
     let credentials = credentials_provider(config, &place, &transport, timing)?;
     let client = Arc::new(Client::new(
         transport.clone(),
         place.region.clone(),
-        credentials,
+        credentials.clone(),
     ));
     // The file may legitimately appear later (a rotation tool writes it), so
     // AWS's agent skips the check when it is configured; so do we.
     if config.validate_credentials && config.credentials_file_path.is_none() {
         validate_credentials(&client, &place.sts_endpoint, config.ignore_transient_errors)?;
     }
-    let upstream = upstream(client, &transport, &place, timing, config.max_roles);
+    let upstream = upstream(
+        client,
+        credentials,
+        &transports,
+        &place,
+        timing,
+        config.max_roles,
+    );
     let api = Arc::new(build_api(config, &tuning, token, upstream));
     running.set(api.clone());
     let listener = server::bind(config.http_port)
@@ -269,6 +292,10 @@ struct Tuning {
     /// The most cached secrets one background refresh reads in one call
     /// (README "Refresh"); 1 refreshes each alone.
     refresh_batch: usize,
+    /// The call timeouts of Secrets Manager and Parameter Store, by the
+    /// variables of AWS's Lambda extension; `upstream.call` where unset.
+    secrets_manager_call: Duration,
+    ssm_call: Duration,
 }
 
 impl Tuning {
@@ -277,11 +304,22 @@ impl Tuning {
             env::number_in(&get, name, default, 1..=600_000, "milliseconds")
                 .map(Duration::from_millis)
         };
+        let upstream = Timeouts {
+            connect: millis("SMA_UPSTREAM_CONNECT_TIMEOUT_MS", 3_000)?,
+            call: millis("SMA_UPSTREAM_TIMEOUT_MS", 10_000)?,
+        };
+        // The extension's 0 means "no timeout"; a call that never ends would
+        // hold its request for ever, so 0 keeps this agent's bound.
+        let service = |name| {
+            env::number_in(&get, name, 0, 0..=600_000, "milliseconds").map(|ms| match ms {
+                0 => upstream.call,
+                ms => Duration::from_millis(ms),
+            })
+        };
         Ok(Tuning {
-            upstream: Timeouts {
-                connect: millis("SMA_UPSTREAM_CONNECT_TIMEOUT_MS", 3_000)?,
-                call: millis("SMA_UPSTREAM_TIMEOUT_MS", 10_000)?,
-            },
+            secrets_manager_call: service("SECRETS_MANAGER_TIMEOUT_MILLIS")?,
+            ssm_call: service("SSM_PARAMETER_STORE_TIMEOUT_MILLIS")?,
+            upstream,
             client_timeout: millis("SMA_CLIENT_TIMEOUT_MS", 10_000)?,
             refresh_batch: env::number_in(
                 &get,
@@ -386,30 +424,79 @@ fn validate_credentials(
     }
 }
 
-/// Secrets Manager as the agent itself (`client`) and as each role a request
-/// names (`roleArn`): a role's client signs with credentials from STS
-/// AssumeRole, itself signed by `client`'s credentials; all share the
-/// transport, so connections are pooled.
+/// Secrets Manager and Parameter Store as the agent itself (`credentials`)
+/// and as each role a request names (`roleArn`): a role's clients sign with
+/// credentials from STS AssumeRole, called through `client` (the agent's own
+/// identity); all share the transports, so connections are pooled.
 fn upstream(
     client: Arc<Client>,
-    transport: &Transport,
+    credentials: Arc<dyn ProvideCredentials>,
+    transports: &Transports,
     place: &Place,
     timing: refresh::Timing,
     max_roles: usize,
 ) -> Roles<Clients> {
-    let sts = Arc::new(Sts::new(client.clone(), place.sts_endpoint.clone()));
-    let (transport, region) = (transport.clone(), place.region.clone());
+    let sts = Arc::new(Sts::new(client, place.sts_endpoint.clone()));
+    let (transports, region) = (transports.clone(), place.region.clone());
     let endpoints = (place.endpoint.clone(), place.ssm_endpoint.clone());
-    let clients = move |client: Arc<Client>| Clients {
-        secrets_manager: SecretsManager::new(client.clone(), endpoints.0.clone()),
-        ssm: Ssm::new(client, endpoints.1.clone()),
+    let clients = move |credentials: Arc<dyn ProvideCredentials>| {
+        let client = |transport: &Transport| {
+            Arc::new(Client::new(
+                transport.clone(),
+                region.clone(),
+                credentials.clone(),
+            ))
+        };
+        Clients {
+            secrets_manager: SecretsManager::new(
+                client(&transports.secrets_manager),
+                endpoints.0.clone(),
+            ),
+            ssm: Ssm::new(client(&transports.ssm), endpoints.1.clone()),
+        }
     };
-    let own = clients(client);
+    let own = clients(credentials);
     Roles::new(own, max_roles, move |role| {
-        let credentials = credentials::role::provider(sts.clone(), role, timing);
-        let client = Client::new(transport.clone(), region.clone(), Arc::new(credentials));
-        clients(Arc::new(client))
+        clients(Arc::new(credentials::role::provider(
+            sts.clone(),
+            role,
+            timing,
+        )))
     })
+}
+
+/// The HTTPS transports: STS and the credential sources use `base`; Secrets
+/// Manager and Parameter Store calls may have timeouts of their own (the
+/// Lambda extension's variables). Equal timeouts share one connection pool.
+#[derive(Clone)]
+struct Transports {
+    base: Transport,
+    secrets_manager: Transport,
+    ssm: Transport,
+}
+
+impl Transports {
+    fn new(tuning: &Tuning, roots: ureq::tls::RootCerts) -> Transports {
+        let base = Transport::new(tuning.upstream, roots.clone());
+        let with_call = |call: Duration| {
+            if call == tuning.upstream.call {
+                base.clone()
+            } else {
+                Transport::new(
+                    Timeouts {
+                        call,
+                        ..tuning.upstream
+                    },
+                    roots.clone(),
+                )
+            }
+        };
+        Transports {
+            secrets_manager: with_call(tuning.secrets_manager_call),
+            ssm: with_call(tuning.ssm_call),
+            base,
+        }
+    }
 }
 
 /// The request path below the listener: HTTP surface → cache → Secrets Manager.
@@ -500,6 +587,30 @@ mod tests {
         assert_eq!(t.upstream.call, Duration::from_secs(10));
         assert_eq!(t.client_timeout, Duration::from_secs(10));
         assert_eq!(t.refresh_batch, 20);
+
+        assert_eq!(
+            (t.secrets_manager_call, t.ssm_call),
+            (t.upstream.call, t.upstream.call)
+        );
+        let t = Tuning::from_env(env::fake(&[
+            ("SMA_UPSTREAM_TIMEOUT_MS", "4000"),
+            ("SECRETS_MANAGER_TIMEOUT_MILLIS", "0"),
+            ("SSM_PARAMETER_STORE_TIMEOUT_MILLIS", "250"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            t.secrets_manager_call,
+            Duration::from_secs(4),
+            "0: our bound"
+        );
+        assert_eq!(t.ssm_call, Duration::from_millis(250));
+        let e = Tuning::from_env(env::fake(&[("SSM_PARAMETER_STORE_TIMEOUT_MILLIS", "-1")]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "SSM_PARAMETER_STORE_TIMEOUT_MILLIS=-1 is not valid: expected milliseconds from 0 to 600000"
+        );
 
         let t = Tuning::from_env(|n| (n == "SMA_REFRESH_BATCH").then(|| "1".into())).unwrap();
         assert_eq!(t.refresh_batch, 1);

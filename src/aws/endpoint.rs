@@ -145,7 +145,15 @@ mod tests {
     use super::*;
 
     fn resolve_env(region: &str, vars: &[(&str, &str)]) -> Result<String, EndpointError> {
-        resolve_with(SECRETS_MANAGER, region, None, |name| {
+        resolve_service(SECRETS_MANAGER, region, vars)
+    }
+
+    fn resolve_service(
+        service: Service,
+        region: &str,
+        vars: &[(&str, &str)],
+    ) -> Result<String, EndpointError> {
+        resolve_with(service, region, None, |name| {
             vars.iter()
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| v.to_string())
@@ -173,6 +181,33 @@ mod tests {
         assert_eq!(
             resolve_env("eu-west-1", &[("AWS_USE_DUALSTACK_ENDPOINT", "true")]).unwrap(),
             "https://secretsmanager.eu-west-1.amazonaws.com"
+        );
+    }
+
+    #[test]
+    fn parameter_store_has_its_own_name_and_override() {
+        let ssm = |region, vars: &[(&str, &str)]| resolve_service(SSM, region, vars);
+        assert_eq!(
+            ssm("eu-west-1", &[]).unwrap(),
+            "https://ssm.eu-west-1.amazonaws.com"
+        );
+        assert_eq!(
+            ssm("cn-north-1", &[]).unwrap(),
+            "https://ssm.cn-north-1.amazonaws.com.cn"
+        );
+        assert_eq!(
+            ssm("us-east-1", &[("AWS_USE_FIPS_ENDPOINT", "true")]).unwrap(),
+            "https://ssm-fips.us-east-1.amazonaws.com"
+        );
+        let overrides = [
+            ("AWS_ENDPOINT_URL_SECRETS_MANAGER", "http://127.0.0.1:1"),
+            ("AWS_ENDPOINT_URL_SSM", "http://127.0.0.1:2"),
+        ];
+        assert_eq!(ssm("us-east-1", &overrides).unwrap(), "http://127.0.0.1:2");
+        assert_eq!(
+            ssm("us-east-1", &overrides[..1]).unwrap(),
+            "https://ssm.us-east-1.amazonaws.com",
+            "the Secrets Manager override is not Parameter Store's"
         );
     }
 

@@ -588,6 +588,12 @@ class FakeUpstream:
                     return vid
 
     def default_response(self, target, req):
+        if target == "GetParameter":  # Parameter Store (AmazonSSM.GetParameter)
+            name = req.get("Name") or ""
+            return 200, {"Parameter": {
+                "ARN": f"arn:aws:ssm:us-east-1:123456789012:parameter{name}", "DataType": "text",
+                "LastModifiedDate": self.CREATED, "Name": name, "Type": "String",
+                "Value": f"param-value-of-{name}", "Version": 1}}
         name = req.get("SecretId") or ""
         with self.lock:
             versions = self._versions(name)

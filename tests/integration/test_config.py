@@ -343,7 +343,7 @@ def test_sm_start_with_flat_config_starts(agent, fake_upstream, tmp_path):
 
 def test_enabled_false_exits_1_saying_why(agent):
     raw = "[capabilities.secrets_manager]\nenabled = false\nhttp_port = 0\n"
-    err = assert_fails(agent, raw, "capabilities.secrets_manager.enabled", "only Secrets Manager")
+    err = assert_fails(agent, raw, "capabilities.secrets_manager.enabled", "without its Secrets Manager part")
     assert len(err.strip().splitlines()) == 1, err
 
 
@@ -356,7 +356,7 @@ def test_flat_key_and_nested_twin_exit_1_naming_both(agent):
 BAD_3X = [
     ("[capabilities.secrets_manager.cache]\nttl = 5\n", ["capabilities.secrets_manager.cache.ttl", "ttl_seconds"]),
     ("[capabilities.secrets_manager]\nport = 5\n", ["capabilities.secrets_manager.port", "http_port"]),
-    ("[capabilities.parameter_store]\nenabled = true\n", ["capabilities.parameter_store"]),
+    ("[capabilities.ssm]\nenabled = true\n", ["capabilities.ssm", "parameter_store"]),
     ("[logging]\ndestination = \"file\"\n", ["logging.destination"]),
     ("[capabilities.secrets_manager.cache]\nttl_seconds = 3601\n", ["capabilities.secrets_manager.cache.ttl_seconds", "3600"]),
     ("[capabilities.secrets_manager]\nmax_roles = 21\n", ["capabilities.secrets_manager.max_roles", "20"]),

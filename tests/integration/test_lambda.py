@@ -1,8 +1,9 @@
 """The agent as a Lambda extension, against a fake Extensions API.
 
-Checks the registration request, that nothing listens before the first INVOKE
-(so a SnapStart snapshot never holds secrets), that secrets are served after it,
-and that SHUTDOWN ends the process cleanly."""
+Checks the registration request, that secrets are served from init on (and,
+with SnapStart, only from the first INVOKE, so a snapshot never holds secrets),
+configuration by the variables of AWS's Parameters and Secrets Lambda
+Extension, and that SHUTDOWN ends the process cleanly."""
 
 import json
 import queue
@@ -98,7 +99,7 @@ def refused(port):
         return True
 
 
-def test_serves_only_after_first_invoke_and_exits_on_shutdown(agent, fake_upstream, extensions_api):
+def test_serves_from_init_and_exits_on_shutdown(agent, fake_upstream, extensions_api):
     port = free_port()
     # The config is written to agent.toml in the agent's working directory.
     proc, token, _, _ = agent.popen(
@@ -113,9 +114,38 @@ def test_serves_only_after_first_invoke_and_exits_on_shutdown(agent, fake_upstre
     assert body == {"events": ["INVOKE", "SHUTDOWN"]}
     assert not extensions_api.bad_requests
 
-    # Initialised but not invoked: nothing listens yet.
+    # Still in init (no INVOKE yet): the function's init code can read secrets.
+    assert not refused(port), "the agent serves from init on"
+    status, _, data = http_request(port, "/secretsmanager/get?secretId=lambda-secret",
+                                   {"X-Aws-Parameters-Secrets-Token": token})
+    assert status == 200, data
+    assert json.loads(data)["Name"] == "lambda-secret"
+    assert extensions_api.next_calls == 1
+
+    extensions_api.send("INVOKE")  # the first INVOKE changes nothing
+    wait_until(lambda: extensions_api.next_calls >= 2, timeout=15, what="second event/next")
+    assert http_request(port, "/ping")[0] == 200
+    assert fake_upstream.count("GetSecretValue") == 1, "served from the cache"
+
+    extensions_api.send("SHUTDOWN")
+    assert proc.wait(timeout=15) == 0
+    out = proc.stdout.read().decode()
+    assert LISTEN_RE.search(out), out
+
+
+def test_with_snap_start_nothing_is_served_before_the_first_invoke(agent, fake_upstream, extensions_api):
+    """A SnapStart snapshot is taken after init: it must hold no cached secret."""
+    port = free_port()
+    proc, token, _, _ = agent.popen(
+        upstream=fake_upstream.url,
+        config={"http_port": port},
+        env={"AWS_LAMBDA_RUNTIME_API": extensions_api.address,
+             "AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start"},
+        args=["lambda-extension", "--config", "agent.toml"],
+    )
+    wait_until(lambda: extensions_api.next_calls >= 1, timeout=15, what="register + event/next")
     time.sleep(0.5)
-    assert refused(port), "the agent must not serve during Lambda init"
+    assert refused(port), "with SnapStart the agent must not serve during init"
     assert proc.poll() is None
 
     extensions_api.send("INVOKE")
@@ -123,17 +153,59 @@ def test_serves_only_after_first_invoke_and_exits_on_shutdown(agent, fake_upstre
     status, _, data = http_request(port, "/secretsmanager/get?secretId=lambda-secret",
                                    {"X-Aws-Parameters-Secrets-Token": token})
     assert status == 200, data
-    assert json.loads(data)["Name"] == "lambda-secret"
-    wait_until(lambda: extensions_api.next_calls >= 2, timeout=15, what="second event/next")
-
     extensions_api.send("INVOKE")  # a second INVOKE changes nothing
     wait_until(lambda: extensions_api.next_calls >= 3, timeout=15, what="third event/next")
     assert http_request(port, "/ping")[0] == 200
-
     extensions_api.send("SHUTDOWN")
     assert proc.wait(timeout=15) == 0
-    out = proc.stdout.read().decode()
-    assert LISTEN_RE.search(out), out
+
+
+def test_configured_by_the_extension_variables_alone(agent, fake_upstream, extensions_api):
+    """What a function that used AWS's Parameters and Secrets Lambda Extension sets."""
+    port = free_port()
+    env = {
+        "AWS_LAMBDA_RUNTIME_API": extensions_api.address,
+        "AWS_TOKEN": None,
+        "AWS_SESSION_TOKEN": "session-token",
+        "AWS_ENDPOINT_URL_SSM": fake_upstream.url,
+        "AWS_REGION": "us-east-1",
+        "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT": str(port),
+        "PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL": "debug",
+        "PARAMETERS_SECRETS_EXTENSION_MAX_CONNECTIONS": "3",
+        "SECRETS_MANAGER_TTL": "0",
+        "SSM_PARAMETER_STORE_TTL": "300",
+        "SECRETS_MANAGER_TIMEOUT_MILLIS": "0",
+        "SSM_PARAMETER_STORE_TIMEOUT_MILLIS": "2000",
+    }
+    proc, _, _, _ = agent.popen(upstream=fake_upstream.url, env=env, args=["lambda-extension"])
+    wait_until(lambda: extensions_api.next_calls >= 1, timeout=15, what="register + event/next")
+    hdr = {"X-Aws-Parameters-Secrets-Token": "session-token"}
+    for _ in range(2):
+        status, _, data = http_request(port, "/secretsmanager/get?secretId=s1", hdr)
+        assert status == 200, data
+        status, _, data = http_request(port, "/systemsmanager/parameters/get?name=%2Fapp%2Fp", hdr)
+        assert status == 200, data
+        doc = json.loads(data)
+        assert doc["Parameter"]["Value"] == "param-value-of-/app/p" and doc["ResultMetadata"] == {}
+    assert fake_upstream.count("GetSecretValue") == 2, "SECRETS_MANAGER_TTL=0: no cache"
+    assert fake_upstream.count("GetParameter") == 1, "SSM_PARAMETER_STORE_TTL=300"
+    extensions_api.send("SHUTDOWN")
+    assert proc.wait(timeout=15) == 0
+    err = proc.stderr.read().decode()
+    assert " DEBUG " in err, "PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL=debug"
+    assert "max_conn 3" in err, err
+
+
+def test_a_bad_extension_variable_stops_the_start(agent, fake_upstream, extensions_api):
+    proc, _, _, _ = agent.popen(
+        upstream=fake_upstream.url,
+        env={"AWS_LAMBDA_RUNTIME_API": extensions_api.address, "SSM_PARAMETER_STORE_TTL": "forever"},
+        args=["lambda-extension"],
+    )
+    assert proc.wait(timeout=15) == 1
+    err = proc.stderr.read().decode()
+    assert "environment variable SSM_PARAMETER_STORE_TTL=forever is not valid: expected an integer from 0 to 3600" in err
+    assert not extensions_api.registrations
 
 
 def test_session_token_is_the_default_ssrf_token_on_lambda(agent, fake_upstream, extensions_api):
