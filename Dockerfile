@@ -93,5 +93,9 @@ EXPOSE 2773
 # The token file: mount it, e.g. from an emptyDir, a task volume or a Secret.
 ENV AWS_TOKEN=file:///var/run/awssmatoken/token
 
+# The agent's own client asks /ping over loopback: no shell or curl needed.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=5s --retries=3 \
+  CMD ["/secrets-manager-agent", "ping", "--config", "/etc/secrets-manager-agent/config.toml"]
+
 ENTRYPOINT ["/secrets-manager-agent"]
 CMD ["--config", "/etc/secrets-manager-agent/config.toml"]

@@ -59,7 +59,7 @@ from pathlib import Path
 # code names it (today it holds only `mod` lines). A pattern matching no module is fine.
 LAYERS = [
     ("binary", ["<main>"]),                       # src/main.rs: command line only
-    ("start-up", ["agent"]),                      # wiring: config, credentials, cache, listener
+    ("start-up", ["agent", "probe"]),             # wiring: config, credentials, cache, listener; probe: ping/get
     ("listener", ["server"]),                     # sockets, poller, workers, connection I/O
     ("HTTP surface", ["api", "token"]),           # routes, checks, status codes and bodies
     ("HTTP messages", ["server::http"]),          # request/response types, pure head parser

@@ -46,7 +46,11 @@ pub struct Settings {
     pub max_conn: usize,
     /// Whether `/systemsmanager/parameters/get` serves Parameter Store.
     pub parameters: bool,
+    pub ready: Readiness,
 }
+
+/// `/ready`'s check: `Err(reason)` while the agent cannot serve secrets yet.
+pub type Readiness = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 pub struct Api<U> {
     settings: Settings,
@@ -80,13 +84,15 @@ impl<U: Upstream + 'static> Api<U> {
             .target
             .split_once('?')
             .unwrap_or((request.target, ""));
-        let is_ping = path == "/ping";
+        // The probes: no token (health checkers have none), and a few slots
+        // beyond max_conn so they answer while the agent is saturated.
+        let is_probe = path == "/ping" || path == "/ready";
 
-        let limit = self.settings.max_conn + if is_ping { PING_HEADROOM } else { 0 };
+        let limit = self.settings.max_conn + if is_probe { PING_HEADROOM } else { 0 };
         let Some(_slot) = self.take_slot(limit) else {
             return text(429, "Connection limit exceeded");
         };
-        if !is_ping {
+        if !is_probe {
             if let Err(response) = self.check_token(request.headers) {
                 return response;
             }
@@ -94,8 +100,14 @@ impl<U: Upstream + 'static> Api<U> {
         if request.method != "GET" {
             return text(405, "Not allowed");
         }
-        if is_ping {
+        if path == "/ping" {
             return text(200, "healthy");
+        }
+        if path == "/ready" {
+            return match (self.settings.ready)() {
+                Ok(()) => text(200, "ready"),
+                Err(why) => owned_text(503, format!("not ready: {why}")),
+            };
         }
         let parsed = if path == "/secretsmanager/get" {
             parse_get(query)
@@ -439,6 +451,7 @@ mod tests {
                 path_prefix: prefix.into(),
                 max_conn: 2,
                 parameters: true,
+                ready: Box::new(|| Ok(())),
             },
             cache,
         )
@@ -475,6 +488,19 @@ mod tests {
         let api = api("/v1/");
         assert_eq!(call(&api, "GET", "/ping", &[]), (200, "healthy".into()));
         assert_eq!(call(&api, "POST", "/ping", &[]).0, 405);
+    }
+
+    #[test]
+    fn ready_needs_no_token_and_tells_why_not() {
+        let mut api = api("/v1/");
+        assert_eq!(call(&api, "GET", "/ready", &[]), (200, "ready".into()));
+        assert_eq!(call(&api, "POST", "/ready", &[]).0, 405);
+        api.settings.ready = Box::new(|| Err("no AWS credentials: none found".into()));
+        assert_eq!(
+            call(&api, "GET", "/ready", &[]),
+            (503, "not ready: no AWS credentials: none found".into())
+        );
+        assert_eq!(call(&api, "GET", "/ping", &[]), (200, "healthy".into()));
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod logger;
 // The only module allowed `unsafe`: every OS call behind a safe function.
 #[allow(unsafe_code)]
 pub mod os;
+pub mod probe;
 pub mod query;
 pub mod random;
 pub mod roles;

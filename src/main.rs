@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use secrets_manager_agent::agent::{self, lambda, NAME, VERSION};
-use secrets_manager_agent::{env, logger, token};
+use secrets_manager_agent::config::Config;
+use secrets_manager_agent::{env, logger, probe, token};
 
 const USAGE: &str = "\
 Serves AWS Secrets Manager secrets, cached, on http://127.0.0.1:2773.
@@ -23,6 +24,17 @@ Usage: secrets-manager-agent [--config FILE]
                                        it exists, else uses the defaults:
                                        /etc/aws-workload-credentials-provider/config.toml
        secrets-manager-agent token     Print a fresh random token (64 hex digits)
+       secrets-manager-agent ping [--ready] [--port N] [--config FILE]
+                                       Exit 0 if the agent answers /ping (with
+                                       --ready: /ready) with 200: for health
+                                       checks, no curl needed
+       secrets-manager-agent get ID [--version-stage S] [--version-id V] [--json]
+       secrets-manager-agent get --parameter NAME [--with-decryption] [--json]
+                   [--port N] [--config FILE]
+                                       Print a secret's SecretString (the bytes of
+                                       SecretBinary) or a parameter's Value,
+                                       fetched through the running agent with
+                                       the token from the token variables
        secrets-manager-agent lambda-extension [--config FILE]
                                        Run as an AWS Lambda extension (automatic
                                        when started from /opt/extensions/)
@@ -58,15 +70,32 @@ enum Command {
         config: Option<PathBuf>,
     },
     Token,
+    /// `ping` and `get`: ask a running agent.
+    Ping {
+        config: Option<PathBuf>,
+        port: Option<u16>,
+        probe: probe::Probe,
+    },
+    Get {
+        config: Option<PathBuf>,
+        port: Option<u16>,
+        target: probe::Target,
+        json: bool,
+    },
     Help,
     Version,
 }
 
 fn parse_args(args: impl Iterator<Item = String>) -> Result<Command, String> {
+    let mut args = args.peekable();
+    if let Some(which @ ("ping" | "get")) = args.peek().map(String::as_str) {
+        let get = which == "get";
+        args.next();
+        return parse_client(get, args);
+    }
     let mut config = None;
     let mut lambda = false;
     let mut sm_start = false;
-    let mut args = args.peekable();
     let mut first = true;
     while let Some(arg) = args.next() {
         let is_first = std::mem::replace(&mut first, false);
@@ -102,6 +131,89 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Command, String> {
     } else {
         Command::Run { config }
     })
+}
+
+/// The arguments of `ping` (`get` false) and `get`.
+fn parse_client(get: bool, mut args: impl Iterator<Item = String>) -> Result<Command, String> {
+    let (mut config, mut port, mut json, mut decrypt) = (None, None, false, false);
+    let mut probe = probe::Probe::Alive;
+    let (mut id, mut parameter, mut version_id, mut version_stage) = (None, None, None, None);
+    while let Some(arg) = args.next() {
+        let mut value = |flag: &str| args.next().ok_or_else(|| format!("{flag} needs a value"));
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "--config" | "-c" => config = Some(PathBuf::from(value(&arg)?)),
+            "--port" => {
+                let text = value(&arg)?;
+                let n = text.parse::<u16>().ok().filter(|&n| n != 0);
+                port =
+                    Some(n.ok_or_else(|| {
+                        format!("--port {text}: expected a port from 1 to 65535")
+                    })?);
+            }
+            "--ready" if !get => probe = probe::Probe::Ready,
+            "--json" if get => json = true,
+            "--with-decryption" if get => decrypt = true,
+            "--parameter" if get => parameter = Some(value(&arg)?),
+            "--version-id" if get => version_id = Some(value(&arg)?),
+            "--version-stage" if get => version_stage = Some(value(&arg)?),
+            other if get && id.is_none() && !other.starts_with('-') => id = Some(arg),
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    if !get {
+        return Ok(Command::Ping {
+            config,
+            port,
+            probe,
+        });
+    }
+    let target = match (id, parameter) {
+        (Some(id), None) if !decrypt => probe::Target::Secret {
+            id,
+            version_id,
+            version_stage,
+        },
+        (None, Some(name)) if version_id.is_none() && version_stage.is_none() => {
+            probe::Target::Parameter {
+                name,
+                with_decryption: decrypt,
+            }
+        }
+        (None, None) => return Err("get needs a secret ID or --parameter NAME".into()),
+        (Some(_), Some(_)) => {
+            return Err("get takes a secret ID or --parameter NAME, not both".into())
+        }
+        _ => {
+            return Err("--version-id and --version-stage are for secrets, \
+                        --with-decryption for parameters"
+                .into())
+        }
+    };
+    Ok(Command::Get {
+        config,
+        port,
+        target,
+        json,
+    })
+}
+
+/// `ping` and `get`: the config (for the port and the token settings), then
+/// the call; a failure is one line on stderr and exit status 1.
+fn ask_agent(
+    config: Option<&Path>,
+    ask: impl FnOnce(&Config) -> Result<(), probe::Failed>,
+) -> ExitCode {
+    let result = Config::load_with_env(config, env::var)
+        .map_err(|e| e.to_string())
+        .and_then(|config| ask(&config).map_err(|probe::Failed(why)| why));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("{NAME}: error: {}", logger::one_line(&why));
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// `sm start`'s config: the one named, else 3.x's default file if it exists.
@@ -143,6 +255,23 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Ok(Command::Ping {
+            config,
+            port,
+            probe,
+        }) => ask_agent(config.as_deref(), |config| {
+            println!("{}", probe::ping(probe::port(config, port), probe)?);
+            Ok(())
+        }),
+        Ok(Command::Get {
+            config,
+            port,
+            target,
+            json,
+        }) => ask_agent(config.as_deref(), |config| {
+            let port = probe::port(config, port);
+            probe::get(config, port, &target, json, &mut std::io::stdout().lock())
+        }),
         Ok(Command::Lambda { config }) => report(agent::run_lambda(config.as_deref(), &argv0)),
         Ok(Command::Run { config }) => report(agent::run(config.as_deref())),
         Ok(Command::SmStart { config }) => {
@@ -204,6 +333,70 @@ mod tests {
         assert!(args(&["token", "extra"]).is_err());
         assert!(args(&["--config"]).is_err());
         assert!(args(&["--bogus"]).unwrap_err().contains("--bogus"));
+    }
+
+    #[test]
+    fn ping_and_get_arguments() {
+        assert!(matches!(
+            args(&["ping"]),
+            Ok(Command::Ping {
+                config: None,
+                port: None,
+                probe: probe::Probe::Alive
+            })
+        ));
+        assert!(matches!(
+            args(&["ping", "--port", "2800", "--config", "a.toml", "--ready"]),
+            Ok(Command::Ping {
+                config: Some(_),
+                port: Some(2800),
+                probe: probe::Probe::Ready
+            })
+        ));
+        let Ok(Command::Get { target, json, .. }) =
+            args(&["get", "prod/db", "--version-stage", "AWSPREVIOUS", "--json"])
+        else {
+            panic!("not a get");
+        };
+        assert!(json);
+        assert_eq!(
+            target,
+            probe::Target::Secret {
+                id: "prod/db".into(),
+                version_id: None,
+                version_stage: Some("AWSPREVIOUS".into())
+            }
+        );
+        let Ok(Command::Get { target, .. }) =
+            args(&["get", "--parameter", "/a", "--with-decryption"])
+        else {
+            panic!("not a get");
+        };
+        assert_eq!(
+            target,
+            probe::Target::Parameter {
+                name: "/a".into(),
+                with_decryption: true
+            }
+        );
+        for (list, must_name) in [
+            (&["get"][..], "secret ID or --parameter"),
+            (&["get", "a", "--parameter", "b"], "not both"),
+            (&["get", "a", "--with-decryption"], "for parameters"),
+            (
+                &["get", "--parameter", "b", "--version-stage", "S"],
+                "for secrets",
+            ),
+            (&["get", "a", "b"], "`b`"),
+            (&["ping", "a"], "`a`"),
+            (&["ping", "--json"], "--json"),
+            (&["get", "a", "--ready"], "--ready"),
+            (&["ping", "--port", "0"], "from 1 to 65535"),
+            (&["ping", "--port"], "needs a value"),
+        ] {
+            let e = args(list).unwrap_err();
+            assert!(e.contains(must_name), "{list:?}: {e}");
+        }
     }
 
     #[test]

@@ -89,6 +89,12 @@ impl Token {
         })
     }
 
+    /// The token's bytes, for the agent's own client (`probe`), which sends
+    /// it in a header. Never to be logged.
+    pub fn reveal(&self) -> &[u8] {
+        &self.0
+    }
+
     #[cfg(test)]
     pub fn new(value: &str) -> Token {
         Token(value.as_bytes().to_vec())

@@ -107,6 +107,7 @@ fn api(prefix: &str) -> Api<Fake> {
             path_prefix: prefix.to_string(),
             max_conn: 1,
             parameters: true,
+            ready: Box::new(|| Ok(())),
         },
         cache,
     )
@@ -251,7 +252,9 @@ fn check(api: &Api<Fake>, prefix: &str, request: &Request) -> Response {
     });
     let get = request.method == "GET";
     let text = "text/plain; charset=utf-8";
-    let expected = if path == "/ping" {
+    let expected = if path == "/ready" {
+        Some(if get { (200, "ready") } else { (405, "Not allowed") })
+    } else if path == "/ping" {
         // No token needed; only GET.
         Some(if get {
             (200, "healthy")

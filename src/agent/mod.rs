@@ -15,6 +15,7 @@ pub mod region;
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -200,6 +201,8 @@ fn start(config: &Config, running: &Running) -> Result<Agent, String> {
     if config.validate_credentials && config.credentials_file_path.is_none() {
         validate_credentials(&client, &place.sts_endpoint, config.ignore_transient_errors)?;
     }
+    let prefetched = Arc::new(AtomicBool::new(false));
+    let ready = readiness(credentials.clone(), prefetched.clone());
     let upstream = upstream(
         client,
         credentials,
@@ -208,12 +211,12 @@ fn start(config: &Config, running: &Running) -> Result<Agent, String> {
         timing,
         config.max_roles,
     );
-    let api = Arc::new(build_api(config, &tuning, token, upstream));
+    let api = Arc::new(build_api(config, &tuning, token, ready, upstream));
     running.set(api.clone());
     let listener = server::bind(config.http_port)
         .map_err(|e| format!("cannot listen on 127.0.0.1:{}: {e}", config.http_port))?;
     announce(config, &place, &token_var, &listener)?;
-    start_prefetch(config, &api);
+    start_prefetch(config, &api, Done(prefetched));
     Ok(Agent {
         listener,
         settings: server::Settings {
@@ -227,7 +230,35 @@ fn start(config: &Config, running: &Running) -> Result<Agent, String> {
 /// Loads the config's `prefetch` secrets into the cache on a background
 /// thread, after the listener is bound (so nothing waits for it) and a random
 /// delay of up to `max_jitter_seconds`. Ends with one INFO line.
-fn start_prefetch(config: &Config, api: &Arc<Api>) {
+/// `/ready`'s check: the agent's own credentials resolve (a call to the
+/// credential cache, which asks the source only when it must), and the
+/// prefetch, if any, has ended.
+fn readiness(
+    credentials: Arc<dyn ProvideCredentials>,
+    prefetched: Arc<AtomicBool>,
+) -> api::Readiness {
+    Box::new(move || {
+        credentials
+            .credentials()
+            .map_err(|e| format!("no AWS credentials: {e}"))?;
+        if !prefetched.load(Ordering::Acquire) {
+            return Err("prefetching the configured secrets".into());
+        }
+        Ok(())
+    })
+}
+
+/// Marks the prefetch as ended when dropped: on every way out of it,
+/// a panic included, so `/ready` never waits for ever.
+struct Done(Arc<AtomicBool>);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+fn start_prefetch(config: &Config, api: &Arc<Api>, done: Done) {
     let prefetch = &config.prefetch;
     if !prefetch.is_requested() {
         return;
@@ -243,6 +274,7 @@ fn start_prefetch(config: &Config, api: &Arc<Api>) {
     let spawned = std::thread::Builder::new()
         .name("prefetch".into())
         .spawn(move || {
+            let _done = done;
             std::thread::sleep(jitter);
             let cache = api.cache();
             let summary = prefetch::run(&groups, cache.upstream(), limit, prefetch::PACE, cache);
@@ -264,7 +296,7 @@ fn unserved_settings(config: &Config) -> Vec<(log::Level, String)> {
             log::Level::Info,
             format!(
                 "config section [capabilities.{name}] is not read: this agent serves only \
-                 Secrets Manager"
+                 Secrets Manager and Parameter Store"
             ),
         ));
     }
@@ -500,7 +532,13 @@ impl Transports {
 }
 
 /// The request path below the listener: HTTP surface → cache → Secrets Manager.
-fn build_api(config: &Config, tuning: &Tuning, token: Token, upstream: Roles<Clients>) -> Api {
+fn build_api(
+    config: &Config,
+    tuning: &Tuning,
+    token: Token,
+    ready: api::Readiness,
+    upstream: Roles<Clients>,
+) -> Api {
     let cache = Cache::new(
         upstream,
         cache::Settings {
@@ -518,6 +556,7 @@ fn build_api(config: &Config, tuning: &Tuning, token: Token, upstream: Roles<Cli
             path_prefix: config.path_prefix.clone(),
             max_conn: config.max_conn,
             parameters: config.parameter_store,
+            ready,
         },
         cache,
     )

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, agent_bin
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is needed to parse examples/kubernetes-pod.yaml")
 
@@ -210,6 +210,8 @@ def test_dockerfile_final_stage_is_scratch_non_root_port_2773(dockerfile, packag
     assert env["AWS_TOKEN"].startswith("file:///"), env
     assert env["AWS_TOKEN"] == "file:///var/run/awssmatoken/token"
 
+    health = final.one("HEALTHCHECK").split(" CMD ", 1)[1]
+    assert exec_form(health)[:2] == [f"/{BIN_NAME}", "ping"], health
     assert exec_form(final.one("ENTRYPOINT")) == [f"/{BIN_NAME}"]
     cmd = exec_form(final.one("CMD"))
     assert cmd[0] == "--config" and len(cmd) == 2, cmd
@@ -372,7 +374,8 @@ def test_ecs_agent_is_a_sidecar_sharing_the_token_with_the_app(ecs):
     uid = agent.get("user", "65532").split(":")[0]
     assert uid.isdigit() and int(uid) != 0
     assert "portMappings" not in agent, "the agent listens on loopback only; nothing to map"
-    assert "healthCheck" not in agent, "the scratch image has no shell or curl for a health check"
+    check = agent["healthCheck"]["command"]
+    assert check[:3] == ["CMD", f"/{BIN_NAME}", "ping"], "exec form: the scratch image has no shell"
     assert agent["linuxParameters"]["capabilities"]["drop"] == ["ALL"]
     assert agent["linuxParameters"].get("initProcessEnabled") is True, "init reaps zombies in the sidecar"
 
@@ -457,7 +460,11 @@ def test_k8s_agent_is_a_hardened_sidecar_sharing_the_token_with_the_app(k8s_docs
     if agent in inits:
         assert agent.get("restartPolicy") == "Always", "an init container as sidecar needs restartPolicy: Always"
     assert not any(p.get("containerPort") == PORT for p in agent.get("ports", [])), "loopback only"
-    assert "readinessProbe" not in agent and "livenessProbe" not in agent and "startupProbe" not in agent
+    # Probes run the agent's own client: an httpGet probe would go to the pod IP.
+    live, ready = agent["livenessProbe"]["exec"]["command"], agent["readinessProbe"]["exec"]["command"]
+    assert live[:2] == [f"/{BIN_NAME}", "ping"] and "--ready" not in live, live
+    assert ready[:2] == [f"/{BIN_NAME}", "ping"] and "--ready" in ready, ready
+    assert "httpGet" not in agent["livenessProbe"] and "startupProbe" not in agent
 
     pod_sc = spec.get("securityContext", {})
     assert pod_sc.get("runAsNonRoot") is True
@@ -569,6 +576,27 @@ def test_container_config_and_token_file_start_the_agent(agent, tmp_path, ecs, k
     status, _, body = ag.get("/secretsmanager/get", token=False, headers={"X-Aws-Parameters-Secrets-Token": "x" * 64})
     assert (status, body) == (403, b"Bad Token")
     assert not (Path(ag.workdir) / "logs").exists(), "log_to_file = false must not create ./logs"
+
+    # The health checks of the examples, run as the image would run them: the
+    # binary and the config file at their places in this test.
+    config = Path(ag.workdir) / "probe-config.toml"
+    config.write_text(container_config_for_test().replace("http_port = 0", f"http_port = {ag.port}"))
+    pod = k8s_docs["Pod"]["spec"]
+    sidecar = next(c for c in pod.get("initContainers", []) + pod["containers"] if _agent_image(c["image"]))
+    ecs_agent = next(c for c in ecs["containerDefinitions"] if _agent_image(c["image"]))
+    checks = {
+        "k8s liveness": sidecar["livenessProbe"]["exec"]["command"],
+        "k8s readiness": sidecar["readinessProbe"]["exec"]["command"],
+        "ecs": ecs_agent["healthCheck"]["command"][1:],
+        "dockerfile": exec_form(parse_dockerfile(DOCKERFILE.read_text())[1][-1].one("HEALTHCHECK").split(" CMD ", 1)[1]),
+    }
+    for label, argv in checks.items():
+        argv = [str(agent_bin()) if a == f"/{BIN_NAME}" else str(config) if a.endswith("config.toml") else a
+                for a in argv]
+        p = subprocess.run(argv, capture_output=True, timeout=30,
+                           env={"PATH": os.environ.get("PATH", ""), "AWS_EC2_METADATA_DISABLED": "true"})
+        expected = b"ready\n" if label == "k8s readiness" else b"healthy\n"
+        assert (p.returncode, p.stdout) == (0, expected), (label, p)
 
 
 def test_k8s_app_script_fetches_a_secret_through_the_agent(agent, fake_upstream, tmp_path, ecs, k8s_docs):
