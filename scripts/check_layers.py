@@ -70,7 +70,7 @@ LAYERS = [
     ("signing and credentials", ["aws::sign", "aws::identity"]),
     ("transport", ["aws::transport", "aws::endpoint", "aws::error"]),
     ("foundation", ["config", "logger", "secret", "query", "iso8601",
-                    "env", "random", "clock", "sync", "os",
+                    "env", "random", "clock", "sync", "os", "metrics",
                     "aws::arn"]),                 # pure ARN checks: for the API and the config file
 ]
 

@@ -4,11 +4,13 @@
 //! returns.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use crate::aws::arn::check_role_arn;
 use crate::aws::ssm::{ParameterQuery, Selector};
 use crate::aws::{SecretQuery, UpstreamError};
 use crate::cache::{Cache, Key, Upstream};
+use crate::metrics::{self, Route};
 use crate::query::{parse_query, percent_decode};
 use crate::server::http::{Request, Response, ResponseBody};
 use crate::token::Token;
@@ -18,6 +20,8 @@ use crate::token::Token;
 const PING_HEADROOM: usize = 4;
 
 const JSON: &str = "application/json";
+/// Prometheus's text exposition format.
+const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// The route of AWS's Parameters and Secrets Lambda Extension.
 const PARAMETERS: &str = "/systemsmanager/parameters/get";
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -84,9 +88,30 @@ impl<U: Upstream + 'static> Api<U> {
             .target
             .split_once('?')
             .unwrap_or((request.target, ""));
+        let route = self.route(path);
+        let response = self.respond(request, route, path, query);
+        metrics::request(route, response.status);
+        response
+    }
+
+    /// Which route a path is: the fixed paths first, so that with
+    /// `path_prefix = "/"` they are still what they are.
+    fn route(&self, path: &str) -> Route {
+        match path {
+            "/ping" => Route::Ping,
+            "/ready" => Route::Ready,
+            "/metrics" => Route::Metrics,
+            "/secretsmanager/get" => Route::Secret,
+            PARAMETERS => Route::Parameter,
+            _ if path.starts_with(self.settings.path_prefix.as_str()) => Route::Secret,
+            _ => Route::Other,
+        }
+    }
+
+    fn respond(&self, request: &Request, route: Route, path: &str, query: &str) -> Response {
         // The probes: no token (health checkers have none), and a few slots
         // beyond max_conn so they answer while the agent is saturated.
-        let is_probe = path == "/ping" || path == "/ready";
+        let is_probe = matches!(route, Route::Ping | Route::Ready);
 
         let limit = self.settings.max_conn + if is_probe { PING_HEADROOM } else { 0 };
         let Some(_slot) = self.take_slot(limit) else {
@@ -100,33 +125,73 @@ impl<U: Upstream + 'static> Api<U> {
         if request.method != "GET" {
             return text(405, "Not allowed");
         }
-        if path == "/ping" {
-            return text(200, "healthy");
-        }
-        if path == "/ready" {
-            return match (self.settings.ready)() {
-                Ok(()) => text(200, "ready"),
-                Err(why) => owned_text(503, format!("not ready: {why}")),
-            };
-        }
-        let parsed = if path == "/secretsmanager/get" {
-            parse_get(query)
-        } else if path == PARAMETERS {
-            if !self.settings.parameters {
+        let parsed = match route {
+            Route::Ping => return text(200, "healthy"),
+            Route::Ready => return self.ready(),
+            Route::Metrics => return self.metrics(),
+            Route::Other => return text(404, "Not found"),
+            Route::Parameter if !self.settings.parameters => {
                 return text(
                     404,
                     "Not found: Parameter Store is switched off in the config",
-                );
+                )
             }
-            parse_parameter(query)
-        } else if let Some(id) = path.strip_prefix(self.settings.path_prefix.as_str()) {
-            parse_prefixed(id, query)
-        } else {
-            return text(404, "Not found");
+            Route::Parameter => parse_parameter(query),
+            Route::Secret if path == "/secretsmanager/get" => parse_get(query),
+            Route::Secret => parse_prefixed(&path[self.settings.path_prefix.len()..], query),
         };
         match parsed {
             Ok((key, refresh_now)) => self.answer(&key, refresh_now),
             Err(response) => response,
+        }
+    }
+
+    /// The surface of the metrics listener (`metrics_address`): `/metrics`
+    /// and `/ping`, GET only, without the token, since it never serves a
+    /// secret; anything else is `404`.
+    pub fn handle_metrics(&self, request: &Request) -> Response {
+        let path = request
+            .target
+            .split_once('?')
+            .map_or(request.target, |(path, _)| path);
+        match (request.method, path) {
+            ("GET", "/metrics") => self.metrics(),
+            ("GET", "/ping") => text(200, "healthy"),
+            (_, "/metrics" | "/ping") => text(405, "Not allowed"),
+            _ => text(404, "Not found"),
+        }
+    }
+
+    fn ready(&self) -> Response {
+        match (self.settings.ready)() {
+            Ok(()) => text(200, "ready"),
+            Err(why) => owned_text(503, format!("not ready: {why}")),
+        }
+    }
+
+    /// `/metrics`: the counters, and the gauges read from their owners now.
+    pub fn metrics(&self) -> Response {
+        let gauges = [
+            (
+                "in_flight_requests",
+                "Requests being answered now.",
+                self.in_flight.load(Ordering::Acquire) as u64,
+            ),
+            (
+                "open_connections",
+                "Client connections open now.",
+                metrics::open_connections(),
+            ),
+            (
+                "cache_entries",
+                "Secrets and parameters in the cache.",
+                self.cache.entries() as u64,
+            ),
+        ];
+        Response {
+            status: 200,
+            content_type: PROMETHEUS,
+            body: ResponseBody::Owned(metrics::render(&gauges)),
         }
     }
 
@@ -168,15 +233,31 @@ impl<U: Upstream + 'static> Api<U> {
     }
 
     fn answer(&self, key: &Key, refresh_now: bool) -> Response {
-        match self.cache.get(key, refresh_now) {
+        let started = Instant::now();
+        let (served, from_memory) = self.cache.answer(key, refresh_now);
+        let took = started.elapsed();
+        metrics::answer(from_memory, took);
+        match served {
             Ok(body) => Response {
                 status: 200,
                 content_type: JSON,
                 body: ResponseBody::Shared(body),
             },
             Err(e) => {
-                log::warn!("request for {key} failed: {e}");
-                upstream_error(&e)
+                let response = upstream_error(&e);
+                // The fields go into JSON log lines (`log_format = "json"`).
+                let (status, duration_ms) = (response.status, took.as_millis() as u64);
+                match key {
+                    Key::Secret { query, .. } => log::warn!(
+                        secret_id = query.secret_id.as_str(), status, duration_ms;
+                        "request for {key} failed: {e}"
+                    ),
+                    Key::Parameter { query, .. } => log::warn!(
+                        parameter = query.name.as_str(), status, duration_ms;
+                        "request for {key} failed: {e}"
+                    ),
+                }
+                response
             }
         }
     }
@@ -501,6 +582,48 @@ mod tests {
             (503, "not ready: no AWS credentials: none found".into())
         );
         assert_eq!(call(&api, "GET", "/ping", &[]), (200, "healthy".into()));
+    }
+
+    #[test]
+    fn metrics_need_the_token_on_the_api_listener_only() {
+        let api = api("/v1/");
+        assert_eq!(
+            call(&api, "GET", "/metrics", &[]),
+            (403, "Bad Token".into())
+        );
+        let (status, body) = call(&api, "GET", "/metrics", TOK);
+        assert_eq!(status, 200);
+        assert!(
+            body.contains("secrets_manager_agent_cache_entries 0\n"),
+            "{body}"
+        );
+        assert!(
+            body.contains("secrets_manager_agent_in_flight_requests 1\n"),
+            "{body}"
+        );
+        assert!(
+            body.contains("secrets_manager_agent_requests_total{route=\"metrics\",status=\"403\"}"),
+            "{body}"
+        );
+        let on_metrics_listener = |method, target| {
+            let r = api.handle_metrics(&Request {
+                method,
+                target,
+                headers: &[],
+            });
+            (
+                r.status,
+                String::from_utf8(r.body.as_bytes().to_vec()).unwrap(),
+            )
+        };
+        assert_eq!(on_metrics_listener("GET", "/metrics").0, 200);
+        assert_eq!(on_metrics_listener("GET", "/ping"), (200, "healthy".into()));
+        assert_eq!(on_metrics_listener("POST", "/metrics").0, 405);
+        assert_eq!(
+            on_metrics_listener("GET", "/secretsmanager/get?secretId=a").0,
+            404
+        );
+        assert_eq!(on_metrics_listener("GET", "/v1/a").0, 404);
     }
 
     #[test]

@@ -23,6 +23,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub log_level: LogLevel,
+    /// `text` (AWS's agent's lines) or `json` (one object per line).
+    pub log_json: bool,
     pub log_to_file: bool,
     pub http_port: u16,
     pub region: Option<String>,
@@ -39,6 +41,9 @@ pub struct Config {
     pub max_roles: usize,
     /// Secrets to load at start.
     pub prefetch: Prefetch,
+    /// A second listener serving only `/metrics` and `/ping`, without the
+    /// token (for scrapers elsewhere); none by default.
+    pub metrics_address: Option<std::net::SocketAddr>,
     /// Whether `/systemsmanager/parameters/get` serves Parameter Store.
     pub parameter_store: bool,
     /// The cache TTL of parameters (`ttl_seconds` is the secrets').
@@ -116,6 +121,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             log_level: LogLevel::Info,
+            log_json: false,
             log_to_file: true,
             http_port: 2773,
             region: None,
@@ -137,6 +143,7 @@ impl Default for Config {
             credentials_file_path: None,
             max_roles: 20,
             prefetch: Prefetch::default(),
+            metrics_address: None,
             parameter_store: true,
             parameter_store_ttl_seconds: 300,
             other_capabilities: Vec::new(),
@@ -250,6 +257,7 @@ const SM: &str = "capabilities.secrets_manager";
 #[rustfmt::skip]
 const SETTINGS: &[Setting] = &[
     Setting { flat: Some("log_level"), nested: "logging.log_level", set: set_log_level },
+    Setting { flat: Some("log_format"), nested: "logging.log_format", set: set_log_format },
     Setting { flat: Some("log_to_file"), nested: "logging.log_to_file", set: set_log_to_file },
     Setting { flat: None, nested: "capabilities.secrets_manager.enabled", set: set_enabled },
     Setting { flat: Some("http_port"), nested: "capabilities.secrets_manager.http_port", set: set_http_port },
@@ -265,7 +273,9 @@ const SETTINGS: &[Setting] = &[
     Setting { flat: Some("validate_credentials"), nested: "capabilities.secrets_manager.validate_credentials", set: set_validate_credentials },
     Setting { flat: Some("credentials_file_path"), nested: "capabilities.secrets_manager.credentials_file_path", set: set_credentials_file_path },
     Setting { flat: Some("prefetch"), nested: "capabilities.secrets_manager.prefetch", set: set_prefetch },
-    // Not in AWS's agents: where 3.x would put a second capability.
+    // Not in AWS's agents.
+    Setting { flat: Some("metrics_address"), nested: "capabilities.secrets_manager.metrics_address", set: set_metrics_address },
+    // Where 3.x would put a second capability.
     Setting { flat: Some("parameter_store_enabled"), nested: "capabilities.parameter_store.enabled", set: set_parameter_store },
     Setting { flat: Some("parameter_store_ttl_seconds"), nested: "capabilities.parameter_store.cache.ttl_seconds", set: set_parameter_store_ttl },
 ];
@@ -542,6 +552,15 @@ fn set_log_level(c: &mut Config, value: &toml::Value, key: &str) -> Result<(), C
     Ok(())
 }
 
+fn set_log_format(c: &mut Config, value: &toml::Value, key: &str) -> Result<(), ConfigError> {
+    c.log_json = match value.as_str().map(str::to_ascii_lowercase).as_deref() {
+        Some("text") => false,
+        Some("json") => true,
+        _ => return Err(invalid(key, "text or json")),
+    };
+    Ok(())
+}
+
 fn set_log_to_file(c: &mut Config, value: &toml::Value, key: &str) -> Result<(), ConfigError> {
     c.log_to_file = boolean(value, key)?;
     Ok(())
@@ -584,6 +603,13 @@ fn set_http_port(c: &mut Config, value: &toml::Value, key: &str) -> Result<(), C
 
 fn set_ttl_seconds(c: &mut Config, value: &toml::Value, key: &str) -> Result<(), ConfigError> {
     c.ttl_seconds = ranged(value, 0, 3600, key, "an integer from 0 to 3600")?;
+    Ok(())
+}
+
+fn set_metrics_address(c: &mut Config, value: &toml::Value, key: &str) -> Result<(), ConfigError> {
+    let allowed = "an IP address and port, such as \"0.0.0.0:9102\" or \"[::1]:9102\"";
+    let address = non_empty(value).and_then(|v| v.parse().ok());
+    c.metrics_address = Some(address.ok_or_else(|| invalid(key, allowed))?);
     Ok(())
 }
 
@@ -1321,7 +1347,7 @@ mod tests {
     #[test]
     fn unknown_nested_keys_are_named_by_full_path() {
         for (text, key, valid) in [
-            ("[logging]\nlevel = 1", "logging.level", "log_level, log_to_file"),
+            ("[logging]\nlevel = 1", "logging.level", "log_level, log_format, log_to_file"),
             ("[logging]\ndestination = \"file\"", "logging.destination", "log_level"),
             ("[capabilities.secrets_manager]\nttl_seconds = 5", "capabilities.secrets_manager.ttl_seconds", "cache"),
             ("[capabilities.secrets_manager.cache]\nttl = 5", "capabilities.secrets_manager.cache.ttl", "ttl_seconds, cache_size"),

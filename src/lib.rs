@@ -15,6 +15,7 @@ pub mod credentials;
 pub mod env;
 pub mod iso8601;
 pub mod logger;
+pub mod metrics;
 // The only module allowed `unsafe`: every OS call behind a safe function.
 #[allow(unsafe_code)]
 pub mod os;

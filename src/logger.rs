@@ -11,6 +11,11 @@
 //! at [`MAX_MESSAGE`] bytes with a marker saying how much was left out. The
 //! prefix (timestamp, level, target) is the logger's own and stays as is.
 //!
+//! `log_format = "json"` writes each event as one JSON object instead
+//! (`timestamp`, `level`, `target`, `message`, and the event's fields, such
+//! as `secret_id`, `status` and `duration_ms` on a failed request), for
+//! pipelines that parse logs; the message is made safe the same way first.
+//!
 //! Other crates (rustls, ureq) log through the same facade but only at WARN and
 //! above: their debug output includes request headers, and those carry
 //! credentials. Our own call sites never format a secret value or the token.
@@ -44,6 +49,7 @@ enum Sink {
 
 struct Logger {
     level: LevelFilter,
+    json: bool,
     sink: Mutex<Sink>,
 }
 
@@ -54,8 +60,9 @@ pub fn logs_to_file() -> bool {
     TO_FILE.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Installs the global logger. Fails only when the log file cannot be opened.
-pub fn init(level: LevelFilter, to_file: bool) -> io::Result<()> {
+/// Installs the global logger, writing text lines or (`json`) JSON objects.
+/// Fails only when the log file cannot be opened.
+pub fn init(level: LevelFilter, to_file: bool, json: bool) -> io::Result<()> {
     let sink = if to_file {
         let dir = Path::new(LOG_DIR);
         fs::create_dir_all(dir)?;
@@ -68,6 +75,7 @@ pub fn init(level: LevelFilter, to_file: bool) -> io::Result<()> {
     };
     let logger = Logger {
         level,
+        json,
         sink: Mutex::new(sink),
     };
     // Only fails if a logger is already set, which `main` never does twice.
@@ -92,7 +100,11 @@ impl Log for Logger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let line = format_line(record);
+        let line = if self.json {
+            json_line(record)
+        } else {
+            format_line(record)
+        };
         let Ok(mut sink) = self.sink.lock() else {
             return;
         };
@@ -148,6 +160,51 @@ fn format_line(record: &Record) -> String {
         line.push('\n');
     }
     line
+}
+
+/// One event as one JSON object on one line: `timestamp`, `level`,
+/// `target`, `message` (made safe by [`one_line`] as in a text line), then
+/// the event's fields, numbers as numbers.
+fn json_line(record: &Record) -> String {
+    let mut line = String::with_capacity(256);
+    line.push_str("{\"timestamp\":");
+    push_json(&mut line, &crate::iso8601::format(SystemTime::now()));
+    line.push_str(",\"level\":");
+    push_json(&mut line, level_name(record.level()));
+    line.push_str(",\"target\":");
+    push_json(&mut line, record.target());
+    line.push_str(",\"message\":");
+    push_json(&mut line, &one_line(&record.args().to_string()));
+    let _ = record.key_values().visit(&mut Fields(&mut line));
+    line.push_str("}\n");
+    line
+}
+
+/// Appends the event's fields to a JSON line.
+struct Fields<'a>(&'a mut String);
+
+impl<'kvs> log::kv::VisitSource<'kvs> for Fields<'_> {
+    fn visit_pair(
+        &mut self,
+        key: log::kv::Key<'kvs>,
+        value: log::kv::Value<'kvs>,
+    ) -> Result<(), log::kv::Error> {
+        self.0.push(',');
+        push_json(self.0, key.as_str());
+        self.0.push(':');
+        match value.to_u64() {
+            Some(n) => {
+                let _ = write!(self.0, "{n}");
+            }
+            None => push_json(self.0, &one_line(&value.to_string())),
+        }
+        Ok(())
+    }
+}
+
+/// `text` as a JSON string (quoted, escaped).
+fn push_json(out: &mut String, text: &str) {
+    out.push_str(&serde_json::to_string(text).unwrap_or_default());
 }
 
 fn level_name(level: Level) -> &'static str {
@@ -208,6 +265,32 @@ fn rotate(path: &Path) -> io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_lines_are_one_object_with_the_fields() {
+        let fields: [(&str, log::kv::Value); 2] =
+            [("secret_id", "prod\n/db".into()), ("status", 404u64.into())];
+        let line = json_line(
+            &Record::builder()
+                .level(Level::Warn)
+                .target("secrets_manager_agent::api")
+                .args(format_args!("request failed: \u{1b}[2J\nFORGED"))
+                .key_values(&fields)
+                .build(),
+        );
+        assert!(
+            line.ends_with("}\n") && line.matches('\n').count() == 1,
+            "{line}"
+        );
+        let doc: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(doc["level"], "WARN");
+        assert_eq!(doc["target"], "secrets_manager_agent::api");
+        assert_eq!(doc["message"], "request failed: \\u{1b}[2J\\nFORGED");
+        assert_eq!(doc["secret_id"], "prod\\n/db");
+        assert_eq!(doc["status"], 404);
+        let stamp = doc["timestamp"].as_str().unwrap();
+        assert!(stamp.len() == 24 && stamp.ends_with('Z'), "{stamp}");
+    }
 
     #[test]
     fn control_characters_are_escaped() {

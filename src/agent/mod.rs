@@ -141,7 +141,7 @@ fn load_config(path: Option<&Path>) -> Result<Config, String> {
 }
 
 fn init_logging(config: &Config, to_file: bool) -> Result<(), String> {
-    logger::init(config.log_level.to_filter(), to_file).map_err(|e| {
+    logger::init(config.log_level.to_filter(), to_file, config.log_json).map_err(|e| {
         format!(
             "cannot open the log file {}/{}: {e} (set log_to_file = false to log to stderr)",
             logger::LOG_DIR,
@@ -173,6 +173,8 @@ fn exit_on_signals(running: Running) -> Result<(), String> {
 /// A started agent: bound, configured, not yet serving.
 struct Agent {
     listener: TcpListener,
+    /// `metrics_address`'s listener, if configured.
+    metrics: Option<TcpListener>,
     settings: server::Settings,
     api: Arc<Api>,
 }
@@ -215,13 +217,22 @@ fn start(config: &Config, running: &Running) -> Result<Agent, String> {
     running.set(api.clone());
     let listener = server::bind(config.http_port)
         .map_err(|e| format!("cannot listen on 127.0.0.1:{}: {e}", config.http_port))?;
-    announce(config, &place, &token_var, &listener)?;
+    let metrics = match config.metrics_address {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .map_err(|e| format!("cannot listen on {address} for metrics: {e}"))?,
+        ),
+        None => None,
+    };
+    announce(config, &place, &token_var, &listener, metrics.as_ref())?;
     start_prefetch(config, &api, Done(prefetched));
     Ok(Agent {
         listener,
+        metrics,
         settings: server::Settings {
             client_timeout: tuning.client_timeout,
             max_conn: config.max_conn,
+            ttl_one: true,
         },
         api,
     })
@@ -570,6 +581,7 @@ fn announce(
     place: &Place,
     token_var: &str,
     listener: &TcpListener,
+    metrics: Option<&TcpListener>,
 ) -> Result<(), String> {
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     log::info!(
@@ -586,6 +598,14 @@ fn announce(
         stdout,
         "{NAME} {VERSION} listening on http://127.0.0.1:{port}"
     );
+    if let Some(metrics) = metrics {
+        let address = metrics.local_addr().map_err(|e| e.to_string())?;
+        log::info!("metrics on http://{address}/metrics, without a token: it serves /metrics and /ping only");
+        let _ = writeln!(
+            stdout,
+            "{NAME} {VERSION} metrics on http://{address}/metrics"
+        );
+    }
     let _ = stdout.flush();
     Ok(())
 }
@@ -594,11 +614,40 @@ fn announce(
 fn serve(agent: Agent) -> Result<(), String> {
     let Agent {
         listener,
+        metrics,
         settings,
         api,
     } = agent;
+    if let Some(metrics) = metrics {
+        serve_metrics(metrics, &settings, api.clone())?;
+    }
     server::run(listener, settings, move |request| api.handle(request))
         .map_err(|e| format!("server stopped: {e}"))
+}
+
+/// The metrics listener, on a thread of its own: `/metrics` and `/ping`,
+/// GET only, no token (it never serves a secret), everything else `404`.
+fn serve_metrics(
+    listener: TcpListener,
+    api_settings: &server::Settings,
+    api: Arc<Api>,
+) -> Result<(), String> {
+    let settings = server::Settings {
+        client_timeout: api_settings.client_timeout,
+        max_conn: 8,
+        // Scrapers on other hosts reach it.
+        ttl_one: false,
+    };
+    let handler = move |request: &server::http::Request| api.handle_metrics(request);
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            if let Err(e) = server::run(listener, settings, handler) {
+                log::error!("metrics listener stopped: {e}");
+            }
+        })
+        .map(drop)
+        .map_err(|e| format!("cannot start the metrics listener: {e}"))
 }
 
 #[cfg(test)]

@@ -3,12 +3,14 @@
 //! path and one retry budget per client.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::error::UpstreamError;
 use super::identity::ProvideCredentials;
 use super::retry::Retry;
 use super::sign::sign_request;
 use super::transport::Transport;
+use crate::metrics::{self, Outcome};
 
 pub struct Client {
     transport: Transport,
@@ -45,20 +47,23 @@ impl Client {
 
     /// POSTs `body` to `url`, signed for `service` (unless the client is
     /// anonymous), retrying transient failures. `headers` are sent and
-    /// signed; returns the 2xx body.
+    /// signed; returns the 2xx body. `operation` names the call in the
+    /// metrics.
     pub fn post(
         &self,
+        operation: &str,
         service: &str,
         url: &str,
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<Vec<u8>, UpstreamError> {
-        self.send(OnThrottle::Retry, service, url, headers, body)
+        self.send(OnThrottle::Retry, operation, service, url, headers, body)
     }
 
     fn send(
         &self,
         on_throttle: OnThrottle,
+        operation: &str,
         service: &str,
         url: &str,
         headers: &[(&str, &str)],
@@ -89,7 +94,10 @@ impl Client {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .chain(signed)
                 .collect();
-            self.transport.post(url, &all, body)
+            let started = Instant::now();
+            let answer = self.transport.post(url, &all, body);
+            metrics::upstream(operation, outcome(&answer), started.elapsed());
+            answer
         };
         let result = match on_throttle {
             OnThrottle::Retry => self.retry.run(attempt),
@@ -118,7 +126,21 @@ impl Client {
             ("content-type", "application/x-amz-json-1.1"),
             ("x-amz-target", target),
         ];
-        self.send(on_throttle, service, &url, &headers, &body)
+        let operation = target.rsplit('.').next().unwrap_or(target);
+        self.send(on_throttle, operation, service, &url, &headers, &body)
+    }
+}
+
+/// How an attempt ended, for the metrics.
+fn outcome<T>(answer: &Result<T, UpstreamError>) -> Outcome {
+    match answer {
+        Ok(_) => Outcome::Ok,
+        Err(e) if e.is_throttling() => Outcome::Throttled,
+        Err(UpstreamError::Service { status, .. }) if *status >= 500 => Outcome::ServerError,
+        Err(UpstreamError::Service { .. }) => Outcome::ClientError,
+        Err(UpstreamError::Timeout) => Outcome::Timeout,
+        Err(UpstreamError::Connection(_) | UpstreamError::Tls(_)) => Outcome::ConnectionError,
+        Err(_) => Outcome::Other,
     }
 }
 
@@ -167,7 +189,13 @@ mod tests {
         let client = Client::new(transport, "us-east-1".into(), provider.clone());
         // Never reached: the call ends at the credentials.
         let e = client
-            .post("secretsmanager", "http://127.0.0.1:9/", &[], b"{}")
+            .post(
+                "GetSecretValue",
+                "secretsmanager",
+                "http://127.0.0.1:9/",
+                &[],
+                b"{}",
+            )
             .unwrap_err();
         (e, provider.asked.load(Ordering::SeqCst))
     }

@@ -28,7 +28,7 @@ impl Sts {
     /// Returns the caller's ARN.
     pub fn get_caller_identity(&self) -> Result<String, UpstreamError> {
         let body = form_encode(&[("Action", "GetCallerIdentity"), ("Version", VERSION)]);
-        let reply = self.post(&body)?;
+        let reply = self.post("GetCallerIdentity", &body)?;
         caller_arn(&reply)
     }
 
@@ -48,7 +48,7 @@ impl Sts {
         if let Some(id) = external_id {
             pairs.push(("ExternalId", id));
         }
-        let reply = self.post(&form_encode(&pairs))?;
+        let reply = self.post("AssumeRole", &form_encode(&pairs))?;
         from_xml(&reply, "assumed role").map_err(UpstreamError::Response)
     }
 
@@ -67,14 +67,19 @@ impl Sts {
             ("RoleSessionName", session_name),
             ("WebIdentityToken", token),
         ]);
-        let reply = self.post(&body)?;
+        let reply = self.post("AssumeRoleWithWebIdentity", &body)?;
         from_xml(&reply, "web identity").map_err(UpstreamError::Response)
     }
 
-    fn post(&self, body: &str) -> Result<Vec<u8>, UpstreamError> {
+    fn post(&self, operation: &str, body: &str) -> Result<Vec<u8>, UpstreamError> {
         let url = format!("{}/", self.endpoint);
-        self.client
-            .post("sts", &url, &[("content-type", FORM)], body.as_bytes())
+        self.client.post(
+            operation,
+            "sts",
+            &url,
+            &[("content-type", FORM)],
+            body.as_bytes(),
+        )
     }
 }
 

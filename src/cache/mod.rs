@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::aws::SecretValue;
 use crate::clock::{Clock, SystemClock};
+use crate::metrics::{self, CacheEvent};
 use crate::sync::lock;
 
 mod key;
@@ -75,21 +76,33 @@ impl<U: Upstream + 'static, C: Clock + 'static> Cache<U, C> {
     /// `refresh_now` always asks GetSecretValue and leaves the cache as it was
     /// on failure.
     pub fn get(&self, key: &Key, refresh_now: bool) -> Served {
+        self.answer(key, refresh_now).0
+    }
+
+    /// `get`, and whether the answer came from memory (fresh, or expired
+    /// while another caller revalidates) rather than after an upstream call.
+    pub fn answer(&self, key: &Key, refresh_now: bool) -> (Served, bool) {
         let shared = &*self.shared;
-        if shared.settings.ttl_of(key).is_zero() {
-            return shared.upstream.fetch(key).map(|v| Arc::new(v.body));
-        }
-        if refresh_now {
-            return shared.fetch_and_store(key);
+        let from_upstream = |served| (served, false);
+        if shared.settings.ttl_of(key).is_zero() || refresh_now {
+            metrics::cache(CacheEvent::Miss);
+            if refresh_now && !shared.settings.ttl_of(key).is_zero() {
+                return from_upstream(shared.fetch_and_store(key));
+            }
+            return from_upstream(shared.upstream.fetch(key).map(|v| Arc::new(v.body)));
         }
         match shared.lookup(key) {
             Lookup::Fresh { body, refresh } => {
+                metrics::cache(CacheEvent::Hit);
                 if refresh {
                     self.queue_refresh(key);
                 }
-                Ok(body)
+                (Ok(body), true)
             }
-            Lookup::Missing => shared.single_flight(key, None, || shared.fetch_and_store(key)),
+            Lookup::Missing => {
+                metrics::cache(CacheEvent::Miss);
+                shared.single_flight(key, None, || shared.fetch_and_store(key))
+            }
             Lookup::Expired {
                 body,
                 version_id,
@@ -100,7 +113,12 @@ impl<U: Upstream + 'static, C: Clock + 'static> Cache<U, C> {
                 // as stale answers are allowed at all.
                 let stale =
                     (recent && shared.settings.ignore_transient_errors).then(|| body.clone());
-                shared.single_flight(key, stale, || shared.revalidate(key, body, &version_id))
+                let (served, stale) =
+                    shared.single_flight(key, stale, || shared.revalidate(key, body, &version_id));
+                if !stale {
+                    metrics::cache(CacheEvent::Miss);
+                }
+                (served, stale)
             }
         }
     }
@@ -196,8 +214,8 @@ impl<U: Upstream + 'static, C: Clock + 'static> Cache<U, C> {
         self.shared.settings.capacity
     }
 
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    /// Entries cached now (`/metrics`).
+    pub fn entries(&self) -> usize {
         lock(&self.shared.entries).len()
     }
 }
@@ -443,7 +461,7 @@ mod tests {
         assert_ne!(a, key("s"));
         cache.get(&a, false).unwrap();
         cache.get(&b, false).unwrap();
-        assert_eq!(cache.len(), 2, "same secret ID, two roles: two entries");
+        assert_eq!(cache.entries(), 2, "same secret ID, two roles: two entries");
         assert_eq!(cache.gets(), 2);
         assert_eq!(
             lock(&cache.shared.upstream.roles).clone(),
@@ -548,7 +566,7 @@ mod tests {
         cache.get(&key("a"), false).unwrap();
         cache.get(&key("a"), false).unwrap();
         assert_eq!((cache.gets(), cache.describes()), (2, 0));
-        assert_eq!(cache.len(), 0);
+        assert_eq!(cache.entries(), 0);
     }
 
     #[test]
@@ -560,7 +578,7 @@ mod tests {
             cache.advance(Duration::from_millis(1));
             cache.get(&key(id), false).unwrap();
         }
-        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.entries(), 2);
         assert_eq!(cache.gets(), 3);
         cache.get(&key("a"), false).unwrap();
         cache.get(&key("c"), false).unwrap();
@@ -711,13 +729,13 @@ mod tests {
             !cache.store(&key("c"), value("v1", "c")),
             "full: nothing evicted"
         );
-        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.entries(), 2);
         assert_eq!(text(cache.get(&key("a"), false)), "a");
         assert_eq!(text(cache.get(&key("b"), false)), "b");
 
         let off = test_cache(Fake::new("v1", "fetched"), settings(Duration::ZERO));
         assert!(!off.store(&key("a"), value("v1", "a")));
-        assert_eq!(off.len(), 0);
+        assert_eq!(off.entries(), 0);
     }
 
     #[test]
@@ -755,7 +773,7 @@ mod tests {
         drop(held);
         assert_eq!(cache.in_flight(&key("a")), 0);
         assert_eq!(cache.gets(), 1);
-        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.entries(), 1);
     }
 
     #[test]
@@ -764,7 +782,7 @@ mod tests {
         let in_use = cache.get(&key("a"), false).unwrap();
         cache.get(&key("b"), false).unwrap();
         cache.wipe();
-        assert_eq!(cache.len(), 0);
+        assert_eq!(cache.entries(), 0);
         // A body a response is still writing is left alone.
         assert_eq!(&**in_use, b"one");
         cache.get(&key("a"), false).unwrap();
@@ -1006,7 +1024,7 @@ mod tests {
         assert!(cache.shared.replace(&a, "v2", v2("v3")));
         assert_eq!(lock(&cache.shared.entries)[&a].version_id, "v3");
         assert!(!cache.shared.replace(&key("gone"), "v1", v2("v1")));
-        assert_eq!(cache.len(), 1, "nothing inserted");
+        assert_eq!(cache.entries(), 1, "nothing inserted");
     }
 
     #[test]

@@ -31,6 +31,7 @@ use super::table::Shared;
 use super::upstream::Upstream;
 use crate::aws::UpstreamError;
 use crate::clock::Clock;
+use crate::metrics::{self, CacheEvent};
 use crate::sync::lock;
 
 /// Background refreshes running at once; more wait in a short queue.
@@ -64,6 +65,7 @@ fn refresher<U: Upstream, C: Clock>(shared: &Shared<U, C>, rx: &Mutex<Receiver<K
     loop {
         let next = lock(rx).recv();
         let Ok(key) = next else { return };
+        metrics::cache(CacheEvent::Refresh);
         shared.refresh_ahead(&key);
         crate::os::stack::release_unused();
     }
@@ -214,7 +216,8 @@ impl<U: Upstream, C: Clock> Shared<U, C> {
             return;
         };
         log::debug!("refreshing {key} ahead of expiry");
-        if let Err(e) = self.single_flight(key, None, || self.revalidate(key, body, &version_id)) {
+        let (served, _) = self.single_flight(key, None, || self.revalidate(key, body, &version_id));
+        if let Err(e) = served {
             log::warn!("background refresh of {key} failed: {e}");
         }
         self.refresh_done(key);

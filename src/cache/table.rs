@@ -11,6 +11,7 @@ use super::key::Key;
 use super::upstream::{Body, Served, Upstream};
 use crate::aws::{SecretValue, UpstreamError};
 use crate::clock::Clock;
+use crate::metrics::{self, CacheEvent};
 use crate::random;
 use crate::sync::lock;
 
@@ -139,13 +140,13 @@ impl<U: Upstream, C: Clock> Shared<U, C> {
 
     /// Runs `work` once for all concurrent callers with the same key. A
     /// caller that finds the work already running gets `stale` at once if
-    /// there is one, else waits for the result.
+    /// there is one (and `true` with it), else waits for the result.
     pub(super) fn single_flight(
         &self,
         key: &Key,
         stale: Option<Body>,
         work: impl FnOnce() -> Served,
-    ) -> Served {
+    ) -> (Served, bool) {
         let (flight, leader) = {
             let mut flights = lock(&self.flights);
             match flights.get(key) {
@@ -159,12 +160,13 @@ impl<U: Upstream, C: Clock> Shared<U, C> {
         };
         if !leader {
             if let Some(stale) = stale {
-                return Ok(stale);
+                metrics::cache(CacheEvent::Stale);
+                return (Ok(stale), true);
             }
             let mut result = lock(&flight.result);
             loop {
                 if let Some(served) = result.as_ref() {
-                    return served.clone();
+                    return (served.clone(), false);
                 }
                 result = flight
                     .done
@@ -180,7 +182,7 @@ impl<U: Upstream, C: Clock> Shared<U, C> {
             result: Err(UpstreamError::Internal("secret fetch panicked".into())),
         };
         publish.result = work();
-        publish.result.clone()
+        (publish.result.clone(), false)
     }
 
     /// An expired entry: keep it if the upstream says the cached version
@@ -204,6 +206,7 @@ impl<U: Upstream, C: Clock> Shared<U, C> {
         match fetched {
             Err(e) if ignore && e.is_transient() => {
                 log::warn!("serving cached {key} after a transient error: {e}");
+                metrics::cache(CacheEvent::Stale);
                 Ok(stale)
             }
             other => other,
@@ -222,6 +225,7 @@ impl<U: Upstream, C: Clock> Shared<U, C> {
                 .map(|(k, _)| k.clone());
             if let Some(oldest) = oldest {
                 entries.remove(&oldest);
+                metrics::cache(CacheEvent::Eviction);
             }
         }
         entries.insert(

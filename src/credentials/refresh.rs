@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 use crate::aws::identity::{Credentials, CredentialsError, ProvideCredentials};
 use crate::clock::{Clock, SystemClock};
 use crate::env;
+use crate::metrics;
 use crate::sync::lock;
 
 #[derive(Debug, Clone, Copy)]
@@ -152,6 +153,11 @@ impl<P: ProvideCredentials, C: Clock> ProvideCredentials for Refreshing<P, C> {
             }
         };
         let fetched = self.source.credentials();
+        match &fetched {
+            Ok(creds) => metrics::credentials(&creds.source, true),
+            // The source that ended the chain (the last one tried).
+            Err(e) => metrics::credentials(e.tried.last().map_or("none", |(s, _)| s), false),
+        }
         let now = self.clock.wall();
         let mut state = lock(&self.state);
         match fetched {

@@ -15,6 +15,7 @@
 //! and `/ping` in 1 ms, where blocking writes took 810 threads, 68.6 MB and
 //! 14.9 s.
 
+use crate::metrics;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
@@ -122,6 +123,7 @@ impl Conn {
     }
 
     pub fn new(stream: TcpStream) -> Conn {
+        metrics::connection_opened();
         Conn {
             stream,
             pending: Vec::new(),
@@ -170,6 +172,14 @@ pub struct Scratch {
 
 /// The pool drops a worker's buffers when it goes idle or after a panic:
 /// what they held is overwritten first.
+/// However a connection ends (closed, refused, timed out, shed), the
+/// open-connections gauge goes down with it.
+impl Drop for Conn {
+    fn drop(&mut self) {
+        metrics::connection_closed();
+    }
+}
+
 impl Drop for Scratch {
     fn drop(&mut self) {
         self.input.zeroize();

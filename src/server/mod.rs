@@ -59,6 +59,10 @@ pub struct Settings {
     /// Idle or stalled connections are closed after this long.
     pub client_timeout: Duration,
     pub max_conn: usize,
+    /// Accepted sockets get IP TTL 1, so that no packet of theirs crosses a
+    /// router: on for the API's loopback listener; off for the metrics
+    /// listener, which scrapers elsewhere reach.
+    pub ttl_one: bool,
 }
 
 /// Binds `127.0.0.1:port` (loopback only: the agent must not be reachable
@@ -101,6 +105,7 @@ where
         parked: Vec::new(),
         pool,
         timeout: settings.client_timeout,
+        ttl_one: settings.ttl_one,
         accept_paused_until: None,
     }
     .run()
@@ -128,6 +133,7 @@ struct Poller {
     parked: Vec<Conn>,
     pool: Pool<Conn, Scratch>,
     timeout: Duration,
+    ttl_one: bool,
     accept_paused_until: Option<Instant>,
 }
 
@@ -231,7 +237,7 @@ impl Poller {
                         log::warn!("{MAX_CONNECTIONS} connections open; refusing a new one");
                         continue;
                     }
-                    match prepare(&stream) {
+                    match prepare(&stream, self.ttl_one) {
                         // Most clients send their request right after
                         // connecting: an idle worker takes it at once, saving
                         // a round through poll(2). Never grows the pool.
@@ -268,9 +274,11 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
 /// Per-connection socket options: TTL 1 so no packet crosses a router, no
 /// Nagle delay, and non-blocking, so that no read or write waits for a slow
 /// client: the poller waits instead, with a deadline (`Conn::expires_at`).
-fn prepare(stream: &TcpStream) -> io::Result<()> {
+fn prepare(stream: &TcpStream, ttl_one: bool) -> io::Result<()> {
     stream.set_nonblocking(true)?;
-    stream.set_ttl(1)?;
+    if ttl_one {
+        stream.set_ttl(1)?;
+    }
     stream.set_nodelay(true)
 }
 
@@ -285,7 +293,7 @@ mod tests {
         assert!(addr.ip().is_loopback());
         let _client = TcpStream::connect(addr).unwrap();
         let (accepted, _) = listener.accept().unwrap();
-        prepare(&accepted).unwrap();
+        prepare(&accepted, true).unwrap();
         assert_eq!(accepted.ttl().unwrap(), 1);
         assert!(accepted.nodelay().unwrap());
         let e = (&accepted).read(&mut [0u8; 16]).unwrap_err();

@@ -127,3 +127,29 @@ def test_request_and_upstream_data_cannot_forge_log_lines(agent, fake_upstream, 
         bad = [c for c in line if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F]
         assert not bad, f"control characters {bad!r} in {line[:200]!r}"
     assert b"\x1b" not in raw and b"\r" not in raw
+
+
+def test_json_lines_are_objects_with_fields_and_no_secrets(agent, fake_upstream):
+    import json
+
+    secret_value = "S3CRET-" + unique("v")
+    name = unique("logged")
+    broken = unique("broken")
+    fake_upstream.set_secret(name, secret_value)
+    fake_upstream.set_default("GetSecretValue", error(400, "ResourceNotFoundException", "nope" + FORGED),
+                              secret=broken)
+    ag = agent(fake_upstream.url, config={"log_level": "DEBUG", "log_to_file": False, "log_format": "json"})
+    exercise(ag, name, secret_value, broken)
+    ag.stop()
+    lines = [l for l in ag.stderr.split("\n") if l]
+    assert len(lines) >= 5, ag.stderr
+    docs = [json.loads(l) for l in lines]  # every line is one JSON object
+    for doc in docs:
+        assert list(doc)[:4] == ["timestamp", "level", "target", "message"], doc
+        assert doc["level"] in ("ERROR", "WARN", "INFO", "DEBUG"), doc
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", doc["timestamp"]), doc
+    failed = [d for d in docs if d.get("secret_id") == broken]
+    assert len(failed) == 1, docs
+    assert failed[0]["status"] == 400 and isinstance(failed[0]["duration_ms"], int), failed
+    assert "ResourceNotFoundException" in failed[0]["message"] and "\n" not in failed[0]["message"]
+    assert secret_value not in ag.stderr and ag.token not in ag.stderr
