@@ -27,6 +27,13 @@ pub struct Config {
     pub log_json: bool,
     pub log_to_file: bool,
     pub http_port: u16,
+    /// The API's TCP address; loopback unless `allow_non_loopback`.
+    pub bind_address: std::net::IpAddr,
+    pub allow_non_loopback: bool,
+    /// A unix socket serving the same API, created with this mode and group.
+    pub unix_socket_path: Option<PathBuf>,
+    pub unix_socket_mode: u32,
+    pub unix_socket_group: Option<String>,
     pub region: Option<String>,
     pub ttl_seconds: u64,
     pub cache_size: usize,
@@ -124,6 +131,11 @@ impl Default for Config {
             log_json: false,
             log_to_file: true,
             http_port: 2773,
+            bind_address: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            allow_non_loopback: false,
+            unix_socket_path: None,
+            unix_socket_mode: 0o660,
+            unix_socket_group: None,
             region: None,
             ttl_seconds: 300,
             cache_size: 1000,
@@ -180,6 +192,15 @@ pub enum ConfigError {
     },
     /// `enabled = false` for Secrets Manager, the only thing this agent serves.
     Disabled,
+    /// `bind_address` beyond loopback without `allow_non_loopback`.
+    NotLoopback {
+        address: std::net::IpAddr,
+    },
+    /// A setting that means nothing without another one.
+    Needs {
+        key: &'static str,
+        needs: &'static str,
+    },
     /// An environment variable of AWS's Lambda extension holds a bad value.
     BadVar {
         var: &'static str,
@@ -226,6 +247,15 @@ impl fmt::Display for ConfigError {
                 "environment variable {var}={} is not valid: expected {allowed}",
                 value.escape_debug()
             ),
+            ConfigError::NotLoopback { address } => write!(
+                f,
+                "bind_address {address} is not a loopback address: clients on the network could \
+                 reach the agent, and the token would travel over the network; set \
+                 allow_non_loopback = true as well to accept that"
+            ),
+            ConfigError::Needs { key, needs } => {
+                write!(f, "config key `{key}` needs `{needs}` as well")
+            }
             ConfigError::Disabled => write!(
                 f,
                 "config key `{SM}.enabled` is false, but this agent does not run without its \
@@ -274,6 +304,11 @@ const SETTINGS: &[Setting] = &[
     Setting { flat: Some("credentials_file_path"), nested: "capabilities.secrets_manager.credentials_file_path", set: set_credentials_file_path },
     Setting { flat: Some("prefetch"), nested: "capabilities.secrets_manager.prefetch", set: set_prefetch },
     // Not in AWS's agents.
+    Setting { flat: Some("bind_address"), nested: "capabilities.secrets_manager.bind_address", set: set_bind_address },
+    Setting { flat: Some("allow_non_loopback"), nested: "capabilities.secrets_manager.allow_non_loopback", set: set_allow_non_loopback },
+    Setting { flat: Some("unix_socket_path"), nested: "capabilities.secrets_manager.unix_socket_path", set: set_unix_socket_path },
+    Setting { flat: Some("unix_socket_mode"), nested: "capabilities.secrets_manager.unix_socket_mode", set: set_unix_socket_mode },
+    Setting { flat: Some("unix_socket_group"), nested: "capabilities.secrets_manager.unix_socket_group", set: set_unix_socket_group },
     Setting { flat: Some("metrics_address"), nested: "capabilities.secrets_manager.metrics_address", set: set_metrics_address },
     // Where 3.x would put a second capability.
     Setting { flat: Some("parameter_store_enabled"), nested: "capabilities.parameter_store.enabled", set: set_parameter_store },
@@ -440,7 +475,34 @@ impl Config {
             };
             (setting.set)(&mut config, f.value, key)?;
         }
-        Ok((config, found.iter().map(|f| f.setting).collect()))
+        let found: Vec<usize> = found.iter().map(|f| f.setting).collect();
+        config.check_together(&found)?;
+        Ok((config, found))
+    }
+
+    /// The rules between settings: a network-facing address only when asked
+    /// for twice; a socket's mode or group only with the socket.
+    fn check_together(&self, found: &[usize]) -> Result<(), ConfigError> {
+        if !self.bind_address.is_loopback() && !self.allow_non_loopback {
+            return Err(ConfigError::NotLoopback {
+                address: self.bind_address,
+            });
+        }
+        let set = |flat: &str| {
+            SETTINGS
+                .iter()
+                .position(|s| s.flat == Some(flat))
+                .is_some_and(|i| found.contains(&i))
+        };
+        for key in ["unix_socket_mode", "unix_socket_group"] {
+            if set(key) && self.unix_socket_path.is_none() {
+                return Err(ConfigError::Needs {
+                    key,
+                    needs: "unix_socket_path",
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -603,6 +665,53 @@ fn set_http_port(c: &mut Config, value: &toml::Value, key: &str) -> Result<(), C
 
 fn set_ttl_seconds(c: &mut Config, value: &toml::Value, key: &str) -> Result<(), ConfigError> {
     c.ttl_seconds = ranged(value, 0, 3600, key, "an integer from 0 to 3600")?;
+    Ok(())
+}
+
+fn set_bind_address(c: &mut Config, value: &toml::Value, key: &str) -> Result<(), ConfigError> {
+    let allowed = "an IP address such as \"127.0.0.1\" or \"::1\"";
+    let address = non_empty(value).and_then(|v| v.parse().ok());
+    c.bind_address = address.ok_or_else(|| invalid(key, allowed))?;
+    Ok(())
+}
+
+fn set_allow_non_loopback(
+    c: &mut Config,
+    value: &toml::Value,
+    key: &str,
+) -> Result<(), ConfigError> {
+    c.allow_non_loopback = boolean(value, key)?;
+    Ok(())
+}
+
+fn set_unix_socket_path(c: &mut Config, value: &toml::Value, key: &str) -> Result<(), ConfigError> {
+    let path = non_empty(value).ok_or_else(|| invalid(key, "a file path"))?;
+    c.unix_socket_path = Some(PathBuf::from(path));
+    Ok(())
+}
+
+/// Octal permission bits: a TOML octal number (`0o660`) or a string of
+/// octal digits (`"0660"`, `"660"`), at most `0o777`.
+fn set_unix_socket_mode(c: &mut Config, value: &toml::Value, key: &str) -> Result<(), ConfigError> {
+    let allowed = "permission bits as an octal string such as \"0660\" (or 0o660), at most 0777";
+    let mode = match value {
+        toml::Value::Integer(n) => u32::try_from(*n).ok(),
+        toml::Value::String(s) => u32::from_str_radix(s.trim(), 8).ok(),
+        _ => None,
+    };
+    c.unix_socket_mode = mode
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| invalid(key, allowed))?;
+    Ok(())
+}
+
+fn set_unix_socket_group(
+    c: &mut Config,
+    value: &toml::Value,
+    key: &str,
+) -> Result<(), ConfigError> {
+    let group = non_empty(value).ok_or_else(|| invalid(key, "a group name or number"))?;
+    c.unix_socket_group = Some(group.to_string());
     Ok(())
 }
 
@@ -1249,6 +1358,51 @@ mod tests {
         assert!(
             e.starts_with("config file ") && e.contains("sma-config-"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn listeners_loopback_unless_asked_twice_and_sockets_with_their_path() {
+        let c = Config::parse("bind_address = \"::1\"\n").unwrap();
+        assert_eq!(c.bind_address, "::1".parse::<std::net::IpAddr>().unwrap());
+        assert!(Config::parse("bind_address = \"127.0.0.2\"").is_ok());
+        let e = Config::parse("bind_address = \"0.0.0.0\"").unwrap_err();
+        assert_eq!(
+            e,
+            ConfigError::NotLoopback {
+                address: [0, 0, 0, 0].into()
+            }
+        );
+        assert!(e.to_string().contains("allow_non_loopback = true"), "{e}");
+        let c = Config::parse("bind_address = \"0.0.0.0\"\nallow_non_loopback = true\n").unwrap();
+        assert!(!c.bind_address.is_loopback());
+        assert!(Config::parse("bind_address = \"localhost\"")
+            .unwrap_err()
+            .to_string()
+            .contains("an IP address"));
+
+        let c = Config::parse(
+            "[capabilities.secrets_manager]\nunix_socket_path = \"/run/a.sock\"\n\
+             unix_socket_mode = \"0600\"\nunix_socket_group = \"app\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.unix_socket_path, Some(PathBuf::from("/run/a.sock")));
+        assert_eq!(
+            (c.unix_socket_mode, c.unix_socket_group.as_deref()),
+            (0o600, Some("app"))
+        );
+        assert_eq!(Config::default().unix_socket_mode, 0o660);
+        let octal = Config::parse("unix_socket_path = \"/s\"\nunix_socket_mode = 0o640").unwrap();
+        assert_eq!(octal.unix_socket_mode, 0o640);
+        for bad in ["\"0888\"", "\"1777\"", "-1", "true"] {
+            let text = format!("unix_socket_path = \"/s\"\nunix_socket_mode = {bad}");
+            assert!(Config::parse(&text).is_err(), "{bad}");
+        }
+        assert_eq!(
+            Config::parse("unix_socket_group = \"app\"")
+                .unwrap_err()
+                .to_string(),
+            "config key `unix_socket_group` needs `unix_socket_path` as well"
         );
     }
 

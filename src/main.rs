@@ -260,7 +260,7 @@ fn main() -> ExitCode {
             port,
             probe,
         }) => ask_agent(config.as_deref(), |config| {
-            println!("{}", probe::ping(probe::port(config, port), probe)?);
+            println!("{}", probe::ping(probe::address(config, port), probe)?);
             Ok(())
         }),
         Ok(Command::Get {
@@ -269,8 +269,8 @@ fn main() -> ExitCode {
             target,
             json,
         }) => ask_agent(config.as_deref(), |config| {
-            let port = probe::port(config, port);
-            probe::get(config, port, &target, json, &mut std::io::stdout().lock())
+            let agent = probe::address(config, port);
+            probe::get(config, agent, &target, json, &mut std::io::stdout().lock())
         }),
         Ok(Command::Lambda { config }) => report(agent::run_lambda(config.as_deref(), &argv0)),
         Ok(Command::Run { config }) => report(agent::run(config.as_deref())),

@@ -2,11 +2,13 @@
 //! for scratch images (no curl, no shell: the Dockerfile's `HEALTHCHECK`
 //! runs `ping`) and for scripts (`get` prints a value, ready for `$(...)`).
 //!
-//! Both find the agent as it finds itself: the port and token settings come
-//! from the same config file and variables (`--port` overrides the port), so
+//! Both find the agent as it finds itself: the address, port and token
+//! settings come from the same config file and variables (`--port`
+//! overrides the port), so
 //! a command next to the agent needs no arguments but what to fetch.
 
 use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use base64::Engine;
@@ -34,10 +36,15 @@ pub enum Target {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failed(pub String);
 
-/// The agent's address: `--port`, else the config's (or the variables')
-/// `http_port`.
-pub fn port(config: &Config, port: Option<u16>) -> u16 {
-    port.unwrap_or(config.http_port)
+/// The agent's address: its `bind_address` (the loopback address of that
+/// family when it listens on all of them) and `--port`, else `http_port`.
+pub fn address(config: &Config, port: Option<u16>) -> SocketAddr {
+    let ip = match config.bind_address {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::from((ip, port.unwrap_or(config.http_port)))
 }
 
 /// Which probe `ping` asks: `/ping` (the process serves: liveness) or
@@ -50,17 +57,17 @@ pub enum Probe {
 
 /// Asks the probe; `Ok` with the agent's answer (`healthy`, `ready`) when it
 /// is `200`.
-pub fn ping(port: u16, probe: Probe) -> Result<String, Failed> {
+pub fn ping(agent: SocketAddr, probe: Probe) -> Result<String, Failed> {
     let path = match probe {
         Probe::Alive => "/ping",
         Probe::Ready => "/ready",
     };
-    let (status, body) = call(port, path, None)?;
+    let (status, body) = call(agent, path, None)?;
     let text = one_line(&body);
     match status {
         200 => Ok(text),
         _ => Err(Failed(format!(
-            "the agent on 127.0.0.1:{port} answered {path} with {status}: {text}"
+            "the agent on {agent} answered {path} with {status}: {text}"
         ))),
     }
 }
@@ -69,7 +76,7 @@ pub fn ping(port: u16, probe: Probe) -> Result<String, Failed> {
 /// asks for to `out`.
 pub fn get(
     config: &Config,
-    port: u16,
+    agent: SocketAddr,
     target: &Target,
     json: bool,
     out: &mut impl Write,
@@ -80,7 +87,7 @@ pub fn get(
         .ssrf_headers
         .first()
         .ok_or_else(|| Failed("the config names no ssrf_headers".into()))?;
-    let (status, body) = call(port, &path(target), Some((header, token.reveal())))?;
+    let (status, body) = call(agent, &path(target), Some((header, token.reveal())))?;
     if status != 200 {
         return Err(Failed(format!(
             "the agent answered {status}: {}",
@@ -198,8 +205,12 @@ fn one_line(body: &[u8]) -> String {
 }
 
 /// One GET on loopback, bounded in time; `(status, body)`.
-fn call(port: u16, path: &str, header: Option<(&str, &[u8])>) -> Result<(u16, Vec<u8>), Failed> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+fn call(
+    agent: SocketAddr,
+    path: &str,
+    header: Option<(&str, &[u8])>,
+) -> Result<(u16, Vec<u8>), Failed> {
+    let client: ureq::Agent = ureq::Agent::config_builder()
         .proxy(None)
         .timeout_connect(Some(Duration::from_secs(2)))
         .timeout_global(Some(Duration::from_secs(15)))
@@ -207,13 +218,13 @@ fn call(port: u16, path: &str, header: Option<(&str, &[u8])>) -> Result<(u16, Ve
         .max_redirects(0)
         .build()
         .into();
-    let mut request = agent.get(&format!("http://127.0.0.1:{port}{path}"));
+    let mut request = client.get(&format!("http://{agent}{path}"));
     if let Some((name, value)) = header {
         request = request.header(name, value);
     }
     let mut response = request
         .call()
-        .map_err(|e| Failed(format!("no agent answers on 127.0.0.1:{port}: {e}")))?;
+        .map_err(|e| Failed(format!("no agent answers on {agent}: {e}")))?;
     let status = response.status().as_u16();
     let body = response
         .body_mut()
@@ -298,7 +309,8 @@ mod tests {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .unwrap();
-        let Failed(why) = ping(port, Probe::Alive).unwrap_err();
+        let agent = SocketAddr::from(([127, 0, 0, 1], port));
+        let Failed(why) = ping(agent, Probe::Alive).unwrap_err();
         assert!(
             why.starts_with(&format!("no agent answers on 127.0.0.1:{port}")),
             "{why}"

@@ -13,8 +13,8 @@ pub mod prefetch;
 pub mod region;
 
 use std::io::Write;
-use std::net::TcpListener;
-use std::path::Path;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -40,6 +40,7 @@ use crate::os;
 use crate::random;
 use crate::roles::Roles;
 use crate::server;
+use crate::server::socket::{self, Listener};
 use crate::token::Token;
 
 pub const NAME: &str = "secrets-manager-agent";
@@ -86,7 +87,7 @@ pub fn run_lambda(config_path: Option<&Path>, argv0: &str) -> Result<(), String>
         match extension.next_event()? {
             lambda::Event::Shutdown => {
                 log::info!("Lambda SHUTDOWN: exiting");
-                running.wipe();
+                running.leave();
                 return Ok(());
             }
             lambda::Event::Invoke if !serving => {
@@ -113,23 +114,30 @@ fn serve_in_background(agent: Agent) -> Result<(), String> {
         .map_err(|e| format!("cannot start the server thread: {e}"))
 }
 
-/// The API once it exists, for the exit paths (a signal, Lambda's SHUTDOWN)
-/// that overwrite the cached secrets before the process ends.
-#[derive(Clone)]
-struct Running(Arc<OnceLock<Arc<Api>>>);
+/// What the exit paths (a signal, Lambda's SHUTDOWN) clean up before the
+/// process ends: the cached secrets, overwritten, and the unix socket file.
+#[derive(Clone, Default)]
+struct Running(Arc<(OnceLock<Arc<Api>>, OnceLock<PathBuf>)>);
 
 impl Running {
     fn new() -> Running {
-        Running(Arc::default())
+        Running::default()
     }
 
     fn set(&self, api: Arc<Api>) {
-        let _ = self.0.set(api);
+        let _ = self.0 .0.set(api);
     }
 
-    fn wipe(&self) {
-        if let Some(api) = self.0.get() {
+    fn set_socket(&self, path: PathBuf) {
+        let _ = self.0 .1.set(path);
+    }
+
+    fn leave(&self) {
+        if let Some(api) = self.0 .0.get() {
             api.wipe();
+        }
+        if let Some(path) = self.0 .1.get() {
+            let _ = std::fs::remove_file(path);
         }
     }
 }
@@ -162,7 +170,7 @@ fn exit_on_signals(running: Running) -> Result<(), String> {
         .spawn(move || {
             let signal = os::signals::wait_for_termination();
             log::info!("signal {signal} received: exiting");
-            running.wipe();
+            running.leave();
             log::logger().flush();
             std::process::exit(0);
         })
@@ -172,7 +180,8 @@ fn exit_on_signals(running: Running) -> Result<(), String> {
 
 /// A started agent: bound, configured, not yet serving.
 struct Agent {
-    listener: TcpListener,
+    /// The API's listeners: TCP (`bind_address`), and `unix_socket_path`'s.
+    listeners: Vec<Listener>,
     /// `metrics_address`'s listener, if configured.
     metrics: Option<TcpListener>,
     settings: server::Settings,
@@ -215,8 +224,24 @@ fn start(config: &Config, running: &Running) -> Result<Agent, String> {
     );
     let api = Arc::new(build_api(config, &tuning, token, ready, upstream));
     running.set(api.clone());
-    let listener = server::bind(config.http_port)
-        .map_err(|e| format!("cannot listen on 127.0.0.1:{}: {e}", config.http_port))?;
+    let address = SocketAddr::from((config.bind_address, config.http_port));
+    let listener = server::bind(config.bind_address, config.http_port)
+        .map_err(|e| format!("cannot listen on {address}: {e}"))?;
+    let tcp_address = listener.local_addr().map_err(|e| e.to_string())?;
+    let mut listeners = vec![Listener::Tcp(listener)];
+    if let Some(path) = &config.unix_socket_path {
+        let gid = config
+            .unix_socket_group
+            .as_deref()
+            .map(socket::group_id)
+            .transpose()?;
+        listeners.push(Listener::Unix(socket::bind_unix(
+            path,
+            config.unix_socket_mode,
+            gid,
+        )?));
+        running.set_socket(path.clone());
+    }
     let metrics = match config.metrics_address {
         Some(address) => Some(
             TcpListener::bind(address)
@@ -224,10 +249,10 @@ fn start(config: &Config, running: &Running) -> Result<Agent, String> {
         ),
         None => None,
     };
-    announce(config, &place, &token_var, &listener, metrics.as_ref())?;
+    announce(config, &place, &token_var, tcp_address, metrics.as_ref())?;
     start_prefetch(config, &api, Done(prefetched));
     Ok(Agent {
-        listener,
+        listeners,
         metrics,
         settings: server::Settings {
             client_timeout: tuning.client_timeout,
@@ -580,10 +605,9 @@ fn announce(
     config: &Config,
     place: &Place,
     token_var: &str,
-    listener: &TcpListener,
+    address: SocketAddr,
     metrics: Option<&TcpListener>,
 ) -> Result<(), String> {
-    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     log::info!(
         "{NAME} {VERSION}: region {}, endpoint {}, token from {token_var}, ttl {}s, cache size {}, max_conn {}",
         place.region,
@@ -592,12 +616,27 @@ fn announce(
         config.cache_size,
         config.max_conn
     );
-    log::info!("listening on http://127.0.0.1:{port}");
+    if !address.ip().is_loopback() {
+        log::warn!(
+            "listening on {address}, beyond loopback (allow_non_loopback): clients on the \
+             network can reach the agent, and their token crosses the network in clear text"
+        );
+    }
+    log::info!("listening on http://{address}");
     let mut stdout = std::io::stdout();
-    let _ = writeln!(
-        stdout,
-        "{NAME} {VERSION} listening on http://127.0.0.1:{port}"
-    );
+    let _ = writeln!(stdout, "{NAME} {VERSION} listening on http://{address}");
+    if let Some(path) = &config.unix_socket_path {
+        log::info!(
+            "listening on unix socket {} (mode {:o})",
+            path.display(),
+            config.unix_socket_mode
+        );
+        let _ = writeln!(
+            stdout,
+            "{NAME} {VERSION} listening on unix:{}",
+            path.display()
+        );
+    }
     if let Some(metrics) = metrics {
         let address = metrics.local_addr().map_err(|e| e.to_string())?;
         log::info!("metrics on http://{address}/metrics, without a token: it serves /metrics and /ping only");
@@ -613,7 +652,7 @@ fn announce(
 /// Serves until the process ends.
 fn serve(agent: Agent) -> Result<(), String> {
     let Agent {
-        listener,
+        listeners,
         metrics,
         settings,
         api,
@@ -621,7 +660,7 @@ fn serve(agent: Agent) -> Result<(), String> {
     if let Some(metrics) = metrics {
         serve_metrics(metrics, &settings, api.clone())?;
     }
-    server::run(listener, settings, move |request| api.handle(request))
+    server::run(listeners, settings, move |request| api.handle(request))
         .map_err(|e| format!("server stopped: {e}"))
 }
 
@@ -642,7 +681,7 @@ fn serve_metrics(
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
-            if let Err(e) = server::run(listener, settings, handler) {
+            if let Err(e) = server::run(vec![Listener::Tcp(listener)], settings, handler) {
                 log::error!("metrics listener stopped: {e}");
             }
         })

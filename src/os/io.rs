@@ -3,7 +3,6 @@
 //! spare capacity.
 
 use std::io;
-use std::net::TcpStream;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
@@ -54,7 +53,7 @@ pub fn poll(fds: &mut [PollFd], wait: Duration) -> io::Result<usize> {
 }
 
 /// Whether `stream` has input (or end of file) within `wait`.
-pub fn readable_within(stream: &TcpStream, wait: Duration) -> bool {
+pub fn readable_within(stream: &impl AsRawFd, wait: Duration) -> bool {
     let mut fds = [poll_in(stream.as_raw_fd())];
     matches!(poll(&mut fds, wait), Ok(n) if n > 0)
 }
@@ -72,7 +71,7 @@ fn timespec(wait: Duration) -> libc::timespec {
 /// Reads up to `room` bytes onto the end of `buf`. Reading into the spare
 /// capacity instead of a zeroed buffer keeps a request from paying a memset,
 /// and an idle worker from holding a read buffer.
-pub fn read_appending(stream: &TcpStream, buf: &mut Vec<u8>, room: usize) -> io::Result<usize> {
+pub fn read_appending(stream: &impl AsRawFd, buf: &mut Vec<u8>, room: usize) -> io::Result<usize> {
     buf.reserve(room);
     let spare = buf.spare_capacity_mut();
     let room = room.min(spare.len());
@@ -88,11 +87,54 @@ pub fn read_appending(stream: &TcpStream, buf: &mut Vec<u8>, room: usize) -> io:
     Ok(n)
 }
 
+/// Sets an IPv6 socket's unicast hop limit, IPv6's TTL (std sets only
+/// IPv4's `IP_TTL`).
+pub fn set_hop_limit(socket: &impl AsRawFd, hops: u8) -> io::Result<()> {
+    let value = libc::c_int::from(hops);
+    // SAFETY: `value` is a live c_int and its size is passed with it; the fd
+    // is open for as long as `socket` is borrowed.
+    let done = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_UNICAST_HOPS,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if done < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// An IPv6 socket's unicast hop limit (for the tests of `set_hop_limit`'s
+/// callers).
+#[cfg(test)]
+pub fn hop_limit(socket: &impl AsRawFd) -> io::Result<i32> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are live and describe a c_int-sized buffer.
+    let done = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_UNICAST_HOPS,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if done < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
-    use std::net::TcpListener;
+    use std::net::{TcpListener, TcpStream};
     use std::time::Instant;
 
     #[test]

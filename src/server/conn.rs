@@ -15,19 +15,19 @@
 //! and `/ping` in 1 ms, where blocking writes took 810 threads, 68.6 MB and
 //! 14.9 s.
 
-use crate::metrics;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 use zeroize::Zeroize;
 
+use crate::metrics;
 use crate::os::io::{read_appending, readable_within};
 use crate::secret::SecretBytes;
 use crate::server::http::{
     parse_head, render, Head, Parsed, Request, Response, ResponseBody, MAX_HEAD, MAX_HEADERS,
 };
 use crate::server::pool::QueueView;
+use crate::server::socket::Stream;
 
 const READ_CHUNK: usize = 4 * 1024;
 /// After refusing a request, how much of the rest we swallow so the client can
@@ -48,7 +48,7 @@ const TURN_BYTES: usize = 256 * 1024;
 
 pub struct Conn {
     /// Non-blocking: no read or write here ever waits for the client.
-    pub stream: TcpStream,
+    pub stream: Stream,
     /// Bytes of a request head not yet complete, or pipelined requests that
     /// wait until the answer before them is written.
     pending: Vec<u8>,
@@ -122,7 +122,7 @@ impl Conn {
                 .map_or(0, |u| u.bytes.len() - u.written)
     }
 
-    pub fn new(stream: TcpStream) -> Conn {
+    pub fn new(stream: Stream) -> Conn {
         metrics::connection_opened();
         Conn {
             stream,
@@ -334,7 +334,7 @@ pub fn serve(
 }
 
 /// Writes what the socket takes of `bytes` now; returns how much.
-fn write_some(mut stream: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
+fn write_some(mut stream: &Stream, bytes: &[u8]) -> io::Result<usize> {
     let mut done = 0;
     while done < bytes.len() {
         match stream.write(&bytes[done..]) {
@@ -364,7 +364,7 @@ fn flush(conn: &mut Conn) -> io::Result<Option<Then>> {
 
 /// Ends a connection whose last answer is written.
 fn finish(mut conn: Conn, then: Then) -> Next {
-    let _ = conn.stream.shutdown(Shutdown::Write);
+    let _ = conn.stream.shutdown_write();
     if then != Then::Drain {
         return Next::Close;
     }
@@ -412,7 +412,7 @@ fn refusal(out: &mut Vec<u8>, status: u16, message: &'static str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::TcpListener;
+    use std::net::{TcpListener, TcpStream};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A connected pair: the client's end, and the server's as the poller
@@ -422,7 +422,7 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         server.set_nonblocking(true).unwrap();
-        (client, Conn::new(server))
+        (client, Conn::new(Stream::Tcp(server)))
     }
 
     /// More than a socket pair's buffers hold while the client does not read.

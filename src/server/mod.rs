@@ -10,7 +10,9 @@
 //! only ever runs requests.
 //!
 //! `http` is the protocol without I/O (messages, head parser, renderer),
-//! `conn` the I/O of one connection, `pool` the workers that run `conn`.
+//! `socket` the TCP and unix sockets, `conn` the I/O of one connection,
+//! `pool` the workers that run `conn`. One poller serves every listener
+//! (`bind_address`'s TCP socket and `unix_socket_path`'s) with one pool.
 //! The request handler is a closure, so the server knows nothing of the API.
 
 mod conn;
@@ -18,9 +20,10 @@ mod conn;
 // real head parser.
 pub mod http;
 mod pool;
+pub mod socket;
 
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -32,6 +35,7 @@ use crate::os::io::{is_ready, poll_in, poll_out, PollFd};
 use conn::{Conn, Next, Scratch, Wait};
 use http::{Request, Response};
 use pool::{Pool, QueueView};
+use socket::Listener;
 
 /// Open connections beyond this are closed on accept; bounds memory and fds.
 const MAX_CONNECTIONS: usize = 8192;
@@ -65,18 +69,20 @@ pub struct Settings {
     pub ttl_one: bool,
 }
 
-/// Binds `127.0.0.1:port` (loopback only: the agent must not be reachable
-/// from the network).
-pub fn bind(port: u16) -> io::Result<TcpListener> {
-    TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+/// Binds `address:port` (the config allows loopback addresses unless told
+/// otherwise: the agent must not be reachable from the network).
+pub fn bind(address: IpAddr, port: u16) -> io::Result<TcpListener> {
+    TcpListener::bind(SocketAddr::from((address, port)))
 }
 
-/// Serves forever on `listener`.
-pub fn run<H>(listener: TcpListener, settings: Settings, handler: H) -> io::Result<()>
+/// Serves forever on `listeners`.
+pub fn run<H>(listeners: Vec<Listener>, settings: Settings, handler: H) -> io::Result<()>
 where
     H: Fn(&Request) -> Response + Send + Sync + 'static,
 {
-    listener.set_nonblocking(true)?;
+    for listener in &listeners {
+        listener.set_nonblocking()?;
+    }
     let (wake_rx, wake_tx) = UnixStream::pair()?;
     wake_rx.set_nonblocking(true)?;
     wake_tx.set_nonblocking(true)?;
@@ -99,7 +105,7 @@ where
         },
     );
     Poller {
-        listener,
+        listeners,
         wake: wake_rx,
         parked_rx: park_rx,
         parked: Vec::new(),
@@ -127,7 +133,7 @@ impl Returns {
 }
 
 struct Poller {
-    listener: TcpListener,
+    listeners: Vec<Listener>,
     wake: UnixStream,
     parked_rx: Receiver<Conn>,
     parked: Vec<Conn>,
@@ -158,12 +164,12 @@ impl Poller {
 
             fds.clear();
             fds.push(poll_in(self.wake.as_raw_fd()));
-            let listen_fd = if self.accept_paused_until.is_none() {
-                self.listener.as_raw_fd()
-            } else {
-                -1 // poll ignores negative fds
-            };
-            fds.push(poll_in(listen_fd));
+            let paused = self.accept_paused_until.is_some();
+            for listener in &self.listeners {
+                // poll ignores negative fds
+                fds.push(poll_in(if paused { -1 } else { listener.as_raw_fd() }));
+            }
+            let first_conn = fds.len();
             fds.extend(self.parked.iter().map(|c| match c.wait {
                 Wait::Read | Wait::Drain | Wait::Ready => poll_in(c.stream.as_raw_fd()),
                 Wait::Write => poll_out(c.stream.as_raw_fd()),
@@ -193,7 +199,7 @@ impl Poller {
             // Dispatch before accepting: `fds` indexes the parked list as it was.
             let mut still_draining = Vec::new();
             for i in (0..self.parked.len()).rev() {
-                if is_ready(&fds[i + 2]) {
+                if is_ready(&fds[i + first_conn]) {
                     let mut conn = self.parked.swap_remove(i);
                     if conn.wait != Wait::Drain {
                         self.pool.submit(conn);
@@ -205,8 +211,10 @@ impl Poller {
                 }
             }
             self.parked.append(&mut still_draining);
-            if is_ready(&fds[1]) {
-                self.accept();
+            for at in 0..self.listeners.len() {
+                if is_ready(&fds[1 + at]) {
+                    self.accept(at);
+                }
             }
         }
     }
@@ -229,24 +237,19 @@ impl Poller {
         self.parked.drain(..shed);
     }
 
-    fn accept(&mut self) {
+    fn accept(&mut self, at: usize) {
         loop {
-            match self.listener.accept() {
-                Ok((stream, _)) => {
+            match self.listeners[at].accept(self.ttl_one) {
+                Ok(stream) => {
                     if self.parked.len() >= MAX_CONNECTIONS {
                         log::warn!("{MAX_CONNECTIONS} connections open; refusing a new one");
                         continue;
                     }
-                    match prepare(&stream, self.ttl_one) {
-                        // Most clients send their request right after
-                        // connecting: an idle worker takes it at once, saving
-                        // a round through poll(2). Never grows the pool.
-                        Ok(()) => {
-                            if let Err(conn) = self.pool.try_submit_idle(Conn::new(stream)) {
-                                self.parked.push(conn);
-                            }
-                        }
-                        Err(e) => log::debug!("dropping a new connection: {e}"),
+                    // Most clients send their request right after
+                    // connecting: an idle worker takes it at once, saving a
+                    // round through poll(2). Never grows the pool.
+                    if let Err(conn) = self.pool.try_submit_idle(Conn::new(stream)) {
+                        self.parked.push(conn);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -269,34 +272,4 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
     )
-}
-
-/// Per-connection socket options: TTL 1 so no packet crosses a router, no
-/// Nagle delay, and non-blocking, so that no read or write waits for a slow
-/// client: the poller waits instead, with a deadline (`Conn::expires_at`).
-fn prepare(stream: &TcpStream, ttl_one: bool) -> io::Result<()> {
-    stream.set_nonblocking(true)?;
-    if ttl_one {
-        stream.set_ttl(1)?;
-    }
-    stream.set_nodelay(true)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn accepted_sockets_get_ttl_one_and_never_block() {
-        let listener = bind(0).unwrap();
-        let addr = listener.local_addr().unwrap();
-        assert!(addr.ip().is_loopback());
-        let _client = TcpStream::connect(addr).unwrap();
-        let (accepted, _) = listener.accept().unwrap();
-        prepare(&accepted, true).unwrap();
-        assert_eq!(accepted.ttl().unwrap(), 1);
-        assert!(accepted.nodelay().unwrap());
-        let e = (&accepted).read(&mut [0u8; 16]).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
-    }
 }

@@ -42,7 +42,7 @@ from fake_metadata import read_body, relay_reply
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 10.0  # seconds to wait for "listening on"
 HTTP_TIMEOUT = 30.0  # default client timeout for one request to the agent
-LISTEN_RE = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
+LISTEN_RE = re.compile(r"listening on http://(?:127\.0\.0\.1|0\.0\.0\.0|\[[0-9a-f:]+\]):(\d+)")
 
 
 # --------------------------------------------------------------------------- helpers
