@@ -53,8 +53,17 @@ pub struct Settings {
     pub ready: Readiness,
 }
 
-/// `/ready`'s check: `Err(reason)` while the agent cannot serve secrets yet.
-pub type Readiness = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
+/// `/ready`'s check: `Err` while the agent cannot serve secrets yet.
+pub type Readiness = Box<dyn Fn() -> Result<(), NotReady> + Send + Sync>;
+
+/// Why the agent is not ready: a short reason anyone may read, and the
+/// details (which credential sources failed and why: profile names, file
+/// paths, a command's error) only for a caller with the token, since `/ready`
+/// answers without it.
+pub struct NotReady {
+    pub reason: &'static str,
+    pub detail: Option<String>,
+}
 
 pub struct Api<U> {
     settings: Settings,
@@ -127,7 +136,7 @@ impl<U: Upstream + 'static> Api<U> {
         }
         let parsed = match route {
             Route::Ping => return text(200, "healthy"),
-            Route::Ready => return self.ready(),
+            Route::Ready => return self.ready(request),
             Route::Metrics => return self.metrics(),
             Route::Other => return text(404, "Not found"),
             Route::Parameter if !self.settings.parameters => {
@@ -162,10 +171,16 @@ impl<U: Upstream + 'static> Api<U> {
         }
     }
 
-    fn ready(&self) -> Response {
+    fn ready(&self, request: &Request) -> Response {
         match (self.settings.ready)() {
             Ok(()) => text(200, "ready"),
-            Err(why) => owned_text(503, format!("not ready: {why}")),
+            Err(NotReady {
+                detail: Some(detail),
+                ..
+            }) if self.check_token(request.headers).is_ok() => {
+                owned_text(503, format!("not ready: {detail}"))
+            }
+            Err(NotReady { reason, .. }) => owned_text(503, format!("not ready: {reason}")),
         }
     }
 
@@ -413,6 +428,13 @@ pub fn parse_parameter(query: &str) -> Parsed {
                 selector.get_or_insert(Selector::Version(version));
             }
             "label" => {
+                // SSM reads `NAME:1` as version 1, and a label holds no `:`.
+                if value.starts_with(|c: char| c.is_ascii_digit()) || value.contains(':') {
+                    return Err(text(
+                        400,
+                        "invalid label value: a label cannot start with a digit or hold ':'",
+                    ));
+                }
                 selector.get_or_insert(Selector::Label(value));
             }
             "withDecryption" => {
@@ -576,10 +598,23 @@ mod tests {
         let mut api = api("/v1/");
         assert_eq!(call(&api, "GET", "/ready", &[]), (200, "ready".into()));
         assert_eq!(call(&api, "POST", "/ready", &[]).0, 405);
-        api.settings.ready = Box::new(|| Err("no AWS credentials: none found".into()));
+        api.settings.ready = Box::new(|| {
+            Err(NotReady {
+                reason: "no AWS credentials",
+                detail: Some("no AWS credentials found: profile ops: no such file".into()),
+            })
+        });
         assert_eq!(
             call(&api, "GET", "/ready", &[]),
-            (503, "not ready: no AWS credentials: none found".into())
+            (503, "not ready: no AWS credentials".into()),
+            "no details without the token"
+        );
+        assert_eq!(
+            call(&api, "GET", "/ready", TOK),
+            (
+                503,
+                "not ready: no AWS credentials found: profile ops: no such file".into()
+            )
         );
         assert_eq!(call(&api, "GET", "/ping", &[]), (200, "healthy".into()));
     }
@@ -724,6 +759,16 @@ mod tests {
                 (
                     400,
                     "invalid version value: expected a version number".into()
+                ),
+                "{bad}"
+            );
+        }
+        for bad in ["1", "1a", "a:b"] {
+            assert_eq!(
+                c(&format!("{p}?name=a&label={bad}")),
+                (
+                    400,
+                    "invalid label value: a label cannot start with a digit or hold ':'".into()
                 ),
                 "{bad}"
             );

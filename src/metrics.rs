@@ -7,14 +7,13 @@
 //! own cache lines; a thread keeps to one block, so two workers rarely write
 //! the same line and no lock is taken. A scrape adds the blocks up. Counts that
 //! move a few times a minute (upstream calls, credentials) live in one shared
-//! block; credential sources, named at run time, in a small locked list.
+//! block. Label values are fixed names only: a credential source is counted
+//! under its kind (`profile`, `AssumeRole`), never with a profile name or a
+//! role ARN, since the metrics listener answers without the token.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
-
-use crate::sync::lock;
 
 /// Blocks of request counters; a thread writes the one its index picks.
 pub const SHARDS: usize = 8;
@@ -171,22 +170,33 @@ impl Shard {
     }
 }
 
+/// The kinds of credential source, by the start of a source's name; any
+/// other is `other`.
+const SOURCES: [&str; 9] = [
+    "environment",
+    "profile",
+    "web identity",
+    "container",
+    "IMDS",
+    "AssumeRole",
+    "credentials_file_path",
+    "credential_process",
+    "other",
+];
+
 struct Metrics {
     shards: [Shard; SHARDS],
     upstream: [[AtomicU64; OUTCOMES.len()]; OPERATIONS.len()],
     upstream_seconds: [Histogram; OPERATIONS.len()],
-    /// Per credential source: (name, refreshes, failures); at most
-    /// `MAX_SOURCES` names, the rest counted under `other`.
-    credentials: Mutex<Vec<(String, u64, u64)>>,
+    /// Per kind of credential source: [handed out, failed].
+    credentials: [[AtomicU64; 2]; SOURCES.len()],
 }
-
-const MAX_SOURCES: usize = 64;
 
 static METRICS: Metrics = Metrics {
     shards: [const { Shard::new() }; SHARDS],
     upstream: [const { [const { AtomicU64::new(0) }; OUTCOMES.len()] }; OPERATIONS.len()],
     upstream_seconds: [const { Histogram::new() }; OPERATIONS.len()],
-    credentials: Mutex::new(Vec::new()),
+    credentials: [const { [const { AtomicU64::new(0) }; 2] }; SOURCES.len()],
 };
 
 static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
@@ -242,29 +252,14 @@ pub fn upstream(operation: &str, outcome: Outcome, took: Duration) {
     METRICS.upstream_seconds[op].observe(took);
 }
 
-/// A credential source asked: it answered (`ok`) or failed.
+/// A credential source asked (`source` as the sources name themselves:
+/// `profile ops`, `AssumeRole arn:...`): it answered (`ok`) or failed.
 pub fn credentials(source: &str, ok: bool) {
-    let mut sources = lock(&METRICS.credentials);
-    let at = match sources.iter().position(|(s, ..)| s == source) {
-        Some(at) => at,
-        None if sources.len() < MAX_SOURCES => {
-            sources.push((source.to_string(), 0, 0));
-            sources.len() - 1
-        }
-        None => match sources.iter().position(|(s, ..)| s == "other") {
-            Some(at) => at,
-            None => {
-                let last = sources.len() - 1;
-                sources[last].0 = "other".into();
-                last
-            }
-        },
-    };
-    if ok {
-        sources[at].1 += 1;
-    } else {
-        sources[at].2 += 1;
-    }
+    let kind = SOURCES
+        .iter()
+        .position(|k| source.starts_with(k))
+        .unwrap_or(SOURCES.len() - 1);
+    METRICS.credentials[kind][usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
 }
 
 /// Values read at scrape time from their owners: (name, help, value).
@@ -388,23 +383,24 @@ pub fn render(gauges: &[Gauge]) -> String {
         );
     }
 
-    let sources = lock(&METRICS.credentials).clone();
     for (name, help, pick) in [
         (
             "credential_refreshes_total",
-            "Credentials a source handed out.",
+            "Credentials a source handed out, by kind of source.",
             0,
         ),
         (
             "credential_failures_total",
-            "Times a source was asked and failed.",
+            "Times a kind of source was asked and failed.",
             1,
         ),
     ] {
         family(&mut out, name, "counter", help);
-        for (source, refreshes, failures) in &sources {
-            let n = if pick == 0 { refreshes } else { failures };
-            let _ = writeln!(out, "{PREFIX}{name}{{source=\"{}\"}} {n}", escape(source));
+        for (k, kind) in SOURCES.iter().enumerate() {
+            let n = METRICS.credentials[k][pick].load(Ordering::Relaxed);
+            if n > 0 {
+                let _ = writeln!(out, "{PREFIX}{name}{{source=\"{kind}\"}} {n}");
+            }
         }
     }
     out
@@ -435,14 +431,6 @@ fn histogram(
     let _ = writeln!(out, "{PREFIX}{name}_bucket{{{label},le=\"+Inf\"}} {count}");
     let _ = writeln!(out, "{PREFIX}{name}_sum{{{label}}} {}", sum_ns as f64 / 1e9);
     let _ = writeln!(out, "{PREFIX}{name}_count{{{label}}} {count}");
-}
-
-/// A label value as the text format wants it: `\`, `"` and newlines escaped.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -527,12 +515,14 @@ mod tests {
 
     #[test]
     fn every_family_has_help_and_type_and_gauges_come_as_given() {
-        credentials("profile \"odd\"\nname", false);
+        credentials("credential_process /opt/get-creds --secret", false);
+        credentials("AssumeRole arn:aws:iam::123456789012:role/reader", true);
         let text = render(&[("in_flight_requests", "Requests being answered.", 7)]);
         assert!(text.contains("secrets_manager_agent_in_flight_requests 7\n"));
-        assert!(text.contains(
-            "secrets_manager_agent_credential_failures_total{source=\"profile \\\"odd\\\"\\nname\"} 1\n"
-        ));
+        // Kinds only: no command line, no role ARN in a label.
+        assert!(text.contains("credential_failures_total{source=\"credential_process\"}"));
+        assert!(text.contains("credential_refreshes_total{source=\"AssumeRole\"}"));
+        assert!(!text.contains("arn:aws:iam") && !text.contains("/opt/get-creds"));
         assert!(text.contains("secrets_manager_agent_build_info{version=\""));
         let mut typed = Vec::new();
         for line in text.lines() {

@@ -47,6 +47,17 @@ pub fn address(config: &Config, port: Option<u16>) -> SocketAddr {
     SocketAddr::from((ip, port.unwrap_or(config.http_port)))
 }
 
+/// `address`, unless its port is 0 (the OS picks the agent's): then only
+/// `--port` can say where it is.
+fn known(agent: SocketAddr) -> Result<SocketAddr, Failed> {
+    match agent.port() {
+        0 => Err(Failed(
+            "http_port is 0 (the OS picks the port at start): pass --port N".into(),
+        )),
+        _ => Ok(agent),
+    }
+}
+
 /// Which probe `ping` asks: `/ping` (the process serves: liveness) or
 /// `/ready` (it can serve secrets: readiness).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +73,7 @@ pub fn ping(agent: SocketAddr, probe: Probe) -> Result<String, Failed> {
         Probe::Alive => "/ping",
         Probe::Ready => "/ready",
     };
-    let (status, body) = call(agent, path, None)?;
+    let (status, body) = call(known(agent)?, path, None)?;
     let text = one_line(&body);
     match status {
         200 => Ok(text),
@@ -87,7 +98,7 @@ pub fn get(
         .ssrf_headers
         .first()
         .ok_or_else(|| Failed("the config names no ssrf_headers".into()))?;
-    let (status, body) = call(agent, &path(target), Some((header, token.reveal())))?;
+    let (status, body) = call(known(agent)?, &path(target), Some((header, token.reveal())))?;
     if status != 200 {
         return Err(Failed(format!(
             "the agent answered {status}: {}",

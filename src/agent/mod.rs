@@ -258,14 +258,12 @@ fn start(config: &Config, running: &Running) -> Result<Agent, String> {
             client_timeout: tuning.client_timeout,
             max_conn: config.max_conn,
             ttl_one: true,
+            max_open: server::MAX_CONNECTIONS,
         },
         api,
     })
 }
 
-/// Loads the config's `prefetch` secrets into the cache on a background
-/// thread, after the listener is bound (so nothing waits for it) and a random
-/// delay of up to `max_jitter_seconds`. Ends with one INFO line.
 /// `/ready`'s check: the agent's own credentials resolve (a call to the
 /// credential cache, which asks the source only when it must), and the
 /// prefetch, if any, has ended.
@@ -274,11 +272,15 @@ fn readiness(
     prefetched: Arc<AtomicBool>,
 ) -> api::Readiness {
     Box::new(move || {
-        credentials
-            .credentials()
-            .map_err(|e| format!("no AWS credentials: {e}"))?;
+        credentials.credentials().map_err(|e| api::NotReady {
+            reason: "no AWS credentials",
+            detail: Some(e.to_string()),
+        })?;
         if !prefetched.load(Ordering::Acquire) {
-            return Err("prefetching the configured secrets".into());
+            return Err(api::NotReady {
+                reason: "prefetching the configured secrets",
+                detail: None,
+            });
         }
         Ok(())
     })
@@ -294,6 +296,9 @@ impl Drop for Done {
     }
 }
 
+/// Loads the config's `prefetch` secrets into the cache on a background
+/// thread, after the listener is bound (so nothing waits for it) and a random
+/// delay of up to `max_jitter_seconds`. Ends with one INFO line.
 fn start_prefetch(config: &Config, api: &Arc<Api>, done: Done) {
     let prefetch = &config.prefetch;
     if !prefetch.is_requested() {
@@ -674,8 +679,10 @@ fn serve_metrics(
     let settings = server::Settings {
         client_timeout: api_settings.client_timeout,
         max_conn: 8,
-        // Scrapers on other hosts reach it.
+        // Scrapers on other hosts reach it; they need a handful of
+        // connections, and the fds it may hold are the API's and AWS's too.
         ttl_one: false,
+        max_open: 64,
     };
     let handler = move |request: &server::http::Request| api.handle_metrics(request);
     std::thread::Builder::new()

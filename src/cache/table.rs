@@ -206,7 +206,6 @@ impl<U: Upstream, C: Clock> Shared<U, C> {
         match fetched {
             Err(e) if ignore && e.is_transient() => {
                 log::warn!("serving cached {key} after a transient error: {e}");
-                metrics::cache(CacheEvent::Stale);
                 Ok(stale)
             }
             other => other,

@@ -170,8 +170,6 @@ pub struct Scratch {
     output: Vec<u8>,
 }
 
-/// The pool drops a worker's buffers when it goes idle or after a panic:
-/// what they held is overwritten first.
 /// However a connection ends (closed, refused, timed out, shed), the
 /// open-connections gauge goes down with it.
 impl Drop for Conn {
@@ -180,6 +178,8 @@ impl Drop for Conn {
     }
 }
 
+/// The pool drops a worker's buffers when it goes idle or after a panic:
+/// what they held is overwritten first.
 impl Drop for Scratch {
     fn drop(&mut self) {
         self.input.zeroize();

@@ -1,5 +1,6 @@
-//! The listener: a loopback socket, one poller thread that accepts connections
-//! and parks idle ones, and a bounded pool of workers that serve requests.
+//! The listeners (TCP on loopback by default, and a unix socket if asked),
+//! one poller thread that accepts connections and parks idle ones, and a
+//! bounded pool of workers that serve requests.
 //!
 //! tiny_http was the first choice; it spawns a thread per connection and reads
 //! heads without a size or time limit (README, "Design notes"). This small
@@ -37,8 +38,9 @@ use http::{Request, Response};
 use pool::{Pool, QueueView};
 use socket::Listener;
 
-/// Open connections beyond this are closed on accept; bounds memory and fds.
-const MAX_CONNECTIONS: usize = 8192;
+/// Open connections of the API's listeners beyond this are closed on
+/// accept; bounds memory and fds.
+pub const MAX_CONNECTIONS: usize = 8192;
 /// Bytes held for parked connections: incomplete request heads (up to 64 KiB
 /// each), pipelined requests, and answers their clients have not read.
 /// Without this bound, thousands of clients trickling heads or not reading
@@ -67,6 +69,8 @@ pub struct Settings {
     /// router: on for the API's loopback listener; off for the metrics
     /// listener, which scrapers elsewhere reach.
     pub ttl_one: bool,
+    /// Open connections beyond this are closed on accept.
+    pub max_open: usize,
 }
 
 /// Binds `address:port` (the config allows loopback addresses unless told
@@ -112,6 +116,7 @@ where
         pool,
         timeout: settings.client_timeout,
         ttl_one: settings.ttl_one,
+        max_open: settings.max_open,
         accept_paused_until: None,
     }
     .run()
@@ -140,6 +145,7 @@ struct Poller {
     pool: Pool<Conn, Scratch>,
     timeout: Duration,
     ttl_one: bool,
+    max_open: usize,
     accept_paused_until: Option<Instant>,
 }
 
@@ -241,8 +247,8 @@ impl Poller {
         loop {
             match self.listeners[at].accept(self.ttl_one) {
                 Ok(stream) => {
-                    if self.parked.len() >= MAX_CONNECTIONS {
-                        log::warn!("{MAX_CONNECTIONS} connections open; refusing a new one");
+                    if self.parked.len() >= self.max_open {
+                        log::warn!("{} connections open; refusing a new one", self.max_open);
                         continue;
                     }
                     // Most clients send their request right after

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import LISTEN_RE, free_port, http_request, wait_until
+from conftest import LISTEN_RE, free_port, http_request, respond, wait_until
 
 EXT_ID = "3f9c0e1a-ext"
 
@@ -146,6 +146,7 @@ def test_with_snap_start_nothing_is_served_before_the_first_invoke(agent, fake_u
     wait_until(lambda: extensions_api.next_calls >= 1, timeout=15, what="register + event/next")
     time.sleep(0.5)
     assert refused(port), "with SnapStart the agent must not serve during init"
+    assert not fake_upstream.requests(), "nor call AWS: nothing may be cached in the snapshot"
     assert proc.poll() is None
 
     extensions_api.send("INVOKE")
@@ -196,6 +197,29 @@ def test_configured_by_the_extension_variables_alone(agent, fake_upstream, exten
     assert "max_conn 3" in err, err
 
 
+def test_each_service_has_its_own_timeout(agent, fake_upstream, extensions_api):
+    """SSM_PARAMETER_STORE_TIMEOUT_MILLIS bounds Parameter Store calls only."""
+    port = free_port()
+    fake_upstream.set_default("GetParameter", respond(200, {"Parameter": {"Name": "/slow", "Value": "v",
+                                                                          "Version": 1}}, delay=1.0))
+    fake_upstream.set_default("GetSecretValue", respond(200, {
+        "ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:slow-AbCdEf", "Name": "slow",
+        "VersionId": "v1", "SecretString": "x", "VersionStages": ["AWSCURRENT"], "CreatedDate": 1700000000},
+        delay=1.0))
+    env = {"AWS_LAMBDA_RUNTIME_API": extensions_api.address, "AWS_ENDPOINT_URL_SSM": fake_upstream.url,
+           "AWS_REGION": "us-east-1", "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT": str(port),
+           "SSM_PARAMETER_STORE_TIMEOUT_MILLIS": "300", "SECRETS_MANAGER_TIMEOUT_MILLIS": "5000"}
+    proc, token, _, _ = agent.popen(upstream=fake_upstream.url, env=env, args=["lambda-extension"])
+    wait_until(lambda: not refused(port), timeout=15, what="listening")
+    hdr = {"X-Aws-Parameters-Secrets-Token": token}
+    status, _, body = http_request(port, "/systemsmanager/parameters/get?name=%2Fslow", hdr, timeout=30)
+    assert status == 504, body
+    status, _, body = http_request(port, "/secretsmanager/get?secretId=slow", hdr, timeout=30)
+    assert status == 200, body
+    extensions_api.send("SHUTDOWN")
+    assert proc.wait(timeout=15) == 0
+
+
 def test_a_bad_extension_variable_stops_the_start(agent, fake_upstream, extensions_api):
     proc, _, _, _ = agent.popen(
         upstream=fake_upstream.url,
@@ -229,8 +253,7 @@ def test_session_token_is_the_default_ssrf_token_on_lambda(agent, fake_upstream,
         args=["lambda-extension", "--config", "agent.toml"],
     )
     wait_until(lambda: extensions_api.next_calls >= 1, timeout=15, what="event/next")
-    extensions_api.send("INVOKE")
-    wait_until(lambda: not refused(port), timeout=15, what="agent listening after INVOKE")
+    assert not refused(port), "serving from init on"
     hdr = {"X-Aws-Parameters-Secrets-Token": "lambda-session-token"}
     assert http_request(port, "/secretsmanager/get?secretId=s1", hdr)[0] == 200
     assert http_request(port, "/secretsmanager/get?secretId=s1",

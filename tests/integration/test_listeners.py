@@ -60,10 +60,14 @@ def test_unix_socket_serves_the_same_api_with_its_mode_and_goes_at_exit(agent, f
     stale = socket.socket(socket.AF_UNIX)
     stale.bind(str(sock))
     stale.close()
-    ag = agent(fake_upstream.url, config={"unix_socket_path": str(sock), "unix_socket_mode": "0600"})
+    # A group other than the agent's own, where the test may choose one (root).
+    group = 4242 if os.geteuid() == 0 else os.getegid()
+    ag = agent(fake_upstream.url, config={"unix_socket_path": str(sock), "unix_socket_mode": "0640",
+                                          "unix_socket_group": str(group)})
     assert f"listening on unix:{sock}" in ag.stdout
     assert stat.S_ISSOCK(os.stat(sock).st_mode)
-    assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(sock).st_mode) == 0o640
+    assert os.stat(sock).st_gid == group
     assert unix_get(sock, "/ping") == (200, b"healthy")
     assert unix_get(sock, "/secretsmanager/get?secretId=u1")[0] == 403, "the token is still required"
     status, body = unix_get(sock, "/secretsmanager/get?secretId=u1", ag.token)
@@ -83,6 +87,10 @@ def test_unix_socket_path_that_is_not_a_socket_is_left_alone(agent, fake_upstrea
     assert path.read_text() == "data"
     rc, _, err = agent.run_expect_exit(fake_upstream.url, config={"unix_socket_mode": "0600"})
     assert rc == 1 and "`unix_socket_mode` needs `unix_socket_path`" in err, err
+    rc, _, err = agent.run_expect_exit(fake_upstream.url, config={"unix_socket_path": str(tmp_path / "s"),
+                                                                  "unix_socket_group": "no-such-group-x"})
+    assert rc == 1 and "no such group" in err, err
+    assert not (tmp_path / "s").exists()
 
 
 def test_beyond_loopback_only_when_asked_twice(agent, fake_upstream):

@@ -113,3 +113,25 @@ def test_a_bad_or_busy_metrics_address_stops_the_start(agent, fake_upstream):
     busy = agent(fake_upstream.url)
     rc, _, err = agent.run_expect_exit(fake_upstream.url, config={"metrics_address": f"127.0.0.1:{busy.port}"})
     assert rc == 1 and f"cannot listen on 127.0.0.1:{busy.port} for metrics" in err, err
+
+
+def test_evictions_and_credential_failures_are_counted(agent, fake_upstream):
+    ag = agent(fake_upstream.url, config={"cache_size": 1})
+    _, before = scrape(ag.port, ag.token)
+    for name in ("e1", "e2", "e3"):
+        assert ag.secret(name)[0] == 200
+    _, after = scrape(ag.port, ag.token)
+    assert value(after, "cache_evictions_total") - value(before, "cache_evictions_total") == 2
+    assert value(after, "cache_entries") == 1
+
+    none = agent(fake_upstream.url, creds=("", ""), env={"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None})
+    _, before = scrape(none.port, none.token)
+    assert none.secret("c1")[0] == 500
+    _, after = scrape(none.port, none.token)
+    failed = sum(v for (n, labels), v in after.items() if n == PREFIX + "credential_failures_total") - \
+        sum(v for (n, labels), v in before.items() if n == PREFIX + "credential_failures_total")
+    assert failed >= 1, after
+    # Kinds of source only: nothing a profile or a role is called.
+    labels = {dict(l).get("source") for (n, l) in after if n.startswith(PREFIX + "credential_")}
+    assert labels <= {"environment", "profile", "web identity", "container", "IMDS", "AssumeRole",
+                      "credentials_file_path", "credential_process", "other"}, labels
