@@ -4,8 +4,10 @@
 //! `max_conn` plus some headroom; otherwise a hanging upstream would starve
 //! cache hits. Idle connections never hold a worker (the poller parks them).
 //! Past a soft bound the pool grows only for jobs that have waited
-//! [`STARVED`]: cache hits take microseconds, so more threads than that only
-//! cost memory, while workers stuck on AWS must not hold up the hits.
+//! [`STARVED`] while every running job has run [`STUCK`]: cache hits take
+//! microseconds, so more threads than that only cost memory (and on a busy
+//! CPU add to the queue for it), while workers stuck on AWS must not hold up
+//! the hits.
 //! Each worker keeps its own state `S` across jobs (the caller's buffers).
 //! A worker idle for a moment gives back the memory a burst left behind: its
 //! state, replaced by a fresh `S::default()`, and the stack pages a deep call
@@ -31,6 +33,12 @@ const TRIM_AFTER: Duration = Duration::from_millis(250);
 /// with more requests/s. It is also about the most a cache hit waits when
 /// every worker is stuck on AWS.
 pub const STARVED: Duration = Duration::from_millis(5);
+/// ... and only if every running job has run this long: workers stuck (on
+/// AWS, on a lock) rather than runnable workers waiting for a CPU. With two
+/// busy processes beside it on 2 CPUs, run-queue delays alone kept the queue
+/// quiet past [`STARVED`] and grew the pool to its bound; a job that ran this
+/// long without finishing is not a cache hit.
+pub const STUCK: Duration = Duration::from_millis(25);
 
 type Work<T, S> = dyn Fn(T, &mut S, &QueueView) + Send + Sync;
 
@@ -57,6 +65,8 @@ struct State<T> {
     threads: usize,
     /// When a worker last took a job: a queue that moves is not starved.
     last_taken: Instant,
+    /// When each running job started (one entry per busy worker).
+    running: Vec<Instant>,
 }
 
 /// Lets a job see whether other jobs are waiting for a worker.
@@ -98,6 +108,7 @@ impl<T: Send + 'static, S: Default + 'static> Pool<T, S> {
                     idle: 0,
                     threads: 0,
                     last_taken: Instant::now(),
+                    running: Vec::new(),
                 }),
                 ready: Condvar::new(),
                 min,
@@ -137,10 +148,11 @@ impl<T: Send + 'static, S: Default + 'static> Pool<T, S> {
         Ok(())
     }
 
-    /// Starts workers when a job has waited [`STARVED`] and no worker took
-    /// one for as long: every worker is stuck (most likely on AWS). A queue
-    /// that moves, only slower than it could on a busy CPU, is left alone.
-    /// Returns when to call again: `None` while nothing is queued.
+    /// Starts workers when a job has waited [`STARVED`], no worker took one
+    /// for as long, and every running job has run [`STUCK`]: every worker is
+    /// stuck (most likely on AWS). A queue that moves, only slower than it
+    /// could on a busy CPU, is left alone. Returns when to call again: `None`
+    /// while nothing is queued.
     pub fn grow_if_starved(&self) -> Option<Duration> {
         self.grow_if_starved_at(Instant::now())
     }
@@ -151,6 +163,14 @@ impl<T: Send + 'static, S: Default + 'static> Pool<T, S> {
         let quiet = waited.min(now.saturating_duration_since(state.last_taken));
         if quiet < STARVED {
             return Some(STARVED - quiet);
+        }
+        let youngest = state
+            .running
+            .iter()
+            .map(|started| now.saturating_duration_since(*started))
+            .min();
+        if let Some(age) = youngest.filter(|age| *age < STUCK) {
+            return Some(STUCK - age);
         }
         let unserved = state.jobs.len().saturating_sub(state.idle);
         let start = unserved.min(self.shared.max.saturating_sub(state.threads));
@@ -183,7 +203,9 @@ fn worker<T, S: Default>(shared: &Shared<T, S>) {
     loop {
         if let Some((_, job)) = state.jobs.pop_front() {
             shared.queued.set(state.jobs.len());
-            state.last_taken = Instant::now();
+            let started = Instant::now();
+            state.last_taken = started;
+            state.running.push(started);
             drop(state);
             // A panic in one job must not take a worker slot with it, nor
             // leave its state half-updated for the next.
@@ -194,6 +216,9 @@ fn worker<T, S: Default>(shared: &Shared<T, S>) {
             }
             trimmed = false;
             state = lock(&shared.state);
+            if let Some(at) = state.running.iter().position(|s| *s == started) {
+                state.running.swap_remove(at);
+            }
             continue;
         }
         state.idle += 1;
@@ -305,8 +330,22 @@ mod tests {
         lock(&pool.shared.state).last_taken = later - STARVED / 2;
         assert!(pool.grow_if_starved_at(later).is_some());
         assert_eq!(lock(&pool.shared.state).threads, 1);
-        // Quiet for longer than STARVED: now it grows.
-        assert!(pool.grow_if_starved_at(later + STARVED).is_some());
+        // Quiet for longer than STARVED, but the running job is young: a
+        // worker waiting for a CPU, not one stuck. Nothing is added.
+        let started = {
+            let mut state = lock(&pool.shared.state);
+            let started = state.running[0];
+            state.jobs[0].0 = started;
+            state.last_taken = started;
+            started
+        };
+        assert_eq!(
+            pool.grow_if_starved_at(started + STUCK / 2),
+            Some(STUCK / 2)
+        );
+        assert_eq!(lock(&pool.shared.state).threads, 1);
+        // The running job is old, the queue quiet: stuck. Now it grows.
+        assert!(pool.grow_if_starved_at(started + STUCK).is_some());
         assert_eq!(lock(&pool.shared.state).threads, 2);
         release_tx.send(()).unwrap();
         release_tx.send(()).unwrap();
