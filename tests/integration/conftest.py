@@ -680,7 +680,11 @@ class _Reader(threading.Thread):
                 self.lines.append(line.decode("utf-8", "replace"))
         self.stream.close()
 
-    def text(self):
+    def text(self, ended=False):
+        """What was read so far; all of it once the process has `ended`
+        (the thread reads to end of file first)."""
+        if ended:
+            self.join(timeout=5)
         with self.lock:
             return "".join(self.lines)
 
@@ -698,11 +702,11 @@ class Agent:
 
     @property
     def stdout(self):
-        return self._stdout.text()
+        return self._stdout.text(ended=self.proc.poll() is not None)
 
     @property
     def stderr(self):
-        return self._stderr.text()
+        return self._stderr.text(ended=self.proc.poll() is not None)
 
     def get(self, path, headers=None, token=True, method="GET", timeout=HTTP_TIMEOUT, body=None):
         h = {}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BASE_CONFIG, DUMMY_CREDS, agent_bin, free_port, toml_value
+from conftest import BASE_CONFIG, DUMMY_CREDS, agent_bin, free_port, toml_value, wait_until
 
 BASE_TOML = "".join(f"{k} = {toml_value(v)}\n" for k, v in BASE_CONFIG.items())
 
@@ -303,6 +303,7 @@ def test_3x_layout_starts_and_serves(agent, fake_upstream):
     assert fake_upstream.count("GetSecretValue", secret="three-x") == before + 1
     # ttl_seconds = 0 keeps nothing, so there is nothing to prefetch into: one
     # INFO line says so, and nothing is fetched at start.
+    wait_until(lambda: "prefetch skipped" in ag.stderr, what="the INFO line")
     skipped = [l for l in ag.stderr.splitlines() if "prefetch skipped" in l]
     assert len(skipped) == 1, ag.stderr
     assert "INFO" in skipped[0] and "ttl_seconds = 0" in skipped[0], skipped
@@ -323,7 +324,8 @@ private_key_path = "/etc/ssl/app.key"
 role_arn = "arn:aws:iam::123456789012:role/CertExport"
 """
     ag = agent(fake_upstream.url, raw_config=layout_3x(0, acm))
-    assert "[capabilities.acm] is not read" in ag.stderr
+    # Logged before the listening line, but stderr is read by another thread.
+    wait_until(lambda: "[capabilities.acm] is not read" in ag.stderr, what="the INFO line")
 
 
 def test_sm_start_with_config_starts(agent, fake_upstream, tmp_path):

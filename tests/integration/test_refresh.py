@@ -87,6 +87,7 @@ def test_a_principal_denied_the_batch_call_refreshes_one_by_one(agent, moto, cou
     assert counting_proxy.count("DescribeSecret") == 2
     assert counting_proxy.count("GetSecretValue") == 4, "each fetched again, once"
     assert counting_proxy.count("BatchGetSecretValue") == 1
+    wait_until(lambda: "batch refresh failed" in ag.stderr, what="the WARN line")
     refused = [l for l in ag.stderr.splitlines() if "batch refresh failed" in l]
     assert len(refused) == 1, ag.stderr
     assert "AccessDenied" in refused[0] and "WARN" in refused[0], refused
