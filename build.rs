@@ -11,11 +11,19 @@
 //!
 //! Only for musl: on glibc the option would make the binary require glibc 2.36
 //! (`GLIBC_ABI_DT_RELR`), and `make build` is meant for any host.
+//!
+//! Only for x86_64: Rust's `aarch64-unknown-linux-musl` target does not build
+//! static-pie (its target spec lacks `static-position-independent-executables`;
+//! rustc links it `-static -no-pie` with `crt1.o`), so that binary is loaded at
+//! a fixed address and has no self-relocations to pack. Zig's linker, which
+//! `make static-arm64` uses, refuses the option outright ("unsupported linker
+//! extension flag").
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     if std::env::var("CARGO_CFG_TARGET_ENV").as_deref() == Ok("musl")
         && std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux")
+        && std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("x86_64")
     {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     }

@@ -43,7 +43,13 @@ def load_toml(text: str) -> dict:
 
 BIN_NAME = "secrets-manager-agent"
 PORT = 2773
-MUSL_TARGET = "x86_64-unknown-linux-musl"
+# The Rust target of each platform the Dockerfile builds (BuildKit's TARGETARCH),
+# with the `uname -m` of a build stage running on that platform.
+MUSL_TARGETS = {"amd64": "x86_64-unknown-linux-musl", "arm64": "aarch64-unknown-linux-musl"}
+UNAME = {"amd64": "x86_64", "arm64": "aarch64"}
+# Where the build stage writes the chosen target, and copies the binary to.
+RUST_TARGET_FILE = "/rust-target"
+OUT_BIN = "/out/secrets-manager-agent"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
 EXAMPLES = REPO_ROOT / "examples"
@@ -165,6 +171,49 @@ def test_binary_name_is_the_package_name(package_name):
     assert package_name == BIN_NAME
 
 
+def _target_run(build: Stage) -> str:
+    """The RUN that picks the Rust target (it writes RUST_TARGET_FILE)."""
+    found = [a for a in build.all("RUN") if f"> {RUST_TARGET_FILE}" in a]
+    assert len(found) == 1, build.all("RUN")
+    return found[0]
+
+
+def _pick_target(script: str, tmp_path: Path, targetarch: str | None, machine: str, dpkg_arch: str):
+    """Runs the target-picking RUN as the build stage would: TARGETARCH as BuildKit
+    sets it (None: the classic builder, no such variable), `uname -m` and
+    `dpkg --print-architecture` answering as on `machine`. Returns (rc, stderr, target)."""
+    fake = tmp_path / f"bin-{targetarch}-{machine}"
+    fake.mkdir()
+    for name, answer in (("uname", machine), ("dpkg", dpkg_arch)):
+        (fake / name).write_text(f"#!/bin/sh\necho {answer}\n")
+        (fake / name).chmod(0o755)
+    out = tmp_path / f"rust-target-{targetarch}-{machine}"
+    env = {"PATH": f"{fake}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    if targetarch is not None:
+        env["TARGETARCH"] = targetarch
+    p = subprocess.run(["sh", "-c", script.replace(RUST_TARGET_FILE, str(out))], env=env,
+                       capture_output=True, text=True, timeout=10)
+    return p.returncode, p.stderr, out.read_text().strip() if out.exists() else None
+
+
+def test_dockerfile_picks_the_rust_target_of_the_platform_asked_for(dockerfile, tmp_path):
+    _, stages = dockerfile
+    build = stages[0]
+    assert "TARGETARCH" in build.all("ARG"), "BuildKit passes --platform's architecture only to a declared ARG"
+    script = _target_run(build)
+    for arch, target in MUSL_TARGETS.items():
+        # The build stage runs on the platform asked for: that target, nothing on stderr.
+        assert _pick_target(script, tmp_path, arch, UNAME[arch], "other") == (0, "", target), arch
+        # The classic builder (no TARGETARCH) builds for the host.
+        assert _pick_target(script, tmp_path, None, UNAME[arch], arch) == (0, "", target), arch
+        # A stage of another CPU would compile aws-lc's C code for the wrong one: refused.
+        other = next(m for a, m in UNAME.items() if a != arch)
+        rc, err, written = _pick_target(script, tmp_path, arch, other, arch)
+        assert rc != 0 and written is None and f"linux/{arch}" in err, (arch, rc, err)
+    rc, err, written = _pick_target(script, tmp_path, "s390x", "s390x", "s390x")
+    assert rc != 0 and written is None and "linux/amd64 or linux/arm64" in err, (rc, err)
+
+
 def test_dockerfile_build_stage_builds_the_static_musl_binary(dockerfile, package_name):
     _, stages = dockerfile
     assert len(stages) == 2, [s.image for s in stages]
@@ -173,16 +222,28 @@ def test_dockerfile_build_stage_builds_the_static_musl_binary(dockerfile, packag
     assert build.alias, "the build stage needs a name for COPY --from"
     runs = "\n".join(build.all("RUN"))
     assert re.search(r"apt-get install\b[^\n]*\bmusl-tools\b", runs), runs
-    assert f"rustup target add {MUSL_TARGET}" in runs
+    target = f'"$(cat {RUST_TARGET_FILE})"'
+    assert f"rustup target add {target}" in runs
     env = {}
     for args in build.all("ENV"):
         env.update(env_pairs(args))
-    assert env.get("CC_x86_64_unknown_linux_musl") == "musl-gcc" or "CC_x86_64_unknown_linux_musl=musl-gcc" in runs
-    # The real build: after `COPY src`, a locked release build for the musl target.
+    for musl_target in MUSL_TARGETS.values():
+        var = "CC_" + musl_target.replace("-", "_")
+        assert env.get(var) == "musl-gcc", (var, env)
+    # The RUNs that read the target come after the one that writes it.
     instrs = build.instructions
+    writes = instrs.index(("RUN", _target_run(build)))
+    reads = [i for i, (ins, a) in enumerate(instrs) if ins == "RUN" and RUST_TARGET_FILE in a and i != writes]
+    assert reads and min(reads) > writes, (writes, reads)
+    # The real build: after `COPY src`, a locked release build for the musl target,
+    # checked static, and copied to OUT_BIN.
     copy_src = next(i for i, (ins, a) in enumerate(instrs) if ins == "COPY" and copy_parts(a)[1] == ["src"])
     later_runs = " ".join(a for ins, a in instrs[copy_src:] if ins == "RUN")
-    assert re.search(rf"cargo build --release --locked --target {MUSL_TARGET}\b", later_runs), later_runs
+    assert re.search(rf"cargo build --release --locked --target {re.escape(target)}", later_runs), later_runs
+    built = f'bin="target/{target[1:-1]}/release/{package_name}"'
+    assert built in later_runs, later_runs
+    assert "! file \"$bin\" | grep -q 'dynamically linked'" in later_runs, later_runs
+    assert f'cp "$bin" {OUT_BIN}' in later_runs, later_runs
     # Cargo.toml and Cargo.lock are copied (before the sources, for layer caching).
     first_copy = copy_parts(build.all("COPY")[0])[1]
     assert set(first_copy) == {"Cargo.toml", "Cargo.lock"}, first_copy
@@ -192,11 +253,9 @@ def test_dockerfile_final_stage_is_scratch_non_root_port_2773(dockerfile, packag
     _, stages = dockerfile
     build, final = stages[0], stages[-1]
     assert final.image == "scratch"
-    workdir = build.one("WORKDIR")
-    binary = posixpath.join(workdir, "target", MUSL_TARGET, "release", package_name)
     copies = [copy_parts(a) for a in final.all("COPY")]
     from_build = [(s, d) for f, s, d in copies if f.get("from") == build.alias]
-    assert from_build == [([binary], f"/{BIN_NAME}")], from_build
+    assert from_build == [([OUT_BIN], f"/{BIN_NAME}")], from_build
 
     user = final.one("USER")
     uid, _, gid = user.partition(":")
@@ -357,7 +416,7 @@ def test_ecs_task_definition_is_a_registerable_awsvpc_task(ecs):
         assert set(c) <= CONTAINER_KEYS, (c["name"], set(c) - CONTAINER_KEYS)
     assert ecs["networkMode"] == "awsvpc", "the sidecar pattern needs one network namespace per task"
     assert "FARGATE" in ecs["requiresCompatibilities"]
-    # The image is built for x86_64 only.
+    # The example's platform (the Dockerfile builds linux/arm64 too, for ARM64).
     assert ecs["runtimePlatform"]["cpuArchitecture"] == "X86_64"
     assert ecs["taskRoleArn"].startswith("arn:aws:iam::")
     names = [c["name"] for c in ecs["containerDefinitions"]]
