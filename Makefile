@@ -117,9 +117,11 @@ budget:
 # (a change to the machine's package setup) plus a gcc wrapper of our own to use it.
 # Zig is one pip package that brings clang, lld and musl headers for aarch64, and
 # cargo-zigbuild makes it the C compiler and the linker for this target. Measured on
-# 2 busy cores: the whole tree (aws-lc included) in 2m19s, the crate alone in 1m00s;
-# the pip install takes about 5 s. Both are pinned in scripts/cross-requirements.txt and
-# live in .venv-cross (about 410 MB on disk), so nothing is installed system-wide.
+# 2 cores shared with other builds: from nothing (fresh .venv-cross, Zig cache and
+# target dir; aws-lc included) 1m46s, 2m19s under heavier load; after a change to
+# src/ 1m00s; the pip install alone about 4 s. Both are pinned in
+# scripts/cross-requirements.txt and live in .venv-cross (410 MB on disk, plus 78 MB
+# of Zig cache in ~/.cache/zig), so nothing is installed system-wide.
 # Rust's aarch64 musl target links `-static -no-pie` (x86_64's is static-pie), so the
 # binary has no self-relocations and build.rs leaves out -z pack-relative-relocs.
 # `make static-arm64` fails over the same SIZE_BUDGET as the x86_64 build.
