@@ -690,12 +690,12 @@ fn set_unix_socket_path(c: &mut Config, value: &toml::Value, key: &str) -> Resul
     Ok(())
 }
 
-/// Octal permission bits: a TOML octal number (`0o660`) or a string of
-/// octal digits (`"0660"`, `"660"`), at most `0o777`.
+/// Octal permission bits as a string (`"0660"`, `"660"`), at most `0777`.
+/// Not a bare number: TOML reads `660` as decimal, which would silently be
+/// another mode (and `0o660` cannot be told apart from the decimal 432).
 fn set_unix_socket_mode(c: &mut Config, value: &toml::Value, key: &str) -> Result<(), ConfigError> {
-    let allowed = "permission bits as an octal string such as \"0660\" (or 0o660), at most 0777";
+    let allowed = "permission bits as a string of octal digits such as \"0660\", at most \"0777\"";
     let mode = match value {
-        toml::Value::Integer(n) => u32::try_from(*n).ok(),
         toml::Value::String(s) => u32::from_str_radix(s.trim(), 8).ok(),
         _ => None,
     };
@@ -1392,9 +1392,7 @@ mod tests {
             (0o600, Some("app"))
         );
         assert_eq!(Config::default().unix_socket_mode, 0o660);
-        let octal = Config::parse("unix_socket_path = \"/s\"\nunix_socket_mode = 0o640").unwrap();
-        assert_eq!(octal.unix_socket_mode, 0o640);
-        for bad in ["\"0888\"", "\"1777\"", "-1", "true"] {
+        for bad in ["\"0888\"", "\"1777\"", "-1", "true", "0o640", "660"] {
             let text = format!("unix_socket_path = \"/s\"\nunix_socket_mode = {bad}");
             assert!(Config::parse(&text).is_err(), "{bad}");
         }

@@ -54,7 +54,11 @@ pub fn run(config_path: Option<&Path>) -> Result<(), String> {
     init_logging(&config, config.log_to_file)?;
     let running = Running::new();
     exit_on_signals(running.clone())?;
-    serve(start(&config, &running)?)
+    let ended = start(&config, &running).and_then(serve);
+    // A failed start or a stopped server ends the process too: leave as a
+    // signal would (the socket file, the cached secrets).
+    running.leave();
+    ended
 }
 
 /// The Lambda extension's life: register, serve, and return (ending the

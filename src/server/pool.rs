@@ -30,14 +30,14 @@ const TRIM_AFTER: Duration = Duration::from_millis(250);
 /// job gets a new worker. Measured with 32 busy keep-alive clients on 2 CPUs
 /// (wrk on the same CPUs): at 1 ms, run-queue delays alone passed it and the
 /// pool grew to ~30 threads for no gain; at 2-5 ms it stayed at 8 workers,
-/// with more requests/s. It is also about the most a cache hit waits when
-/// every worker is stuck on AWS.
+/// with more requests/s.
 pub const STARVED: Duration = Duration::from_millis(5);
 /// ... and only if every running job has run this long: workers stuck (on
 /// AWS, on a lock) rather than runnable workers waiting for a CPU. With two
 /// busy processes beside it on 2 CPUs, run-queue delays alone kept the queue
 /// quiet past [`STARVED`] and grew the pool to its bound; a job that ran this
-/// long without finishing is not a cache hit.
+/// long without finishing is not a cache hit. It is also about the most a
+/// cache hit waits when every worker is stuck on AWS.
 pub const STUCK: Duration = Duration::from_millis(25);
 
 type Work<T, S> = dyn Fn(T, &mut S, &QueueView) + Send + Sync;
@@ -92,8 +92,8 @@ impl QueueView {
 
 impl<T: Send + 'static, S: Default + 'static> Pool<T, S> {
     /// Up to `soft` workers start as soon as a job finds none idle; beyond
-    /// that, up to `max`, only for jobs that waited [`STARVED`] (see
-    /// [`Pool::grow_if_starved`]).
+    /// that, up to `max`, only for jobs that waited [`STARVED`] behind
+    /// workers stuck for [`STUCK`] (see [`Pool::grow_if_starved`]).
     pub fn new(
         min: usize,
         soft: usize,

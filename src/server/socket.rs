@@ -5,12 +5,14 @@
 //! An accepted socket is made non-blocking (the poller and the workers never
 //! wait on a client) and, for TCP, gets no-delay and, on the API's listener,
 //! a TTL (IPv6: hop limit) of 1, so that no packet of it crosses a router even
-//! when the agent is bound beyond loopback by mistake.
+//! when the agent is bound beyond loopback. The unix socket's file gets its
+//! mode and group before anyone else can reach it (`bind_unix`); a group name
+//! is looked up in `/etc/group` (a scratch image has none: give a number).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 
@@ -44,6 +46,11 @@ impl Listener {
                 if ttl_one {
                     match peer {
                         SocketAddr::V4(_) => stream.set_ttl(1)?,
+                        // An IPv4 client of a dual-stack `::` listener: its
+                        // packets are IPv4, which IP_TTL governs.
+                        SocketAddr::V6(v6) if v6.ip().to_ipv4_mapped().is_some() => {
+                            stream.set_ttl(1)?
+                        }
                         SocketAddr::V6(_) => os::io::set_hop_limit(&stream, 1)?,
                     }
                 }
@@ -60,37 +67,70 @@ impl Listener {
 }
 
 /// Creates the unix socket at `path` with `mode` and group `gid`. A socket
-/// file left by an agent that died is replaced; a live one (something
-/// answers there) or a file that is not a socket is an error, never removed.
+/// file left by an agent that died is replaced; a live one (anything but
+/// "connection refused" there) or a file that is not a socket is an error,
+/// never removed.
+///
+/// The socket is made, given its group and mode in a new directory only this
+/// process can enter, and then renamed into place: someone who can write
+/// the socket's directory (the other container of a shared volume) can
+/// neither connect before the mode is set nor swap in a symlink that would
+/// turn the chown and chmod onto another file (`rename` replaces a symlink,
+/// it does not follow it).
 pub fn bind_unix(path: &Path, mode: u32, gid: Option<u32>) -> Result<UnixListener, String> {
     let shown = path.display();
     match std::fs::symlink_metadata(path) {
         Ok(meta) if !meta.file_type().is_socket() => {
             return Err(format!(
-                "unix_socket_path {shown} exists and is not a socket; remove it or choose another path"
-            ))
+            "unix_socket_path {shown} exists and is not a socket; remove it or choose another path"
+        ))
         }
-        Ok(_) if UnixStream::connect(path).is_ok() => {
-            return Err(format!(
-                "unix_socket_path {shown} is in use by a running process; stop it or choose another path"
-            ))
-        }
-        Ok(_) => std::fs::remove_file(path)
-            .map_err(|e| format!("cannot replace the stale socket {shown}: {e}"))?,
+        Ok(_) => match UnixStream::connect(path) {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path)
+                .map_err(|e| format!("cannot replace the stale socket {shown}: {e}"))?,
+            _ => {
+                return Err(format!(
+                    "unix_socket_path {shown} is in use (or not ours to test); stop what \
+                     listens there or choose another path"
+                ))
+            }
+        },
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(format!("cannot check unix_socket_path {shown}: {e}")),
     }
-    let listener =
-        UnixListener::bind(path).map_err(|e| format!("cannot listen on {shown}: {e}"))?;
-    // Until these run the socket has the umask's mode, which (022 or
-    // stricter) lets nobody but the owner connect.
-    let set_up = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .and_then(|()| std::os::unix::fs::chown(path, None, gid));
-    if let Err(e) = set_up {
-        let _ = std::fs::remove_file(path);
-        return Err(format!("cannot set the mode or group of {shown}: {e}"));
-    }
-    Ok(listener)
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let private = parent.join(format!(".sma-{}.tmp", std::process::id()));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .map_err(|e| format!("cannot create {} next to {shown}: {e}", private.display()))?;
+    let made = private.join("s");
+    let result = UnixListener::bind(&made)
+        .map_err(|e| format!("cannot listen on {shown}: {e}"))
+        .and_then(|listener| {
+            std::os::unix::fs::chown(&made, None, gid)
+                .map_err(|e| {
+                    format!(
+                        "cannot give {shown} group {gid:?}: {e} (the agent must belong to \
+                         that group, or run as root)"
+                    )
+                })
+                .and_then(|()| {
+                    std::fs::set_permissions(&made, std::fs::Permissions::from_mode(mode))
+                        .map_err(|e| format!("cannot set the mode of {shown}: {e}"))
+                })
+                .and_then(|()| {
+                    std::fs::rename(&made, path)
+                        .map_err(|e| format!("cannot move the socket to {shown}: {e}"))
+                })
+                .map(|()| listener)
+        });
+    let _ = std::fs::remove_file(&made);
+    let _ = std::fs::remove_dir(&private);
+    result
 }
 
 /// A group's id: a number as it is, a name looked up in `/etc/group`.
@@ -100,8 +140,11 @@ pub fn group_id(group: &str) -> Result<u32, String> {
     }
     let table = std::fs::read_to_string("/etc/group")
         .map_err(|e| format!("cannot read /etc/group to find group {group}: {e}"))?;
-    gid_in(&table, group)
-        .ok_or_else(|| format!("unix_socket_group {group}: no such group in /etc/group"))
+    gid_in(&table, group).ok_or_else(|| {
+        format!(
+            "unix_socket_group {group}: no such group in /etc/group (give the group as a number)"
+        )
+    })
 }
 
 /// The id of `name` in the text of an `/etc/group` file.
@@ -211,6 +254,26 @@ mod tests {
         let again = bind_unix(&path, 0o660, None).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o660);
         drop(again);
+        // A symlink at the path is refused, and its target left alone.
+        let target = dir.join("target");
+        std::fs::write(&target, b"x").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let link = dir.join("link.sock");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(bind_unix(&link, 0o666, None)
+            .unwrap_err()
+            .contains("not a socket"));
+        assert_eq!(std::fs::metadata(&target).unwrap().mode() & 0o777, 0o600);
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["agent.sock", "link.sock", "target"],
+            "no private directory left"
+        );
         let plain = dir.join("plain");
         std::fs::write(&plain, b"keep me").unwrap();
         let e = bind_unix(&plain, 0o660, None).unwrap_err();
