@@ -83,13 +83,15 @@ impl<U: Upstream + 'static, C: Clock + 'static> Cache<U, C> {
     /// while another caller revalidates) rather than after an upstream call.
     pub fn answer(&self, key: &Key, refresh_now: bool) -> (Served, bool) {
         let shared = &*self.shared;
-        let from_upstream = |served| (served, false);
-        if shared.settings.ttl_of(key).is_zero() || refresh_now {
+        let cached = !shared.settings.ttl_of(key).is_zero();
+        if !cached || refresh_now {
             metrics::cache(CacheEvent::Miss);
-            if refresh_now && !shared.settings.ttl_of(key).is_zero() {
-                return from_upstream(shared.fetch_and_store(key));
-            }
-            return from_upstream(shared.upstream.fetch(key).map(|v| Arc::new(v.body)));
+            let served = if cached {
+                shared.fetch_and_store(key)
+            } else {
+                shared.upstream.fetch(key).map(|v| Arc::new(v.body))
+            };
+            return (served, false);
         }
         match shared.lookup(key) {
             Lookup::Fresh { body, refresh } => {

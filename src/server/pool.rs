@@ -64,9 +64,9 @@ struct State<T> {
     idle: usize,
     threads: usize,
     /// When a worker last took a job: a queue that moves is not starved.
+    /// Every running job started at or before it, so it also tells how long
+    /// the youngest of them has run.
     last_taken: Instant,
-    /// When each running job started (one entry per busy worker).
-    running: Vec<Instant>,
 }
 
 /// Lets a job see whether other jobs are waiting for a worker.
@@ -108,7 +108,6 @@ impl<T: Send + 'static, S: Default + 'static> Pool<T, S> {
                     idle: 0,
                     threads: 0,
                     last_taken: Instant::now(),
-                    running: Vec::new(),
                 }),
                 ready: Condvar::new(),
                 min,
@@ -160,17 +159,14 @@ impl<T: Send + 'static, S: Default + 'static> Pool<T, S> {
     fn grow_if_starved_at(&self, now: Instant) -> Option<Duration> {
         let mut state = lock(&self.shared.state);
         let waited = now.saturating_duration_since(state.jobs.front()?.0);
-        let quiet = waited.min(now.saturating_duration_since(state.last_taken));
-        if quiet < STARVED {
-            return Some(STARVED - quiet);
+        if waited < STARVED {
+            return Some(STARVED - waited);
         }
-        let youngest = state
-            .running
-            .iter()
-            .map(|started| now.saturating_duration_since(*started))
-            .min();
-        if let Some(age) = youngest.filter(|age| *age < STUCK) {
-            return Some(STUCK - age);
+        // No job taken for STUCK: every running job (all started no later)
+        // has run at least that long.
+        let quiet = now.saturating_duration_since(state.last_taken);
+        if quiet < STUCK {
+            return Some(STUCK - quiet);
         }
         let unserved = state.jobs.len().saturating_sub(state.idle);
         let start = unserved.min(self.shared.max.saturating_sub(state.threads));
@@ -203,9 +199,7 @@ fn worker<T, S: Default>(shared: &Shared<T, S>) {
     loop {
         if let Some((_, job)) = state.jobs.pop_front() {
             shared.queued.set(state.jobs.len());
-            let started = Instant::now();
-            state.last_taken = started;
-            state.running.push(started);
+            state.last_taken = Instant::now();
             drop(state);
             // A panic in one job must not take a worker slot with it, nor
             // leave its state half-updated for the next.
@@ -216,9 +210,6 @@ fn worker<T, S: Default>(shared: &Shared<T, S>) {
             }
             trimmed = false;
             state = lock(&shared.state);
-            if let Some(at) = state.running.iter().position(|s| *s == started) {
-                state.running.swap_remove(at);
-            }
             continue;
         }
         state.idle += 1;
@@ -323,6 +314,7 @@ mod tests {
         });
         pool.submit(0);
         wait_for(|| lock(&pool.shared.state).jobs.is_empty());
+        let started = lock(&pool.shared.state).last_taken;
         pool.submit(1);
         // Job 1 has waited three times STARVED, but a worker took a job just
         // before: the queue moves, nothing is added.
@@ -332,13 +324,11 @@ mod tests {
         assert_eq!(lock(&pool.shared.state).threads, 1);
         // Quiet for longer than STARVED, but the running job is young: a
         // worker waiting for a CPU, not one stuck. Nothing is added.
-        let started = {
+        {
             let mut state = lock(&pool.shared.state);
-            let started = state.running[0];
             state.jobs[0].0 = started;
             state.last_taken = started;
-            started
-        };
+        }
         assert_eq!(
             pool.grow_if_starved_at(started + STUCK / 2),
             Some(STUCK / 2)
