@@ -60,7 +60,7 @@ from pathlib import Path
 LAYERS = [
     ("binary", ["<main>"]),                       # src/main.rs: command line only
     ("start-up", ["agent", "probe"]),             # wiring: config, credentials, cache, listener; probe: ping/get
-    ("listener", ["server"]),                     # sockets, poller, workers, connection I/O
+    ("listener", ["server"]),                     # sockets, epoll, workers, connection I/O
     ("HTTP surface", ["api", "token"]),           # routes, checks, status codes and bodies
     ("HTTP messages", ["server::http"]),          # request/response types, pure head parser
     ("cache", ["cache", "roles"]),               # roles: the upstream client per roleArn

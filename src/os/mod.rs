@@ -6,6 +6,7 @@
 //! logs or decides policy: a wrapper reports what the kernel said and the
 //! caller chooses what to do about it.
 
+pub mod epoll;
 pub mod io;
 pub mod process;
 pub mod signals;

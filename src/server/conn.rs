@@ -5,11 +5,11 @@
 //!
 //! No worker ever waits for a client. Sockets are non-blocking: a worker
 //! reads what has arrived (a client that trickles its head is parked again),
-//! and writes what the socket takes of an answer; the rest waits with the
-//! poller for room, under one deadline for the whole answer, and the
+//! and writes what the socket takes of an answer; the rest waits in epoll
+//! for room, under one deadline for the whole answer, and the
 //! requests pipelined behind it wait unprocessed. A client that sends
 //! hundreds of requests and never reads so holds memory bounded by the
-//! poller, not a thread; one that keeps reading gets a bounded turn at a time
+//! keeper, not a thread; one that keeps reading gets a bounded turn at a time
 //! while others wait. Measured with 850 such clients (200 pipelined reads of
 //! a 64 KiB secret each) and the default `max_conn`: 10 threads, 20.7 MB RSS
 //! and `/ping` in 1 ms, where blocking writes took 810 threads, 68.6 MB and
@@ -21,12 +21,12 @@ use std::time::{Duration, Instant};
 use zeroize::Zeroize;
 
 use crate::metrics;
-use crate::os::io::{read_appending, readable_within};
+use crate::os::io::read_appending;
 use crate::secret::SecretBytes;
 use crate::server::http::{
     parse_head, render, Head, Parsed, Request, Response, ResponseBody, MAX_HEAD, MAX_HEADERS,
 };
-use crate::server::pool::QueueView;
+use crate::server::pool::Load;
 use crate::server::socket::Stream;
 
 const READ_CHUNK: usize = 4 * 1024;
@@ -34,11 +34,8 @@ const READ_CHUNK: usize = 4 * 1024;
 /// read our answer instead of a reset.
 const DRAIN_BYTES: usize = 1024 * 1024;
 const DRAIN_TIME: Duration = Duration::from_millis(500);
-/// Reads of 8 KiB per readiness: 64 KiB at most per wake-up of the poller.
+/// Reads of 8 KiB per readiness: 64 KiB at most per event.
 const DRAIN_READS_PER_WAKE: usize = 8;
-/// How long a worker waits for the next request on a keep-alive connection
-/// before parking it with the poller.
-const KEEP_ALIVE_WAIT: Duration = Duration::from_millis(2);
 /// Answer bytes one connection may have rendered in one turn on a worker
 /// while other connections wait for one: a client that pipelines hundreds of
 /// requests for a large secret (and whose socket takes megabytes) otherwise
@@ -54,15 +51,13 @@ pub struct Conn {
     pending: Vec<u8>,
     /// An answer the socket has not taken whole yet.
     unsent: Option<Unsent>,
-    /// What the poller waits for on this connection.
+    /// What epoll waits for on this connection.
     pub wait: Wait,
     /// When the current wait began: the first byte of a partial head, the
     /// moment the connection went idle, the answer that did not fit the
-    /// socket, or the refusal being drained. The poller closes the
+    /// socket, or the refusal being drained. The keeper closes the
     /// connection when [`Conn::expires_at`] passes.
     pub since: Instant,
-    /// Just accepted and handed straight to a worker: not known to be readable.
-    fresh: bool,
     /// Bytes swallowed while draining.
     drained: usize,
     /// Answer bytes rendered since the connection last ran out of requests
@@ -78,8 +73,8 @@ pub enum Wait {
     /// Room in the socket for the rest of an answer. A client that does not
     /// read gets one client timeout for the whole answer, and holds no worker.
     Write,
-    /// Swallowing what a refused client still sends before closing (the
-    /// poller does it: bounded, and no worker waits for it).
+    /// Swallowing what a refused client still sends before closing (a few
+    /// reads per event: bounded, and no worker waits for it).
     Drain,
     /// Nothing: pipelined requests are ready to serve, and the connection
     /// only gave its worker up so others get a turn.
@@ -130,13 +125,12 @@ impl Conn {
             unsent: None,
             wait: Wait::Read,
             since: Instant::now(),
-            fresh: true,
             drained: 0,
             turn: 0,
         }
     }
 
-    /// When the poller gives up on this connection: an idle or trickling
+    /// When the keeper gives up on this connection: an idle or trickling
     /// client and an answer the client does not read get `timeout`, a drain
     /// a fixed half second.
     pub fn expires_at(&self, timeout: Duration) -> Instant {
@@ -187,21 +181,21 @@ impl Drop for Scratch {
     }
 }
 
-/// Serves what the connection has sent; returns whether to keep it. `queue`
-/// tells whether other connections wait for a worker. Never waits for the
-/// client beyond the short keep-alive wait: reads and writes take what the
-/// socket has, and the poller watches for the rest.
+/// Serves what the connection has sent; returns whether to keep it. `load`
+/// tells whether other connections may wait for a worker. Never waits for
+/// the client: reads and writes take what the socket has, and epoll watches
+/// for the rest.
 pub fn serve(
     mut conn: Conn,
     handle: &dyn Fn(&Request) -> Response,
     scratch: &mut Scratch,
-    queue: &QueueView,
+    load: &Load,
 ) -> Next {
     if conn.unsent.is_some() {
         match flush(&mut conn) {
             Ok(Some(Then::KeepAlive)) => {
                 conn.since = Instant::now();
-                if conn.turn >= TURN_BYTES && !conn.pending.is_empty() && queue.others_waiting() {
+                if conn.turn >= TURN_BYTES && !conn.pending.is_empty() && load.others_waiting() {
                     return conn.give_up_turn();
                 }
             }
@@ -209,12 +203,6 @@ pub fn serve(
             Ok(None) => return conn.park(Wait::Write),
             Err(_) => return Next::Close,
         }
-    } else if std::mem::replace(&mut conn.fresh, false)
-        && !readable_within(&conn.stream, KEEP_ALIVE_WAIT)
-    {
-        // A client that connects and waits: the poller watches it from here.
-        conn.since = Instant::now();
-        return conn.park(Wait::Read);
     }
     let Scratch {
         input: buf,
@@ -313,19 +301,13 @@ pub fn serve(
             return finish(conn, then);
         }
         served = true;
-        if conn.turn >= TURN_BYTES && !buf.is_empty() && queue.others_waiting() {
+        if conn.turn >= TURN_BYTES && !buf.is_empty() && load.others_waiting() {
             conn.pending.extend_from_slice(buf);
             return conn.give_up_turn();
         }
         if buf.is_empty() {
-            // A busy keep-alive client sends its next request right after
-            // reading this answer: waiting a moment for it here saves two
-            // thread hand-offs through the poller. Not while other
-            // connections wait for a worker, though.
-            if !queue.others_waiting() && readable_within(&conn.stream, KEEP_ALIVE_WAIT) {
-                read = false;
-                continue;
-            }
+            // Armed again at once: the next request wakes whichever worker
+            // waits, and an idle client holds none.
             conn.since = Instant::now();
             conn.turn = 0;
             return conn.park(Wait::Read);
@@ -380,8 +362,8 @@ fn finish(mut conn: Conn, then: Then) -> Next {
 /// here, in time by [`Conn::expires_at`]).
 pub fn drain(conn: &mut Conn) -> bool {
     let mut sink = [0u8; 8192];
-    // The poller does this between its other work: a sender that keeps the
-    // socket full gets a few reads per wake-up, not the whole budget.
+    // A sender that keeps the socket full gets a few reads per event, not
+    // the whole budget: the worker has other connections to serve.
     for _ in 0..DRAIN_READS_PER_WAKE {
         match (&conn.stream).read(&mut sink) {
             Ok(0) => return false,
@@ -415,7 +397,7 @@ mod tests {
     use std::net::{TcpListener, TcpStream};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// A connected pair: the client's end, and the server's as the poller
+    /// A connected pair: the client's end, and the server's as the listener
     /// prepares it (non-blocking).
     fn pair() -> (TcpStream, Conn) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -454,11 +436,11 @@ mod tests {
     }
 
     #[test]
-    fn an_unread_answer_waits_with_the_poller_and_holds_back_pipelined_requests() {
+    fn an_unread_answer_waits_in_epoll_and_holds_back_pipelined_requests() {
         let (mut client, conn) = pair();
         let calls = AtomicUsize::new(0);
         let handle = handler(&calls);
-        let (mut scratch, idle) = (Scratch::default(), QueueView::fixed(0));
+        let (mut scratch, idle) = (Scratch::default(), Load::fixed(1));
         client
             .write_all(b"GET /big HTTP/1.1\r\n\r\nGET /small HTTP/1.1\r\n\r\n")
             .unwrap();
@@ -521,7 +503,7 @@ mod tests {
         let pipeline = b"GET /mid HTTP/1.1\r\n\r\n".repeat(40);
 
         // A reading client, so that answers are never held back by the socket.
-        let mut serve_pipeline = |queue: &QueueView| {
+        let mut serve_pipeline = |load: &Load| {
             let (mut client, conn) = pair();
             client.write_all(&pipeline).unwrap();
             let reader = std::thread::spawn(move || {
@@ -531,13 +513,13 @@ mod tests {
                     .unwrap();
                 while matches!(client.read(&mut sink), Ok(n) if n > 0) {}
             });
-            let mut conn = parked(serve(conn, &handle, &mut scratch, queue));
+            let mut conn = parked(serve(conn, &handle, &mut scratch, load));
             for _ in 0..1_000 {
                 if conn.wait != Wait::Write {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(1));
-                conn = parked(serve(conn, &handle, &mut scratch, queue));
+                conn = parked(serve(conn, &handle, &mut scratch, load));
             }
             let served = calls.swap(0, Ordering::SeqCst);
             drop(conn);
@@ -545,10 +527,10 @@ mod tests {
             served
         };
         // Nobody waits: the whole pipeline is served in one go.
-        assert_eq!(serve_pipeline(&QueueView::fixed(0)), 40);
+        assert_eq!(serve_pipeline(&Load::fixed(1)), 40);
         // Others wait: the turn ends once TURN_BYTES of answers are out,
         // counted across waits for the socket, long before the pipeline's end.
-        let served = serve_pipeline(&QueueView::fixed(3));
+        let served = serve_pipeline(&Load::fixed(0));
         let per_turn = TURN_BYTES.div_ceil(MID);
         assert!((per_turn..=per_turn + 1).contains(&served), "{served}");
     }

@@ -1,41 +1,50 @@
 //! The listeners (TCP on loopback by default, and a unix socket if asked),
-//! one poller thread that accepts connections and parks idle ones, and a
-//! bounded pool of workers that serve requests.
+//! one epoll set that holds them and every open connection, the workers that
+//! wait on it, and a keeper thread that closes connections which time out.
 //!
 //! tiny_http was the first choice; it spawns a thread per connection and reads
 //! heads without a size or time limit (README, "Design notes"). This small
-//! std::net + httparse server keeps idle connections in `poll(2)` instead, so a
-//! thousand idle clients cost a thousand file descriptors, not a thousand threads.
-//! The poller also holds the connections whose answers the client does not
-//! read yet (waiting for room to write) and drains refused ones, so a worker
-//! only ever runs requests.
+//! std::net + httparse server keeps idle connections in epoll instead, so a
+//! thousand idle clients cost a thousand file descriptors, not a thousand
+//! threads. Connections whose answers the client does not read yet (waiting
+//! for room to write) and refused ones being drained wait there too, so a
+//! worker only ever runs requests.
+//!
+//! Each worker takes the next ready event itself, serves it and arms the
+//! connection again: a keep-alive request costs `epoll_wait`, `read`,
+//! `write` and `epoll_ctl` on one thread. The first design had a poller
+//! thread hand ready connections to workers through a queue and take idle
+//! ones back through a channel and a wake-up byte; measured with
+//! `wrk -t2 -c32` on 2 CPUs, 88 % of the agent's CPU was then in the kernel,
+//! most of it threads sleeping and waking each other (README, "Benchmarks").
 //!
 //! `http` is the protocol without I/O (messages, head parser, renderer),
 //! `socket` the TCP and unix sockets, `conn` the I/O of one connection,
-//! `pool` the workers that run `conn`. One poller serves every listener
-//! (`bind_address`'s TCP socket and `unix_socket_path`'s) with one pool.
-//! The request handler is a closure, so the server knows nothing of the API.
+//! `registry` the open connections by epoll token, `pool` the workers. One
+//! epoll set serves every listener (`bind_address`'s TCP socket and
+//! `unix_socket_path`'s) with one pool. The request handler is a closure, so
+//! the server knows nothing of the API.
 
 mod conn;
 // Public: the API speaks in these messages, and the fuzz target drives the
 // real head parser.
 pub mod http;
 mod pool;
+mod registry;
 pub mod socket;
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener};
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::os;
-use crate::os::io::{is_ready, poll_in, poll_out, PollFd};
+use crate::os::epoll::{Epoll, Interest};
+use crate::os::io::{poll, poll_in};
+use crate::sync::lock;
 use conn::{Conn, Next, Scratch, Wait};
 use http::{Request, Response};
-use pool::{Pool, QueueView};
+use pool::{Load, Pool};
+use registry::{Registry, Token};
 use socket::Listener;
 
 /// Open connections of the API's listeners beyond this are closed on
@@ -48,10 +57,6 @@ pub const MAX_CONNECTIONS: usize = 8192;
 const MAX_PENDING_BYTES: usize = 16 << 20;
 /// Workers kept even when idle.
 const MIN_WORKERS: usize = 4;
-/// Workers started at once when a request finds none idle, per CPU. Beyond
-/// that the pool grows only for requests that waited (see `pool`); a cache
-/// hit is CPU work, and each extra thread costs ~13 KiB while it lives.
-const SOFT_WORKERS_PER_CPU: usize = 4;
 /// Workers beyond `max_conn`, so that a saturated agent can still read a
 /// request and answer it with 429 or serve `/ping`.
 const EXTRA_WORKERS: usize = 8;
@@ -60,6 +65,13 @@ const STACK_SIZE: usize = if cfg!(debug_assertions) {
 } else {
     1 << 20
 };
+/// Connections one worker accepts before it arms the listener again and
+/// lets another take over: a flood of connects does not keep one worker
+/// from requests.
+const ACCEPT_BATCH: usize = 64;
+/// The longest the keeper sleeps: a connection parked while it sleeps is
+/// closed at most this late.
+const KEEPER_TICK: Duration = Duration::from_millis(250);
 
 pub struct Settings {
     /// Idle or stalled connections are closed after this long.
@@ -79,197 +91,226 @@ pub fn bind(address: IpAddr, port: u16) -> io::Result<TcpListener> {
     TcpListener::bind(SocketAddr::from((address, port)))
 }
 
-/// Serves forever on `listeners`.
+/// Serves forever on `listeners`; the calling thread becomes the keeper.
 pub fn run<H>(listeners: Vec<Listener>, settings: Settings, handler: H) -> io::Result<()>
 where
     H: Fn(&Request) -> Response + Send + Sync + 'static,
 {
-    for listener in &listeners {
+    let epoll = Epoll::new()?;
+    for (at, listener) in listeners.iter().enumerate() {
         listener.set_nonblocking()?;
+        epoll.add(listener, Interest::Read, at as Token)?;
     }
-    let (wake_rx, wake_tx) = UnixStream::pair()?;
-    wake_rx.set_nonblocking(true)?;
-    wake_tx.set_nonblocking(true)?;
-    let (park_tx, park_rx) = mpsc::channel();
-    let returns = Returns {
-        park: park_tx,
-        wake: wake_tx,
-    };
-    let handler = Arc::new(handler);
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let pool = Pool::new(
-        MIN_WORKERS,
-        (cpus * SOFT_WORKERS_PER_CPU).max(MIN_WORKERS * 2),
-        settings.max_conn + EXTRA_WORKERS,
-        STACK_SIZE,
-        move |conn: Conn, scratch: &mut Scratch, queue: &QueueView| {
-            if let Next::Park(conn) = conn::serve(conn, &*handler, scratch, queue) {
-                returns.park(conn);
-            }
-        },
-    );
-    Poller {
+    let server = Arc::new(Server {
+        epoll,
+        registry: Registry::default(),
         listeners,
-        wake: wake_rx,
-        parked_rx: park_rx,
-        parked: Vec::new(),
-        pool,
-        timeout: settings.client_timeout,
+        handler,
         ttl_one: settings.ttl_one,
         max_open: settings.max_open,
-        accept_paused_until: None,
-    }
-    .run()
+        accept_paused_until: Mutex::new(None),
+    });
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (waiting, working) = (server.clone(), server.clone());
+    let pool = Pool::new(
+        MIN_WORKERS,
+        cpus.max(MIN_WORKERS),
+        settings.max_conn + EXTRA_WORKERS,
+        STACK_SIZE,
+        move |wait| match waiting.epoll.wait_one(wait) {
+            Ok(token) => token,
+            Err(e) => {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    log::error!("waiting for connections failed: {e}");
+                    std::thread::sleep(wait.min(Duration::from_millis(100)));
+                }
+                None
+            }
+        },
+        move |token, scratch: &mut Scratch, load: &Load| working.serve(token, scratch, load),
+    );
+    server.keep(&pool, settings.client_timeout)
 }
 
-/// How workers hand a connection back to the poller.
-struct Returns {
-    park: Sender<Conn>,
-    wake: UnixStream,
-}
-
-impl Returns {
-    fn park(&self, conn: Conn) {
-        if self.park.send(conn).is_ok() {
-            // A full wake buffer means a wake-up is already pending.
-            let _ = (&self.wake).write(&[1]);
-        }
-    }
-}
-
-struct Poller {
+struct Server<H> {
+    epoll: Epoll,
+    registry: Registry<Conn>,
     listeners: Vec<Listener>,
-    wake: UnixStream,
-    parked_rx: Receiver<Conn>,
-    parked: Vec<Conn>,
-    pool: Pool<Conn, Scratch>,
-    timeout: Duration,
+    handler: H,
     ttl_one: bool,
     max_open: usize,
-    accept_paused_until: Option<Instant>,
+    /// Set when accepting ran out of descriptors or memory: the listeners
+    /// stay disarmed until then (the keeper arms them again).
+    accept_paused_until: Mutex<Option<Instant>>,
 }
 
-impl Poller {
-    fn run(mut self) -> io::Result<()> {
-        let mut fds: Vec<PollFd> = Vec::new();
-        loop {
-            for conn in self.parked_rx.try_iter() {
-                if conn.wait == Wait::Ready {
-                    self.pool.submit(conn);
-                } else {
-                    self.parked.push(conn);
-                }
+impl<H> Server<H>
+where
+    H: Fn(&Request) -> Response + Send + Sync + 'static,
+{
+    /// A worker's turn: one event, for a listener or a connection.
+    fn serve(&self, token: Token, scratch: &mut Scratch, load: &Load) {
+        if let Some(at) = self.listener_at(token) {
+            if self.accept(at) {
+                self.arm_listener(at);
             }
-            self.shed_pending();
-            let now = Instant::now();
-            let timeout = self.timeout;
-            self.parked.retain(|c| now < c.expires_at(timeout));
-            if self.accept_paused_until.is_some_and(|t| now >= t) {
-                self.accept_paused_until = None;
-            }
-
-            fds.clear();
-            fds.push(poll_in(self.wake.as_raw_fd()));
-            let paused = self.accept_paused_until.is_some();
-            for listener in &self.listeners {
-                // poll ignores negative fds
-                fds.push(poll_in(if paused { -1 } else { listener.as_raw_fd() }));
-            }
-            let first_conn = fds.len();
-            fds.extend(self.parked.iter().map(|c| match c.wait {
-                Wait::Read | Wait::Drain | Wait::Ready => poll_in(c.stream.as_raw_fd()),
-                Wait::Write => poll_out(c.stream.as_raw_fd()),
-            }));
-
-            let next_expiry = self
-                .parked
-                .iter()
-                .map(|c| c.expires_at(timeout).saturating_duration_since(now))
-                .min()
-                .unwrap_or(Duration::from_secs(1));
-            // Queued requests that wait too long get new workers.
-            let starved_check = self.pool.grow_if_starved().unwrap_or(Duration::MAX);
-            let wait = next_expiry
-                .min(Duration::from_secs(1))
-                .min(starved_check)
-                .max(Duration::from_micros(100));
-            match os::io::poll(&mut fds, wait) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-            if is_ready(&fds[0]) {
-                let mut sink = [0u8; 256];
-                while matches!((&self.wake).read(&mut sink), Ok(n) if n > 0) {}
-            }
-            // Dispatch before accepting: `fds` indexes the parked list as it was.
-            let mut still_draining = Vec::new();
-            for i in (0..self.parked.len()).rev() {
-                if is_ready(&fds[i + first_conn]) {
-                    let mut conn = self.parked.swap_remove(i);
-                    if conn.wait != Wait::Drain {
-                        self.pool.submit(conn);
-                    } else if conn::drain(&mut conn) {
-                        // Draining is a few non-blocking reads: done here,
-                        // without a round through a worker.
-                        still_draining.push(conn);
-                    }
-                }
-            }
-            self.parked.append(&mut still_draining);
-            for at in 0..self.listeners.len() {
-                if is_ready(&fds[1 + at]) {
-                    self.accept(at);
-                }
-            }
-        }
-    }
-
-    /// Closes the connections holding the largest incomplete heads until the
-    /// total is back under [`MAX_PENDING_BYTES`].
-    fn shed_pending(&mut self) {
-        let mut total: usize = self.parked.iter().map(Conn::pending_len).sum();
-        if total <= MAX_PENDING_BYTES {
             return;
         }
-        self.parked
-            .sort_by_key(|c| std::cmp::Reverse(c.pending_len()));
-        let mut shed = 0;
-        while total > MAX_PENDING_BYTES && shed < self.parked.len() {
-            total -= self.parked[shed].pending_len();
-            shed += 1;
+        let Some(mut conn) = self.registry.take(token) else {
+            // Closed by the keeper while this event was on its way.
+            return;
+        };
+        let next = if conn.wait == Wait::Drain {
+            // Draining is a few non-blocking reads.
+            if conn::drain(&mut conn) {
+                Next::Park(conn)
+            } else {
+                Next::Close
+            }
+        } else {
+            conn::serve(conn, &self.handler, scratch, load)
+        };
+        match next {
+            Next::Park(conn) => {
+                let parked = self.registry.park(token, conn, |conn| {
+                    self.epoll.rearm(&conn.stream, interest(conn.wait), token)
+                });
+                if let Err(conn) = parked {
+                    log::debug!("cannot wait for a connection again; closing it");
+                    drop(conn);
+                }
+            }
+            Next::Close => self.registry.remove(token),
         }
-        log::warn!("closing {shed} connections holding the most unwritten answers or incomplete request heads");
-        self.parked.drain(..shed);
     }
 
-    fn accept(&mut self, at: usize) {
-        loop {
+    fn listener_at(&self, token: Token) -> Option<usize> {
+        usize::try_from(token)
+            .ok()
+            .filter(|&at| at < self.listeners.len())
+    }
+
+    fn arm_listener(&self, at: usize) {
+        if let Err(e) = self
+            .epoll
+            .rearm(&self.listeners[at], Interest::Read, at as Token)
+        {
+            log::error!("cannot wait for new connections: {e}");
+        }
+    }
+
+    /// Accepts what the listener has, up to a batch; returns whether to arm
+    /// it again (not while accepting is paused).
+    fn accept(&self, at: usize) -> bool {
+        for _ in 0..ACCEPT_BATCH {
             match self.listeners[at].accept(self.ttl_one) {
                 Ok(stream) => {
-                    if self.parked.len() >= self.max_open {
+                    if self.registry.len() >= self.max_open {
                         log::warn!("{} connections open; refusing a new one", self.max_open);
                         continue;
                     }
-                    // Most clients send their request right after
-                    // connecting: an idle worker takes it at once, saving a
-                    // round through poll(2). Never grows the pool.
-                    if let Err(conn) = self.pool.try_submit_idle(Conn::new(stream)) {
-                        self.parked.push(conn);
+                    let conn = Conn::new(stream);
+                    let hint = std::os::fd::AsRawFd::as_raw_fd(&conn.stream) as usize;
+                    let added = self.registry.insert(conn, hint, |conn, token| {
+                        self.epoll.add(&conn.stream, Interest::Read, token)
+                    });
+                    if let Err(e) = added {
+                        log::warn!("cannot wait for a new connection: {e}; closing it");
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_resource_exhaustion(&e) => {
                     // Out of descriptors or memory: back off instead of spinning.
                     log::warn!("accept failed: {e}; pausing new connections for 100 ms");
-                    self.accept_paused_until = Some(Instant::now() + Duration::from_millis(100));
-                    return;
+                    *lock(&self.accept_paused_until) =
+                        Some(Instant::now() + Duration::from_millis(100));
+                    return false;
                 }
                 // A connection that died before we took it (ECONNABORTED, ...).
                 Err(e) => log::debug!("accept: {e}"),
             }
         }
+        true
+    }
+
+    /// The keeper: closes connections that timed out, sheds pending bytes
+    /// beyond [`MAX_PENDING_BYTES`], resumes paused listeners and grows the
+    /// pool when every worker is stuck. Never returns.
+    fn keep(&self, pool: &Pool<Token, Scratch>, timeout: Duration) -> io::Result<()> {
+        loop {
+            let now = Instant::now();
+            let mut next = KEEPER_TICK;
+            let mut pending = 0;
+            let expired = self.registry.evict(|_, conn| {
+                let at = conn.expires_at(timeout);
+                if now >= at {
+                    return true;
+                }
+                next = next.min(at - now);
+                pending += conn.pending_len();
+                false
+            });
+            // Closed here, outside the registry's locks.
+            drop(expired);
+            if pending > MAX_PENDING_BYTES {
+                self.shed(pending);
+            }
+            let resume = {
+                let mut paused = lock(&self.accept_paused_until);
+                let resume = paused.is_some_and(|until| now >= until);
+                if resume {
+                    *paused = None;
+                }
+                resume
+            };
+            if resume {
+                (0..self.listeners.len()).for_each(|at| self.arm_listener(at));
+            }
+            let work_waits = || {
+                let mut fds = [poll_in(std::os::fd::AsRawFd::as_raw_fd(&self.epoll))];
+                matches!(poll(&mut fds, Duration::ZERO), Ok(n) if n > 0)
+            };
+            if let Some(again) = pool.grow_if_stuck(work_waits) {
+                next = next.min(again);
+            }
+            std::thread::sleep(next.max(Duration::from_micros(100)));
+        }
+    }
+
+    /// Closes the connections holding the most bytes until `total` is back
+    /// under [`MAX_PENDING_BYTES`].
+    fn shed(&self, mut total: usize) {
+        let mut holding = Vec::new();
+        self.registry.evict(|token, conn| {
+            holding.push((conn.pending_len(), token));
+            false
+        });
+        holding.sort_unstable_by(|a, b| b.cmp(a));
+        let mut chosen = std::collections::HashSet::new();
+        for (len, token) in holding {
+            if total <= MAX_PENDING_BYTES {
+                break;
+            }
+            total = total.saturating_sub(len);
+            chosen.insert(token);
+        }
+        let shed = self.registry.evict(|token, _| chosen.contains(&token));
+        log::warn!(
+            "closing {} connections holding the most unwritten answers or incomplete request heads",
+            shed.len()
+        );
+    }
+}
+
+/// What a parked connection waits for, in epoll's terms.
+fn interest(wait: Wait) -> Interest {
+    match wait {
+        Wait::Read | Wait::Drain => Interest::Read,
+        Wait::Write => Interest::Write,
+        // Pipelined requests are ready: any event will do, and a socket
+        // that can take an answer gives one at once.
+        Wait::Ready => Interest::Any,
     }
 }
 

@@ -2,7 +2,7 @@
 //! of the server sees one [`Listener`] and one [`Stream`] type, so a
 //! connection is served the same way whichever socket brought it.
 //!
-//! An accepted socket is made non-blocking (the poller and the workers never
+//! An accepted socket is made non-blocking (the workers never
 //! wait on a client) and, for TCP, gets no-delay and, on the API's listener,
 //! a TTL (IPv6: hop limit) of 1, so that no packet of it crosses a router even
 //! when the agent is bound beyond loopback. The unix socket's file gets its

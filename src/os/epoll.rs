@@ -1,0 +1,126 @@
+//! `epoll(7)`, the one readiness set every worker waits on (std has none).
+//!
+//! Descriptors are registered one-shot: an event is handed to exactly one
+//! waiting thread and the descriptor is then disarmed until that thread arms
+//! it again, so a connection is never served by two workers at once. Each
+//! registration carries a 64-bit token chosen by the caller; the kernel only
+//! hands it back.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+/// What a registration waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    /// Input, end of file, a hang-up or an error.
+    Read,
+    /// Room to write, or an error.
+    Write,
+    /// Either: an event comes as soon as the socket can take or give
+    /// anything.
+    Any,
+}
+
+pub struct Epoll {
+    fd: OwnedFd,
+}
+
+impl Epoll {
+    pub fn new() -> io::Result<Epoll> {
+        // SAFETY: no pointers; a negative return is an error.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by epoll_create1 and is owned by
+        // nobody else.
+        Ok(Epoll {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Registers `fd`, armed for one event of `interest`.
+    pub fn add(&self, fd: &impl AsRawFd, interest: Interest, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd.as_raw_fd(), interest, token)
+    }
+
+    /// Arms `fd` again (after its one event was taken), maybe for another
+    /// interest or token.
+    pub fn rearm(&self, fd: &impl AsRawFd, interest: Interest, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd.as_raw_fd(), interest, token)
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: RawFd, interest: Interest, token: u64) -> io::Result<()> {
+        let events = match interest {
+            Interest::Read => libc::EPOLLIN,
+            Interest::Write => libc::EPOLLOUT,
+            Interest::Any => libc::EPOLLIN | libc::EPOLLOUT,
+        } | libc::EPOLLONESHOT;
+        let mut event = libc::epoll_event {
+            events: events as u32,
+            u64: token,
+        };
+        // SAFETY: `event` is a live epoll_event for the call's duration; the
+        // kernel copies it.
+        let done = unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), op, fd, &mut event) };
+        if done < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Waits up to `wait` for one event and returns its token; `Ok(None)`
+    /// when the time passed. One event per call: a worker that took several
+    /// would hold connections another idle worker could serve.
+    pub fn wait_one(&self, wait: Duration) -> io::Result<Option<u64>> {
+        let mut event = libc::epoll_event { events: 0, u64: 0 };
+        // Whole milliseconds, rounded up so that a short wait is not a busy
+        // loop.
+        let ms = wait.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+        // SAFETY: `event` is writable room for exactly one epoll_event.
+        let n = unsafe { libc::epoll_wait(self.fd.as_raw_fd(), &mut event, 1, ms) };
+        match n {
+            n if n < 0 => Err(io::Error::last_os_error()),
+            0 => Ok(None),
+            _ => Ok(Some(event.u64)),
+        }
+    }
+}
+
+/// An epoll set is itself readable while it holds ready events: a monitor
+/// can see that work waits without taking any.
+impl AsRawFd for Epoll {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+
+    #[test]
+    fn one_shot_events_carry_their_token_until_rearmed() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let epoll = Epoll::new().unwrap();
+        let short = Duration::from_millis(20);
+
+        epoll.add(&server, Interest::Read, 7).unwrap();
+        assert_eq!(epoll.wait_one(short).unwrap(), None, "nothing sent yet");
+        client.write_all(b"x").unwrap();
+        assert_eq!(epoll.wait_one(Duration::from_secs(5)).unwrap(), Some(7));
+        // Disarmed: the unread byte raises no second event...
+        assert_eq!(epoll.wait_one(short).unwrap(), None);
+        // ... until armed again, here under another token.
+        epoll.rearm(&server, Interest::Read, 8).unwrap();
+        assert_eq!(epoll.wait_one(Duration::from_secs(5)).unwrap(), Some(8));
+        // A socket with room to write is ready for Write at once.
+        epoll.rearm(&server, Interest::Write, 9).unwrap();
+        assert_eq!(epoll.wait_one(Duration::from_secs(5)).unwrap(), Some(9));
+    }
+}

@@ -1,0 +1,293 @@
+//! Every open connection, by token: where a connection waits while it is
+//! armed in epoll, so that the keeper can close the ones that time out and
+//! a worker woken for a token finds the connection it stands for.
+//!
+//! A token is a slot and the slot's generation. A slot is reused once its
+//! connection closed, under a new generation, so an event that was already
+//! on its way for the old connection (or that the kernel keeps reporting
+//! for a descriptor a forked child still holds) finds nothing and is
+//! dropped. Arming happens under the slot's lock, after the connection is
+//! back in its slot: the keeper cannot close it in between, so a descriptor
+//! number is never armed after it was closed and reused.
+//!
+//! The slots are split into shards, each behind its own mutex: a worker
+//! holds one for a map lookup or an `epoll_ctl`, and two workers seldom
+//! want the same shard.
+
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use crate::sync::lock;
+
+const SHARDS: usize = 16;
+
+/// Which connection an event is for. Tokens below 2^32 (generation 0) are
+/// never handed out, which leaves them to the listeners.
+pub type Token = u64;
+
+pub struct Registry<T> {
+    shards: Box<[Mutex<Shard<T>>]>,
+    open: AtomicUsize,
+}
+
+struct Shard<T> {
+    slots: Vec<Slot<T>>,
+    free: Vec<u32>,
+}
+
+struct Slot<T> {
+    generation: u32,
+    state: State<T>,
+}
+
+enum State<T> {
+    Free,
+    /// A worker serves it.
+    Out,
+    /// Armed in epoll, waiting.
+    Parked(T),
+}
+
+fn split(token: Token) -> (usize, usize, u32) {
+    let generation = (token >> 32) as u32;
+    let at = (token & u64::from(u32::MAX)) as usize;
+    (at % SHARDS, at / SHARDS, generation)
+}
+
+fn join(shard: usize, index: usize, generation: u32) -> Token {
+    (u64::from(generation) << 32) | (index * SHARDS + shard) as u64
+}
+
+impl<T> Default for Registry<T> {
+    fn default() -> Self {
+        Registry {
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        slots: Vec::new(),
+                        free: Vec::new(),
+                    })
+                })
+                .collect(),
+            open: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl<T> Registry<T> {
+    /// Connections open: waiting, or being served.
+    pub fn len(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Adds `item` parked and calls `arm` with its token under the slot's
+    /// lock; when arming fails the item is dropped and the error returned.
+    pub fn insert(
+        &self,
+        item: T,
+        shard_hint: usize,
+        arm: impl FnOnce(&T, Token) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let s = shard_hint % SHARDS;
+        let mut shard = lock(&self.shards[s]);
+        let index = match shard.free.pop() {
+            Some(index) => index as usize,
+            None => {
+                if shard.slots.len() >= (u32::MAX as usize) / SHARDS {
+                    return Err(io::ErrorKind::OutOfMemory.into());
+                }
+                shard.slots.push(Slot {
+                    generation: 0,
+                    state: State::Free,
+                });
+                shard.slots.len() - 1
+            }
+        };
+        let slot = &mut shard.slots[index];
+        // Never 0: that generation is the listeners'.
+        slot.generation = slot.generation.checked_add(1).unwrap_or(1);
+        let token = join(s, index, slot.generation);
+        if let Err(e) = arm(&item, token) {
+            shard.free.push(index as u32);
+            return Err(e);
+        }
+        shard.slots[index].state = State::Parked(item);
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Takes the parked item `token` stands for, if it still does.
+    pub fn take(&self, token: Token) -> Option<T> {
+        let (s, index, generation) = split(token);
+        let mut shard = lock(self.shards.get(s)?);
+        let slot = shard.slots.get_mut(index)?;
+        if slot.generation != generation || !matches!(slot.state, State::Parked(_)) {
+            return None;
+        }
+        match std::mem::replace(&mut slot.state, State::Out) {
+            State::Parked(item) => Some(item),
+            _ => None,
+        }
+    }
+
+    /// Parks a taken item again and calls `arm` under the slot's lock. When
+    /// arming fails the slot is freed and the item given back to be
+    /// dropped.
+    pub fn park(
+        &self,
+        token: Token,
+        item: T,
+        arm: impl FnOnce(&T) -> io::Result<()>,
+    ) -> Result<(), T> {
+        let (s, index, generation) = split(token);
+        let Some(mutex) = self.shards.get(s) else {
+            return Err(item);
+        };
+        let mut shard = lock(mutex);
+        let Some(slot) = shard.slots.get_mut(index) else {
+            return Err(item);
+        };
+        if slot.generation != generation || !matches!(slot.state, State::Out) {
+            return Err(item);
+        }
+        if arm(&item).is_err() {
+            slot.state = State::Free;
+            shard.free.push(index as u32);
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            return Err(item);
+        }
+        slot.state = State::Parked(item);
+        Ok(())
+    }
+
+    /// Frees the slot of a taken item (whose owner closes it).
+    pub fn remove(&self, token: Token) {
+        let (s, index, generation) = split(token);
+        let Some(mutex) = self.shards.get(s) else {
+            return;
+        };
+        let mut shard = lock(mutex);
+        if let Some(slot) = shard.slots.get_mut(index) {
+            if slot.generation == generation && matches!(slot.state, State::Out) {
+                slot.state = State::Free;
+                shard.free.push(index as u32);
+                self.open.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Removes the parked items `evict` picks and returns them (to be closed
+    /// outside the locks). `evict` sees each parked item once.
+    pub fn evict(&self, mut evict: impl FnMut(Token, &T) -> bool) -> Vec<T> {
+        let mut out = Vec::new();
+        for (s, mutex) in self.shards.iter().enumerate() {
+            let mut shard = lock(mutex);
+            let Shard { slots, free } = &mut *shard;
+            for (index, slot) in slots.iter_mut().enumerate() {
+                let State::Parked(item) = &slot.state else {
+                    continue;
+                };
+                if evict(join(s, index, slot.generation), item) {
+                    if let State::Parked(item) = std::mem::replace(&mut slot.state, State::Free) {
+                        out.push(item);
+                    }
+                    free.push(index as u32);
+                    self.open.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(_: &&str, _: Token) -> io::Result<()> {
+        Ok(())
+    }
+
+    #[test]
+    fn a_token_finds_its_item_once_and_never_after_reuse() {
+        let registry = Registry::default();
+        let mut token = 0;
+        registry
+            .insert("a", 3, |_, t| {
+                token = t;
+                Ok(())
+            })
+            .unwrap();
+        assert!(token >> 32 != 0, "generation 0 is the listeners'");
+        assert_eq!(registry.len(), 1);
+        assert_eq!(registry.take(token), Some("a"));
+        assert_eq!(registry.take(token), None, "already out");
+        registry.park(token, "a", |_| Ok(())).unwrap();
+        assert_eq!(registry.take(token), Some("a"));
+        registry.remove(token);
+        assert_eq!(registry.len(), 0);
+
+        // The slot is reused under a new generation: the old token is stale.
+        let mut again = 0;
+        registry
+            .insert("b", 3, |_, t| {
+                again = t;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(again & 0xffff_ffff, token & 0xffff_ffff, "same slot");
+        assert_ne!(again, token);
+        assert_eq!(registry.take(token), None);
+        assert_eq!(registry.park(token, "x", |_| Ok(())), Err("x"));
+        registry.remove(token);
+        assert_eq!(registry.len(), 1, "a stale remove frees nothing");
+        assert_eq!(registry.take(again), Some("b"));
+        assert_eq!(registry.take(7), None, "a listener's token");
+    }
+
+    #[test]
+    fn failing_to_arm_frees_the_slot() {
+        let registry = Registry::default();
+        let refused = registry.insert("a", 0, |_, _| Err(io::ErrorKind::Other.into()));
+        assert!(refused.is_err());
+        assert_eq!(registry.len(), 0);
+        let mut token = 0;
+        registry
+            .insert("b", 0, |_, t| {
+                token = t;
+                Ok(())
+            })
+            .unwrap();
+        let b = registry.take(token).unwrap();
+        assert_eq!(
+            registry.park(token, b, |_| Err(io::ErrorKind::Other.into())),
+            Err("b")
+        );
+        assert_eq!(registry.len(), 0);
+        assert_eq!(registry.take(token), None);
+    }
+
+    #[test]
+    fn evicts_only_parked_items() {
+        let registry = Registry::default();
+        for (n, item) in ["keep", "drop", "out"].into_iter().enumerate() {
+            registry.insert(item, n, ok).unwrap();
+        }
+        let out_token = {
+            let mut found = 0;
+            registry.evict(|t, item| {
+                if *item == "out" {
+                    found = t;
+                }
+                false
+            });
+            found
+        };
+        assert_eq!(registry.take(out_token), Some("out"));
+        // "out" is being served: eviction does not see it.
+        let evicted = registry.evict(|_, item| *item != "keep");
+        assert_eq!(evicted, vec!["drop"]);
+        assert_eq!(registry.len(), 2);
+    }
+}
