@@ -25,7 +25,7 @@ DEBUG_BIN   := $(CURDIR)/target/debug/$(BIN_NAME)
 # Extra arguments for pytest, e.g. `make test PYTEST_ARGS="-k cache -x"`.
 PYTEST_ARGS ?=
 
-.PHONY: bench bench-compare bench-compare-3x soak bench-tools
+.PHONY: bench bench-compare bench-compare-2x bench-compare-3x soak bench-tools
 .PHONY: all build venv test unit-test integration-test lint layers static static-ring musl-build describe size-check demo clean lambda-layer
 .PHONY: static-arm64 cross-venv budget lambda-layer-arm64 unknown-arch
 
@@ -189,8 +189,10 @@ clean:
 
 # ---- benchmarks and soak (bench/; needs wrk: apt-get install -y wrk) --------
 #   make bench          table: throughput, latency, start-up, memory, coalescing, size
-#   make bench-compare  the same side by side with AWS's agent 2.1.0 (installed into target/ once)
-#   make bench-compare-3x  the same with AWS's 3.x agent (aws_workload_credentials_provider 3.1.2)
+#   make bench-compare  the same side by side with AWS's agent 2.1.0 and its 3.x successor
+#                       (aws_workload_credentials_provider 3.1.2), in one run; each is
+#                       installed into target/ once (about 6 minutes of compiling each)
+#   make bench-compare-2x / bench-compare-3x  against one of them only
 #   make soak           SOAK_SECONDS (default 300) of wrk under injected faults; fails on
 #                       any non-200 or on RSS/thread growth. Not part of `make test`.
 # The binary measured is the static one users ship; BENCH_BIN=... measures another.
@@ -209,14 +211,21 @@ bench-tools:
 bench: bench-tools static
 	BENCH_BIN=$(BENCH_BIN) $(PYTHON) bench/bench.py
 
-bench-compare: bench-tools static $(AWS_AGENT)
-	BENCH_BIN=$(BENCH_BIN) BENCH_OTHER=$(CURDIR)/$(AWS_AGENT) $(PYTHON) bench/bench.py
+bench-compare: bench-tools static $(AWS_AGENT) $(AWS_AGENT_3X)
+	BENCH_BIN=$(BENCH_BIN) \
+	  BENCH_OTHER=$(CURDIR)/$(AWS_AGENT) BENCH_OTHER_NAME=aws-2.1.0 \
+	  BENCH_OTHER2=$(CURDIR)/$(AWS_AGENT_3X) BENCH_OTHER2_NAME=aws-3.1.2 \
+	  BENCH_OTHER2_ARGS="sm start --config {config}" $(PYTHON) bench/bench.py
+
+bench-compare-2x: bench-tools static $(AWS_AGENT)
+	BENCH_BIN=$(BENCH_BIN) BENCH_OTHER=$(CURDIR)/$(AWS_AGENT) BENCH_OTHER_NAME=aws-2.1.0 \
+	  $(PYTHON) bench/bench.py
 
 $(AWS_AGENT):
 	$(CARGO) install aws_secretsmanager_agent --version 2.1.0 --locked --root $(AWS_AGENT_DIR)
 
 bench-compare-3x: bench-tools static $(AWS_AGENT_3X)
-	BENCH_BIN=$(BENCH_BIN) BENCH_OTHER=$(CURDIR)/$(AWS_AGENT_3X) \
+	BENCH_BIN=$(BENCH_BIN) BENCH_OTHER=$(CURDIR)/$(AWS_AGENT_3X) BENCH_OTHER_NAME=aws-3.1.2 \
 	  BENCH_OTHER_ARGS="sm start --config {config}" $(PYTHON) bench/bench.py
 
 # Compiling it takes about 6 minutes on 2 cores.

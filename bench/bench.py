@@ -5,8 +5,9 @@
     BENCH_OTHER=/path/to/aws_secretsmanager_agent python3 bench/bench.py
 
 With BENCH_OTHER (or --other) the same workload runs against that binary, with
-the same config file, environment and token, and the table gets an "other"
-column and the ratio other/ours. Everything runs on 127.0.0.1; all processes
+the same config file, environment and token, and the table gets a column for it
+and the ratio it/ours; BENCH_OTHER2 adds a second one (`make bench-compare`: AWS's
+agent 2.1.0 and its 3.x successor in one run). Everything runs on 127.0.0.1; all processes
 started here are stopped on exit. Needs wrk (`apt-get install -y wrk`).
 
 Settings (flag or environment variable):
@@ -15,6 +16,9 @@ Settings (flag or environment variable):
   --other         BENCH_OTHER          the other agent's binary (optional)
   --other-args    BENCH_OTHER_ARGS     its arguments (default "--config {config}";
                                        "sm start --config {config}" for aws_workload_credentials_provider)
+  --other-name    BENCH_OTHER_NAME     its column's name (default "other")
+  --other2, --other2-args, --other2-name  (BENCH_OTHER2, BENCH_OTHER2_ARGS, BENCH_OTHER2_NAME)
+                                       a second agent to compare, the same way
   --seconds       BENCH_SECONDS        length of the wrk run (default 10)
   --starts        BENCH_STARTS         start-ups to take the median of (default 5)
   --conn-requests BENCH_CONN_REQUESTS  requests for the new-connection latency (default 2000)
@@ -60,8 +64,12 @@ def main():
     opts = parse_args()
     common.need_wrk()
     binaries = [("ours", os.path.abspath(opts.bin), opts.args)]
-    if opts.other:
-        binaries.append(("other", os.path.abspath(opts.other), opts.other_args))
+    for other, args, name in ((opts.other, opts.other_args, opts.other_name),
+                              (opts.other2, opts.other2_args, opts.other2_name)):
+        if other:
+            binaries.append((name, os.path.abspath(other), args))
+    if len({name for name, _, _ in binaries}) < len(binaries):
+        sys.exit("two agents have the same column name: set BENCH_OTHER_NAME / BENCH_OTHER2_NAME")
     for _, path, _ in binaries:
         if not os.access(path, os.X_OK):
             sys.exit("not an executable: %s (for ours: make build)" % path)
@@ -76,7 +84,7 @@ def main():
             print("==> %s: %s (%s)" % (name, path, common.load()), flush=True)
             results[name] = measure(name, path, args, upstream, token, workdir, opts)
         print()
-        print_table(results, opts)
+        print_table(results, binaries)
         ok = True
     finally:
         if ok and not opts.keep:
@@ -92,6 +100,10 @@ def parse_args():
     p.add_argument("--args", default=env("BENCH_ARGS", "--config {config}"))
     p.add_argument("--other", default=env("BENCH_OTHER") or None)
     p.add_argument("--other-args", default=env("BENCH_OTHER_ARGS", "--config {config}"))
+    p.add_argument("--other-name", default=env("BENCH_OTHER_NAME", "other"))
+    p.add_argument("--other2", default=env("BENCH_OTHER2") or None)
+    p.add_argument("--other2-args", default=env("BENCH_OTHER2_ARGS", "--config {config}"))
+    p.add_argument("--other2-name", default=env("BENCH_OTHER2_NAME", "other2"))
     p.add_argument("--seconds", type=int, default=int(env("BENCH_SECONDS", "10")))
     p.add_argument("--starts", type=int, default=int(env("BENCH_STARTS", "5")))
     p.add_argument("--conn-requests", type=int, default=int(env("BENCH_CONN_REQUESTS", "2000")))
@@ -374,16 +386,21 @@ def fmt(value, how):
     return how.format(value)
 
 
-def print_table(results, opts):
-    ours, other = results["ours"], results.get("other")
-    rows = [(label, fmt(ours.get(key), how), fmt(other.get(key), how) if other else None,
-             ratio(ours.get(key), other.get(key)) if other else None) for label, key, how in ROWS]
+def print_table(results, binaries):
+    names = [name for name, _, _ in binaries]
+    others = names[1:]
+    ours = results["ours"]
+    rows = []
+    for label, key, how in ROWS:
+        row = [label, fmt(ours.get(key), how)]
+        row += [fmt(results[o].get(key), how) for o in others]
+        row += [ratio(ours.get(key), results[o].get(key)) for o in others]
+        rows.append(row)
     if os.path.exists(STATIC_BIN):
         size = os.stat(STATIC_BIN).st_size
-        rows.insert(1, ("static musl binary, make static (bytes)", "{:,}".format(size),
-                        "" if other else None, "" if other else None))
-    header = ("metric", "ours", "other", "other/ours") if other else ("metric", "ours")
-    table = [header] + [r[:4] if other else r[:2] for r in rows]
+        rows.insert(0, ["static musl binary, make static (bytes)", "{:,}".format(size)] + [""] * (2 * len(others)))
+    header = ["metric", "ours"] + others + ["%s/ours" % o for o in others]
+    table = [header] + rows
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
     for n, row in enumerate(table):
         cells = [str(row[0]).ljust(widths[0])] + [str(c).rjust(w) for c, w in zip(row[1:], widths[1:])]
@@ -391,9 +408,8 @@ def print_table(results, opts):
         if n == 0:
             print("-+-".join("-" * w for w in widths))
     print()
-    print("ours:  %s  [%s during its run]" % (os.path.abspath(opts.bin), ours["load"]))
-    if other:
-        print("other: %s  [%s during its run]" % (os.path.abspath(opts.other), other["load"]))
+    for name, path, _ in binaries:
+        print("%s: %s  [%s during its run]" % (name, path, results[name]["load"]))
     print("All on one machine over loopback: wrk, the agent and the fake upstream share the cores;")
     print("figures taken while other work runs are noisy.")
 

@@ -4,15 +4,16 @@
 //! returns.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::aws::arn::check_role_arn;
 use crate::aws::ssm::{ParameterQuery, Selector};
 use crate::aws::{SecretQuery, UpstreamError};
-use crate::cache::{Cache, Key, Upstream};
+use crate::cache::{Answer, Cache, Key, Served, Upstream};
 use crate::metrics::{self, Route};
 use crate::query::{parse_query, percent_decode};
-use crate::server::http::{Request, Response, ResponseBody};
+use crate::server::http::{Later, Reply, Request, Response, ResponseBody};
 use crate::token::Token;
 
 /// Requests beyond `max_conn` that `/ping` may still use, so health checks
@@ -68,13 +69,33 @@ pub struct NotReady {
 pub struct Api<U> {
     settings: Settings,
     cache: Cache<U>,
-    in_flight: AtomicUsize,
+    in_flight: Arc<AtomicUsize>,
 }
 
 /// Holds one in-flight slot until dropped.
 struct Slot<'a>(&'a AtomicUsize);
 
 impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Slot<'_> {
+    /// The same slot, held past this call.
+    fn keep(self, in_flight: &Arc<AtomicUsize>) -> OwnedSlot {
+        debug_assert!(std::ptr::eq(self.0, &**in_flight));
+        // The count moves to the owned slot; this one must not give it back.
+        std::mem::forget(self);
+        OwnedSlot(in_flight.clone())
+    }
+}
+
+/// A slot kept by a request parked behind another's call to AWS: it still
+/// counts against `max_conn`.
+struct OwnedSlot(Arc<AtomicUsize>);
+
+impl Drop for OwnedSlot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
@@ -88,19 +109,32 @@ impl<U: Upstream + 'static> Api<U> {
         Api {
             settings,
             cache,
-            in_flight: AtomicUsize::new(0),
+            in_flight: Arc::new(AtomicUsize::new(0)),
         }
     }
 
     pub fn handle(&self, request: &Request) -> Response {
+        match self.reply(request) {
+            Reply::Now(response) => response,
+            // This thread waits, as the request would have.
+            Reply::Later(later) => (later.answer)(),
+        }
+    }
+
+    /// `handle` for the server: a request behind another's call to AWS for
+    /// the same key comes back as [`Reply::Later`], so that it waits
+    /// without a thread.
+    pub fn reply(&self, request: &Request) -> Reply {
         let (path, query) = request
             .target
             .split_once('?')
             .unwrap_or((request.target, ""));
         let route = self.route(path);
-        let response = self.respond(request, route, path, query);
-        metrics::request(route, response.status);
-        response
+        let reply = self.respond(request, route, path, query);
+        if let Reply::Now(response) = &reply {
+            metrics::request(route, response.status);
+        }
+        reply
     }
 
     /// Which route a path is: the fixed paths first, so that with
@@ -117,41 +151,42 @@ impl<U: Upstream + 'static> Api<U> {
         }
     }
 
-    fn respond(&self, request: &Request, route: Route, path: &str, query: &str) -> Response {
+    fn respond(&self, request: &Request, route: Route, path: &str, query: &str) -> Reply {
         // The probes: no token (health checkers have none), and a few slots
         // beyond max_conn so they answer while the agent is saturated.
         let is_probe = matches!(route, Route::Ping | Route::Ready);
 
         let limit = self.settings.max_conn + if is_probe { PING_HEADROOM } else { 0 };
-        let Some(_slot) = self.take_slot(limit) else {
-            return text(429, "Connection limit exceeded");
+        let Some(slot) = self.take_slot(limit) else {
+            return text(429, "Connection limit exceeded").into();
         };
         if !is_probe {
             if let Err(response) = self.check_token(request.headers) {
-                return response;
+                return response.into();
             }
         }
         if request.method != "GET" {
-            return text(405, "Not allowed");
+            return text(405, "Not allowed").into();
         }
         let parsed = match route {
-            Route::Ping => return text(200, "healthy"),
-            Route::Ready => return self.ready(request),
-            Route::Metrics => return self.metrics(),
-            Route::Other => return text(404, "Not found"),
+            Route::Ping => return text(200, "healthy").into(),
+            Route::Ready => return self.ready(request).into(),
+            Route::Metrics => return self.metrics().into(),
+            Route::Other => return text(404, "Not found").into(),
             Route::Parameter if !self.settings.parameters => {
                 return text(
                     404,
                     "Not found: Parameter Store is switched off in the config",
                 )
+                .into()
             }
             Route::Parameter => parse_parameter(query),
             Route::Secret if path == "/secretsmanager/get" => parse_get(query),
             Route::Secret => parse_prefixed(&path[self.settings.path_prefix.len()..], query),
         };
         match parsed {
-            Ok((key, refresh_now)) => self.answer(&key, refresh_now),
-            Err(response) => response,
+            Ok((key, refresh_now)) => self.answer(key, refresh_now, route, slot),
+            Err(response) => response.into(),
         }
     }
 
@@ -247,33 +282,55 @@ impl<U: Upstream + 'static> Api<U> {
         }
     }
 
-    fn answer(&self, key: &Key, refresh_now: bool) -> Response {
+    fn answer(&self, key: Key, refresh_now: bool, route: Route, slot: Slot<'_>) -> Reply {
         let started = Instant::now();
-        let (served, from_memory) = self.cache.answer(key, refresh_now);
-        let took = started.elapsed();
-        metrics::answer(from_memory, took);
-        match served {
-            Ok(body) => Response {
-                status: 200,
-                content_type: JSON,
-                body: ResponseBody::Shared(body),
-            },
-            Err(e) => {
-                let response = upstream_error(&e);
-                // The fields go into JSON log lines (`log_format = "json"`).
-                let (status, duration_ms) = (response.status, took.as_millis() as u64);
-                match key {
-                    Key::Secret { query, .. } => log::warn!(
-                        secret_id = query.secret_id.as_str(), status, duration_ms;
-                        "request for {key} failed: {e}"
-                    ),
-                    Key::Parameter { query, .. } => log::warn!(
-                        parameter = query.name.as_str(), status, duration_ms;
-                        "request for {key} failed: {e}"
-                    ),
-                }
-                response
+        match self.cache.answer_or_wait(&key, refresh_now) {
+            Answer::Now(served, from_memory) => {
+                Reply::Now(served_response(&key, served, from_memory, started))
             }
+            Answer::Later(waiting) => {
+                let slot = slot.keep(&self.in_flight);
+                let ready = waiting.clone();
+                Reply::Later(Later {
+                    ready: Box::new(move |wake| ready.when_done(wake)),
+                    answer: Box::new(move || {
+                        let response = served_response(&key, waiting.result(), false, started);
+                        metrics::request(route, response.status);
+                        drop(slot);
+                        response
+                    }),
+                })
+            }
+        }
+    }
+}
+
+/// The answer to a request for `key` that the cache `served`: the body, or
+/// the error as AWS's agent tells it (and a warning in the log).
+fn served_response(key: &Key, served: Served, from_memory: bool, started: Instant) -> Response {
+    let took = started.elapsed();
+    metrics::answer(from_memory, took);
+    match served {
+        Ok(body) => Response {
+            status: 200,
+            content_type: JSON,
+            body: ResponseBody::Shared(body),
+        },
+        Err(e) => {
+            let response = upstream_error(&e);
+            // The fields go into JSON log lines (`log_format = "json"`).
+            let (status, duration_ms) = (response.status, took.as_millis() as u64);
+            match key {
+                Key::Secret { query, .. } => log::warn!(
+                    secret_id = query.secret_id.as_str(), status, duration_ms;
+                    "request for {key} failed: {e}"
+                ),
+                Key::Parameter { query, .. } => log::warn!(
+                    parameter = query.name.as_str(), status, duration_ms;
+                    "request for {key} failed: {e}"
+                ),
+            }
+            response
         }
     }
 }

@@ -669,7 +669,7 @@ fn serve(agent: Agent) -> Result<(), String> {
     if let Some(metrics) = metrics {
         serve_metrics(metrics, &settings, api.clone())?;
     }
-    server::run(listeners, settings, move |request| api.handle(request))
+    server::run(listeners, settings, move |request| api.reply(request))
         .map_err(|e| format!("server stopped: {e}"))
 }
 
@@ -688,7 +688,7 @@ fn serve_metrics(
         ttl_one: false,
         max_open: 64,
     };
-    let handler = move |request: &server::http::Request| api.handle_metrics(request);
+    let handler = move |request: &server::http::Request| api.handle_metrics(request).into();
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {

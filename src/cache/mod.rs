@@ -35,10 +35,34 @@ mod table;
 mod upstream;
 
 pub use key::Key;
-pub use table::{Held, Settings};
+pub use table::{Held, Settings, Wake};
 pub use upstream::{Body, Clients, Served, Upstream};
 
 use table::{Entry, Flight, Lookup, Shared};
+
+/// What [`Cache::answer_or_wait`] has for a request.
+pub enum Answer {
+    /// The answer, and whether it came from memory.
+    Now(Served, bool),
+    /// Another caller is fetching the key: the answer comes when it ends.
+    Later(Waiting),
+}
+
+/// A request's place behind another caller's upstream call for its key.
+#[derive(Clone)]
+pub struct Waiting(Arc<Flight>);
+
+impl Waiting {
+    /// Calls `wake` once the answer is there (now, if it is).
+    pub fn when_done(&self, wake: Wake) {
+        self.0.when_done(wake);
+    }
+
+    /// The answer; the calling thread waits for it if it is not there yet.
+    pub fn result(&self) -> Served {
+        self.0.wait()
+    }
+}
 
 /// The clock is a type parameter, not a trait object, so a hit with the
 /// system clock costs no indirect call.
@@ -81,7 +105,19 @@ impl<U: Upstream + 'static, C: Clock + 'static> Cache<U, C> {
 
     /// `get`, and whether the answer came from memory (fresh, or expired
     /// while another caller revalidates) rather than after an upstream call.
+    /// Waits (this thread) when another caller is fetching the key.
     pub fn answer(&self, key: &Key, refresh_now: bool) -> (Served, bool) {
+        match self.answer_or_wait(key, refresh_now) {
+            Answer::Now(served, from_memory) => (served, from_memory),
+            Answer::Later(waiting) => (waiting.result(), false),
+        }
+    }
+
+    /// `answer`, except that when another caller is already fetching the key
+    /// this returns at once with the flight to wait on: a server parks the
+    /// request and holds no thread for it (a hundred requests for one
+    /// secret nobody has yet cost one thread, the one calling AWS).
+    pub fn answer_or_wait(&self, key: &Key, refresh_now: bool) -> Answer {
         let shared = &*self.shared;
         let cached = !shared.settings.ttl_of(key).is_zero();
         if !cached || refresh_now {
@@ -91,15 +127,15 @@ impl<U: Upstream + 'static, C: Clock + 'static> Cache<U, C> {
             } else {
                 shared.upstream.fetch(key).map(|v| Arc::new(v.body))
             };
-            return (served, false);
+            return Answer::Now(served, false);
         }
-        match shared.lookup(key) {
+        let flown = match shared.lookup(key) {
             Lookup::Fresh { body, refresh } => {
                 metrics::cache(CacheEvent::Hit);
                 if refresh {
                     self.queue_refresh(key);
                 }
-                (Ok(body), true)
+                return Answer::Now(Ok(body), true);
             }
             Lookup::Missing => {
                 metrics::cache(CacheEvent::Miss);
@@ -115,13 +151,17 @@ impl<U: Upstream + 'static, C: Clock + 'static> Cache<U, C> {
                 // as stale answers are allowed at all.
                 let stale =
                     (recent && shared.settings.ignore_transient_errors).then(|| body.clone());
-                let (served, stale) =
+                let flown =
                     shared.single_flight(key, stale, || shared.revalidate(key, body, &version_id));
-                if !stale {
+                if !matches!(flown, Ok((_, true))) {
                     metrics::cache(CacheEvent::Miss);
                 }
-                (served, stale)
+                flown
             }
+        };
+        match flown {
+            Ok((served, stale)) => Answer::Now(served, stale),
+            Err(flight) => Answer::Later(Waiting(flight)),
         }
     }
 
@@ -608,6 +648,54 @@ mod tests {
             assert_eq!(t.join().unwrap(), "one");
         }
         assert_eq!(cache.gets(), 1);
+    }
+
+    #[test]
+    fn followers_of_a_miss_can_wait_without_a_thread() {
+        let fake = Fake::new("v1", "one");
+        fake.hold();
+        let cache = Arc::new(test_cache(fake, settings(TTL)));
+        let leader = {
+            let cache = cache.clone();
+            std::thread::spawn(move || text(cache.get(&key("a"), false)))
+        };
+        assert!(eventually(|| cache.in_flight(&key("a")) == 1));
+        // Followers get their place at once instead of blocking.
+        let woken = Arc::new(AtomicUsize::new(0));
+        let waiting: Vec<Waiting> = (0..3)
+            .map(|_| match cache.answer_or_wait(&key("a"), false) {
+                Answer::Later(waiting) => waiting,
+                Answer::Now(..) => panic!("answered before the call ended"),
+            })
+            .collect();
+        for w in &waiting {
+            let woken = woken.clone();
+            w.when_done(Box::new(move || {
+                woken.fetch_add(1, Ordering::SeqCst);
+            }));
+        }
+        assert_eq!(woken.load(Ordering::SeqCst), 0);
+        cache.shared.upstream.release();
+        assert_eq!(leader.join().unwrap(), "one");
+        // Woken once each, with the leader's answer; a late subscriber is
+        // woken at once.
+        assert_eq!(woken.load(Ordering::SeqCst), 3);
+        for w in &waiting {
+            assert_eq!(text(w.result()), "one");
+        }
+        waiting[0].when_done(Box::new({
+            let woken = woken.clone();
+            move || {
+                woken.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+        assert_eq!(woken.load(Ordering::SeqCst), 4);
+        assert_eq!(cache.gets(), 1);
+        // Once cached, no waiting at all.
+        assert!(matches!(
+            cache.answer_or_wait(&key("a"), false),
+            Answer::Now(Ok(_), true)
+        ));
     }
 
     #[test]

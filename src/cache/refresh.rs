@@ -216,7 +216,11 @@ impl<U: Upstream, C: Clock> Shared<U, C> {
             return;
         };
         log::debug!("refreshing {key} ahead of expiry");
-        let (served, _) = self.single_flight(key, None, || self.revalidate(key, body, &version_id));
+        let served = match self.single_flight(key, None, || self.revalidate(key, body, &version_id))
+        {
+            Ok((served, _)) => served,
+            Err(flight) => flight.wait(),
+        };
         if let Err(e) = served {
             log::warn!("background refresh of {key} failed: {e}");
         }

@@ -85,11 +85,64 @@ impl Entry {
     }
 }
 
-/// One upstream call in progress; followers wait on it for the leader's result.
+/// One upstream call in progress; followers wait on it for the leader's
+/// result: a thread on the condition variable, or a parked request through
+/// a [`Wake`] (which holds no thread while it waits).
 #[derive(Default)]
 pub(super) struct Flight {
-    result: Mutex<Option<Served>>,
+    landing: Mutex<Landing>,
     done: Condvar,
+}
+
+#[derive(Default)]
+struct Landing {
+    result: Option<Served>,
+    wakes: Vec<Wake>,
+}
+
+/// Called once, when a flight's result is there.
+pub type Wake = Box<dyn FnOnce() + Send>;
+
+impl Flight {
+    /// Hands `result` to every follower.
+    pub(super) fn publish(&self, result: Served) {
+        let wakes = {
+            let mut landing = lock(&self.landing);
+            landing.result = Some(result);
+            std::mem::take(&mut landing.wakes)
+        };
+        self.done.notify_all();
+        // Outside the lock: a wake arms a connection, which takes the
+        // server's locks.
+        for wake in wakes {
+            wake();
+        }
+    }
+
+    /// The result, once there (the calling thread waits for it).
+    pub(super) fn wait(&self) -> Served {
+        let mut landing = lock(&self.landing);
+        loop {
+            if let Some(served) = landing.result.as_ref() {
+                return served.clone();
+            }
+            landing = self
+                .done
+                .wait(landing)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Calls `wake` once the result is there: now, if it is.
+    pub(super) fn when_done(&self, wake: Wake) {
+        let mut landing = lock(&self.landing);
+        if landing.result.is_none() {
+            landing.wakes.push(wake);
+            return;
+        }
+        drop(landing);
+        wake();
+    }
 }
 
 /// What a lookup found.
@@ -140,13 +193,13 @@ impl<U: Upstream, C: Clock> Shared<U, C> {
 
     /// Runs `work` once for all concurrent callers with the same key. A
     /// caller that finds the work already running gets `stale` at once if
-    /// there is one (and `true` with it), else waits for the result.
+    /// there is one (and `true` with it), else the flight to wait on.
     pub(super) fn single_flight(
         &self,
         key: &Key,
         stale: Option<Body>,
         work: impl FnOnce() -> Served,
-    ) -> (Served, bool) {
+    ) -> Result<(Served, bool), Arc<Flight>> {
         let (flight, leader) = {
             let mut flights = lock(&self.flights);
             match flights.get(key) {
@@ -161,18 +214,9 @@ impl<U: Upstream, C: Clock> Shared<U, C> {
         if !leader {
             if let Some(stale) = stale {
                 metrics::cache(CacheEvent::Stale);
-                return (Ok(stale), true);
+                return Ok((Ok(stale), true));
             }
-            let mut result = lock(&flight.result);
-            loop {
-                if let Some(served) = result.as_ref() {
-                    return (served.clone(), false);
-                }
-                result = flight
-                    .done
-                    .wait(result)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
+            return Err(flight);
         }
         // Publishes even if `work` panics, so followers never wait forever.
         let mut publish = Publish {
@@ -182,7 +226,7 @@ impl<U: Upstream, C: Clock> Shared<U, C> {
             result: Err(UpstreamError::Internal("secret fetch panicked".into())),
         };
         publish.result = work();
-        (publish.result.clone(), false)
+        Ok((publish.result.clone(), false))
     }
 
     /// An expired entry: keep it if the upstream says the cached version
@@ -288,8 +332,7 @@ impl<U: Upstream, C: Clock> Drop for Held<'_, U, C> {
                 Some(body) => Ok(body),
                 None => self.shared.fetch_and_store(&key),
             };
-            *lock(&flight.result) = Some(result);
-            flight.done.notify_all();
+            flight.publish(result);
         }
     }
 }
@@ -304,7 +347,6 @@ struct Publish<'a, U: Upstream, C: Clock> {
 impl<U: Upstream, C: Clock> Drop for Publish<'_, U, C> {
     fn drop(&mut self) {
         lock(&self.cache.flights).remove(self.key);
-        *lock(&self.flight.result) = Some(self.result.clone());
-        self.flight.done.notify_all();
+        self.flight.publish(self.result.clone());
     }
 }

@@ -24,7 +24,8 @@ use crate::metrics;
 use crate::os::io::read_appending;
 use crate::secret::SecretBytes;
 use crate::server::http::{
-    parse_head, render, Head, Parsed, Request, Response, ResponseBody, MAX_HEAD, MAX_HEADERS,
+    parse_head, render, Head, Parsed, Ready, Reply, Request, Response, ResponseBody, MAX_HEAD,
+    MAX_HEADERS,
 };
 use crate::server::pool::Load;
 use crate::server::socket::Stream;
@@ -36,6 +37,10 @@ const DRAIN_BYTES: usize = 1024 * 1024;
 const DRAIN_TIME: Duration = Duration::from_millis(500);
 /// Reads of 8 KiB per readiness: 64 KiB at most per event.
 const DRAIN_READS_PER_WAKE: usize = 8;
+/// The longest a request waits behind another's call to AWS before the
+/// keeper closes it. That call always ends (its own timeouts and retries
+/// bound it well below this): this is a last resort, not a policy.
+const LATER_LIMIT: Duration = Duration::from_secs(300);
 /// Answer bytes one connection may have rendered in one turn on a worker
 /// while other connections wait for one: a client that pipelines hundreds of
 /// requests for a large secret (and whose socket takes megabytes) otherwise
@@ -51,6 +56,8 @@ pub struct Conn {
     pending: Vec<u8>,
     /// An answer the socket has not taken whole yet.
     unsent: Option<Unsent>,
+    /// A request whose answer waits on another's call to AWS.
+    later: Option<Deferred>,
     /// What epoll waits for on this connection.
     pub wait: Wait,
     /// When the current wait began: the first byte of a partial head, the
@@ -79,6 +86,23 @@ pub enum Wait {
     /// Nothing: pipelined requests are ready to serve, and the connection
     /// only gave its worker up so others get a turn.
     Ready,
+    /// The answer to its request: the connection is not armed until the
+    /// call to AWS it waits on ends and wakes it.
+    Later,
+}
+
+/// What the next turn of the serving loop has: a head (or not yet one), or
+/// the answer of a request that waited.
+enum Step<'a> {
+    Head(Head<'a>),
+    Answered(Then),
+}
+
+/// The answer still to come for a request, and how its connection goes on.
+struct Deferred {
+    answer: Box<dyn FnOnce() -> Response + Send>,
+    stays_open: bool,
+    then: Then,
 }
 
 /// The rest of an answer, and what happens once it is written.
@@ -102,6 +126,9 @@ enum Then {
 
 pub enum Next {
     Park(Conn),
+    /// Parked unarmed ([`Wait::Later`]) until `ready` calls the wake-up it
+    /// is given.
+    Later(Conn, Ready),
     Close,
 }
 
@@ -123,6 +150,7 @@ impl Conn {
             stream,
             pending: Vec::new(),
             unsent: None,
+            later: None,
             wait: Wait::Read,
             since: Instant::now(),
             drained: 0,
@@ -137,6 +165,7 @@ impl Conn {
         match self.wait {
             Wait::Read | Wait::Write | Wait::Ready => self.since + timeout,
             Wait::Drain => self.since + DRAIN_TIME,
+            Wait::Later => self.since + LATER_LIMIT,
         }
     }
 
@@ -187,7 +216,7 @@ impl Drop for Scratch {
 /// for the rest.
 pub fn serve(
     mut conn: Conn,
-    handle: &dyn Fn(&Request) -> Response,
+    handle: &dyn Fn(&Request) -> Reply,
     scratch: &mut Scratch,
     load: &Load,
 ) -> Next {
@@ -218,16 +247,23 @@ pub fn serve(
     loop {
         // Filled only when there is something to parse.
         let mut headers;
-        let head = if buf.is_empty() {
-            Head::Partial
+        let step = if let Some(later) = conn.later.take() {
+            // Woken: the answer is there, and the request was taken off
+            // the input when it was parked.
+            render(out, &(later.answer)(), later.stays_open);
+            conn.turn += out.len();
+            Step::Answered(later.then)
+        } else if buf.is_empty() {
+            Step::Head(Head::Partial)
         } else {
             headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            parse_head(buf, &mut headers)
+            Step::Head(parse_head(buf, &mut headers))
         };
-        let (len, then) = match head {
-            Head::Complete(parsed) => {
-                render(out, &handle(&parsed.request), parsed.stays_open());
-                conn.turn += out.len();
+        let (len, then) = match step {
+            Step::Answered(then) => (0, then),
+            Step::Head(Head::Complete(parsed)) => {
+                let stays_open = parsed.stays_open();
+                let reply = handle(&parsed.request);
                 let Parsed {
                     len,
                     keep_alive,
@@ -241,9 +277,29 @@ pub fn serve(
                     (false, false) => Then::Close,
                     (false, true) => Then::KeepAlive,
                 };
-                (len, then)
+                match reply {
+                    Reply::Now(response) => {
+                        render(out, &response, stays_open);
+                        conn.turn += out.len();
+                        (len, then)
+                    }
+                    Reply::Later(later) => {
+                        buf.drain(..len);
+                        if then == Then::KeepAlive {
+                            conn.pending.extend_from_slice(buf);
+                        }
+                        conn.later = Some(Deferred {
+                            answer: later.answer,
+                            stays_open,
+                            then,
+                        });
+                        conn.since = Instant::now();
+                        conn.wait = Wait::Later;
+                        return Next::Later(conn, later.ready);
+                    }
+                }
             }
-            Head::Partial if read => {
+            Step::Head(Head::Partial) if read => {
                 // A head begun in this turn (after a served request, too)
                 // gets a full timeout; one carried over keeps its start.
                 if !was_partial || served {
@@ -253,7 +309,7 @@ pub fn serve(
                 conn.turn = 0;
                 return conn.park(Wait::Read);
             }
-            Head::Partial => {
+            Step::Head(Head::Partial) => {
                 read = true;
                 let room = (MAX_HEAD + 1 - buf.len()).min(READ_CHUNK);
                 match read_appending(&conn.stream, buf, room) {
@@ -268,11 +324,11 @@ pub fn serve(
                 }
                 continue;
             }
-            Head::TooLarge => {
+            Step::Head(Head::TooLarge) => {
                 refusal(out, 431, "Request header fields too large");
                 (buf.len(), Then::Drain)
             }
-            Head::Invalid => {
+            Step::Head(Head::Invalid) => {
                 refusal(out, 400, "Bad request");
                 (buf.len(), Then::Drain)
             }
@@ -412,7 +468,7 @@ mod tests {
     /// An answer of the size of a large secret.
     const MID: usize = 64 << 10;
 
-    fn handler(calls: &AtomicUsize) -> impl Fn(&Request) -> Response + '_ {
+    fn handler(calls: &AtomicUsize) -> impl Fn(&Request) -> Reply + '_ {
         move |request: &Request| {
             calls.fetch_add(1, Ordering::SeqCst);
             let body = match request.target {
@@ -420,11 +476,11 @@ mod tests {
                 "/mid" => ResponseBody::Owned("m".repeat(MID)),
                 _ => ResponseBody::Static("small"),
             };
-            Response {
+            Reply::Now(Response {
                 status: 200,
                 content_type: "text/plain",
                 body,
-            }
+            })
         }
     }
 
@@ -432,7 +488,76 @@ mod tests {
         match next {
             Next::Park(conn) => conn,
             Next::Close => panic!("the connection was closed"),
+            Next::Later(..) => panic!("the request was deferred"),
         }
+    }
+
+    #[test]
+    fn a_deferred_answer_comes_first_and_pipelined_requests_wait_for_it() {
+        let (mut client, conn) = pair();
+        let calls = AtomicUsize::new(0);
+        let plain = handler(&calls);
+        let woken = std::sync::Arc::new(AtomicUsize::new(0));
+        let handle = |request: &Request| {
+            if request.target != "/later" {
+                return plain(request);
+            }
+            let woken = woken.clone();
+            Reply::Later(crate::server::http::Later {
+                ready: Box::new(move |wake| {
+                    woken.fetch_add(1, Ordering::SeqCst);
+                    wake();
+                }),
+                answer: Box::new(|| Response {
+                    status: 200,
+                    content_type: "text/plain",
+                    body: ResponseBody::Static("late"),
+                }),
+            })
+        };
+        let (mut scratch, idle) = (Scratch::default(), Load::fixed(1));
+        client
+            .write_all(b"GET /later HTTP/1.1\r\n\r\nGET /small HTTP/1.1\r\n\r\n")
+            .unwrap();
+        let Next::Later(conn, ready) = serve(conn, &handle, &mut scratch, &idle) else {
+            panic!("not deferred");
+        };
+        assert_eq!(conn.wait, Wait::Later);
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            0,
+            "the pipelined request waits"
+        );
+        // Nothing is answered until the connection is served again.
+        client
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        assert!(client.read(&mut [0u8; 64]).is_err());
+        assert_eq!(conn.expires_at(Duration::ZERO), conn.since + LATER_LIMIT);
+        let fired = std::sync::Arc::new(AtomicUsize::new(0));
+        let f = fired.clone();
+        ready(Box::new(move || {
+            f.fetch_add(1, Ordering::SeqCst);
+        }));
+        assert_eq!(fired.load(Ordering::SeqCst), 1);
+
+        let conn = parked(serve(conn, &handle, &mut scratch, &idle));
+        assert_eq!(conn.wait, Wait::Read);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 512];
+        while !got.ends_with(b"small") {
+            let n = client.read(&mut chunk).unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&chunk[..n]);
+        }
+        let text = String::from_utf8(got).unwrap();
+        let (late, small) = (text.find("late").unwrap(), text.find("small").unwrap());
+        assert!(late < small, "{text}");
+        assert_eq!(woken.load(Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -31,6 +31,32 @@ pub struct Response {
     pub body: ResponseBody,
 }
 
+/// What a handler gives for a request.
+pub enum Reply {
+    Now(Response),
+    /// The answer waits on something else (another request's call to AWS).
+    /// The server parks the connection, holding no thread, and calls
+    /// `ready` with a wake-up; once woken it calls `answer`, which then
+    /// does not wait.
+    Later(Later),
+}
+
+pub struct Later {
+    pub ready: Ready,
+    pub answer: Box<dyn FnOnce() -> Response + Send>,
+}
+
+/// Arms a parked connection again; called once.
+pub type Wake = Box<dyn FnOnce() + Send>;
+/// Takes the wake-up to call once the answer is there (at once if it is).
+pub type Ready = Box<dyn FnOnce(Wake) + Send>;
+
+impl From<Response> for Reply {
+    fn from(response: Response) -> Reply {
+        Reply::Now(response)
+    }
+}
+
 pub enum ResponseBody {
     Static(&'static str),
     Owned(String),

@@ -42,7 +42,7 @@ use crate::os::epoll::{Epoll, Interest};
 use crate::os::io::{poll, poll_in};
 use crate::sync::lock;
 use conn::{Conn, Next, Scratch, Wait};
-use http::{Request, Response};
+use http::{Reply, Request};
 use pool::{Load, Pool};
 use registry::{Registry, Token};
 use socket::Listener;
@@ -94,7 +94,7 @@ pub fn bind(address: IpAddr, port: u16) -> io::Result<TcpListener> {
 /// Serves forever on `listeners`; the calling thread becomes the keeper.
 pub fn run<H>(listeners: Vec<Listener>, settings: Settings, handler: H) -> io::Result<()>
 where
-    H: Fn(&Request) -> Response + Send + Sync + 'static,
+    H: Fn(&Request) -> Reply + Send + Sync + 'static,
 {
     let epoll = Epoll::new()?;
     for (at, listener) in listeners.iter().enumerate() {
@@ -146,10 +146,10 @@ struct Server<H> {
 
 impl<H> Server<H>
 where
-    H: Fn(&Request) -> Response + Send + Sync + 'static,
+    H: Fn(&Request) -> Reply + Send + Sync + 'static,
 {
     /// A worker's turn: one event, for a listener or a connection.
-    fn serve(&self, token: Token, scratch: &mut Scratch, load: &Load) {
+    fn serve(self: &Arc<Self>, token: Token, scratch: &mut Scratch, load: &Load) {
         if let Some(at) = self.listener_at(token) {
             if self.accept(at) {
                 self.arm_listener(at);
@@ -180,7 +180,28 @@ where
                     drop(conn);
                 }
             }
+            Next::Later(conn, ready) => {
+                // Parked unarmed first, so that a wake-up that comes at
+                // once finds it.
+                if let Err(conn) = self.registry.park(token, conn, |_| Ok(())) {
+                    drop(conn);
+                    return;
+                }
+                let server = self.clone();
+                ready(Box::new(move || server.wake(token)));
+            }
             Next::Close => self.registry.remove(token),
+        }
+    }
+
+    /// Arms a connection whose answer is there: its socket has room (all
+    /// before it was written), so the event comes at once.
+    fn wake(&self, token: Token) {
+        let failed = self.registry.arm(token, |conn| {
+            self.epoll.rearm(&conn.stream, Interest::Write, token)
+        });
+        if failed.is_some() {
+            log::debug!("cannot wake a waiting connection; closing it");
         }
     }
 
@@ -311,6 +332,8 @@ fn interest(wait: Wait) -> Interest {
         // Pipelined requests are ready: any event will do, and a socket
         // that can take an answer gives one at once.
         Wait::Ready => Interest::Any,
+        // Armed by its wake-up, not when parked.
+        Wait::Later => Interest::Write,
     }
 }
 

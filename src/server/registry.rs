@@ -161,6 +161,27 @@ impl<T> Registry<T> {
         Ok(())
     }
 
+    /// Arms a parked item that waits unarmed (woken from outside epoll).
+    /// When arming fails the slot is freed and the item returned, to be
+    /// dropped; a stale token does nothing.
+    pub fn arm(&self, token: Token, arm: impl FnOnce(&T) -> io::Result<()>) -> Option<T> {
+        let (s, index, generation) = split(token);
+        let mut shard = lock(self.shards.get(s)?);
+        let slot = shard.slots.get_mut(index)?;
+        let State::Parked(item) = &slot.state else {
+            return None;
+        };
+        if slot.generation != generation || arm(item).is_ok() {
+            return None;
+        }
+        let State::Parked(item) = std::mem::replace(&mut slot.state, State::Free) else {
+            return None;
+        };
+        shard.free.push(index as u32);
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        Some(item)
+    }
+
     /// Frees the slot of a taken item (whose owner closes it).
     pub fn remove(&self, token: Token) {
         let (s, index, generation) = split(token);

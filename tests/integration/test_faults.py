@@ -1,6 +1,7 @@
 """Upstream faults, retries, stale serving and concurrency, against the scriptable fake upstream."""
 
 import json
+import os
 import threading
 import time
 
@@ -270,14 +271,21 @@ def test_concurrent_misses_share_one_upstream_call(agent, fake_upstream):
             pass
         results[i] = ag.secret(name, timeout=60)
 
+    idle = ag.threads()
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(n)]
     for t in threads:
         t.start()
+    # While the one call is out, the other requests wait without a thread
+    # each: one worker calls AWS and the pool stays at its usual size
+    # (one worker per CPU, at least 4).
+    time.sleep(0.7)
+    during = ag.threads()
     for t in threads:
         t.join(90)
     assert all(r is not None for r in results), "some requests never finished"
     statuses = [r[0] for r in results]
     assert statuses == [200] * n, statuses
+    assert during <= idle + max(4, os.cpu_count() or 1) + 1, (idle, during)
     bodies = {r[2] for r in results}
     assert len(bodies) == 1
     assert json.loads(bodies.pop())["SecretString"] == f"value-of-{name}"
