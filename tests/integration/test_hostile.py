@@ -262,16 +262,16 @@ def non_reader(port, request, count, rcvbuf=4096):
 
 
 def workers_started_at_once(max_conn):
-    """The pool's immediate bound: 4 workers per CPU (at least 8), at most
+    """The pool's immediate bound: a worker per CPU (at least 2), at most
     max_conn + 8. Growth beyond it means workers were stuck."""
-    return min(max(4 * (os.cpu_count() or 1), 8), max_conn + 8)
+    return min(max(os.cpu_count() or 1, 2), max_conn + 8)
 
 
 def assert_pool_did_not_grow(ag, max_conn):
     bound = workers_started_at_once(max_conn)
     if bound >= max_conn + 8:
         return  # so many CPUs that the bound cannot tell stuck workers apart
-    # Workers, plus the poller, the signal thread and the two refreshers.
+    # Workers, plus the keeper, the signal thread and the two refreshers.
     assert ag.threads() <= bound + 4, (ag.threads(), bound)
 
 
