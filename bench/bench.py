@@ -19,11 +19,17 @@ Settings (flag or environment variable):
   --other-name    BENCH_OTHER_NAME     its column's name (default "other")
   --other2, --other2-args, --other2-name  (BENCH_OTHER2, BENCH_OTHER2_ARGS, BENCH_OTHER2_NAME)
                                        a second agent to compare, the same way
-  --seconds       BENCH_SECONDS        length of the wrk run (default 10)
+  --seconds       BENCH_SECONDS        length of one wrk run (default 5)
+  --rounds        BENCH_ROUNDS         wrk runs per agent, taken in turns (default 5)
   --starts        BENCH_STARTS         start-ups to take the median of (default 5)
   --conn-requests BENCH_CONN_REQUESTS  requests for the new-connection latency (default 2000)
   --fleet-ttl     BENCH_FLEET_TTL      ttl_seconds of the fleet run, scaled to 300 (default 4)
   --fleet-periods BENCH_FLEET_PERIODS  TTLs the fleet run counts calls for (default 6)
+
+The keep-alive rows are medians over the rounds. All agents are started and
+filled first, then wrk runs against each in turn, round after round (one round:
+ours, then each other agent; the next round in reverse order), so that a machine
+whose speed drifts (a shared VM, a busy neighbour) slows every agent alike.
 
 The fleet row: upstream calls an hour that keep 100 hot secrets fresh with
 ttl_seconds = 300 (unchanged secrets, each read every TTL/20). Nobody waits an
@@ -79,10 +85,18 @@ def main():
     try:
         upstream = common.FakeUpstream(workdir)
         token = secrets.token_hex(32)
-        results = {}
-        for name, path, args in binaries:
-            print("==> %s: %s (%s)" % (name, path, common.load()), flush=True)
-            results[name] = measure(name, path, args, upstream, token, workdir, opts)
+        results, running = {}, {}
+        try:
+            for name, path, args in binaries:
+                print("==> %s: %s (%s)" % (name, path, common.load()), flush=True)
+                results[name], running[name] = start_and_fill(name, path, args, upstream, token, workdir, opts)
+            keep_alive_rounds(binaries, running, results, token, workdir, opts)
+            for name, path, args in binaries:
+                print("==> %s: the rest (%s)" % (name, common.load()), flush=True)
+                results[name].update(the_rest(name, path, args, running.pop(name), upstream, token, workdir, opts))
+        finally:
+            for proc, _ in running.values():
+                common.stop(proc)
         print()
         print_table(results, binaries)
         ok = True
@@ -104,7 +118,8 @@ def parse_args():
     p.add_argument("--other2", default=env("BENCH_OTHER2") or None)
     p.add_argument("--other2-args", default=env("BENCH_OTHER2_ARGS", "--config {config}"))
     p.add_argument("--other2-name", default=env("BENCH_OTHER2_NAME", "other2"))
-    p.add_argument("--seconds", type=int, default=int(env("BENCH_SECONDS", "10")))
+    p.add_argument("--seconds", type=int, default=int(env("BENCH_SECONDS", "5")))
+    p.add_argument("--rounds", type=int, default=int(env("BENCH_ROUNDS", "5")))
     p.add_argument("--starts", type=int, default=int(env("BENCH_STARTS", "5")))
     p.add_argument("--conn-requests", type=int, default=int(env("BENCH_CONN_REQUESTS", "2000")))
     p.add_argument("--fleet-ttl", type=int, default=int(env("BENCH_FLEET_TTL", "4")))
@@ -113,9 +128,7 @@ def parse_args():
     return p.parse_args()
 
 
-def measure(name, binary, args, upstream, token, workdir, opts):
-    """Runs the whole workload against one binary; returns {metric: value}."""
-    r = {"size": os.stat(binary).st_size}
+def launcher(name, binary, args, upstream, token, workdir):
     env = common.agent_env(token, upstream.port)
 
     def launch():
@@ -124,6 +137,14 @@ def measure(name, binary, args, upstream, token, workdir, opts):
         common.write_config(config, port)
         proc, t0, ping_s = common.start_agent(common.agent_command(binary, args, config), env, workdir, port)
         return proc, port, t0, ping_s
+    return launch, env
+
+
+def start_and_fill(name, binary, args, upstream, token, workdir, opts):
+    """Start-up figures, then one agent left running with 1000 secrets cached:
+    returns its figures so far and (process, port)."""
+    r = {"size": os.stat(binary).st_size}
+    launch, _ = launcher(name, binary, args, upstream, token, workdir)
 
     # Start-up: exec -> first 200 on /ping, and -> first (uncached) secret served.
     pings, firsts = [], []
@@ -148,10 +169,42 @@ def measure(name, binary, args, upstream, token, workdir, opts):
         time.sleep(1)
         r["rss_cached"], r["threads_cached"] = common.proc_status(proc.pid)
         r["anon_cached"] = common.rss_anon(proc.pid)
+    except BaseException:
+        common.stop(proc)
+        raise
+    return r, (proc, port)
 
-        print("    wrk %ds, %d threads, %d keep-alive connections" % (opts.seconds, WRK_THREADS, WRK_CONNECTIONS), flush=True)
-        r.update(throughput(proc.pid, port, token, opts.seconds, workdir, name))
 
+def keep_alive_rounds(binaries, running, results, token, workdir, opts):
+    """wrk against each running agent in turn, `opts.rounds` times; medians."""
+    names = [name for name, _, _ in binaries]
+    runs = {name: [] for name in names}
+    for n in range(opts.rounds):
+        order = names if n % 2 == 0 else names[::-1]
+        print("    keep-alive round %d/%d: wrk %ds, %d threads, %d connections (%s)"
+              % (n + 1, opts.rounds, opts.seconds, WRK_THREADS, WRK_CONNECTIONS, common.load()), flush=True)
+        for name in order:
+            proc, port = running[name]
+            runs[name].append(throughput(proc.pid, port, token, opts.seconds, workdir, "%s-%d" % (name, n)))
+    for name in names:
+        got = runs[name]
+        median = {k: statistics.median(run[k] for run in got) for k in ("rps", "ka_p50_ms", "ka_p99_ms")}
+        results[name].update(median)
+        results[name]["rps_range"] = "%s-%s" % ("{:,.0f}".format(min(r["rps"] for r in got)),
+                                                "{:,.0f}".format(max(r["rps"] for r in got)))
+        results[name]["p99_range"] = "%.3f-%.3f" % (min(r["ka_p99_ms"] for r in got),
+                                                    max(r["ka_p99_ms"] for r in got))
+        results[name]["ka_errors"] = sum(r["ka_errors"] for r in got)
+        results[name]["rss_peak"] = max((r["rss_peak"] for r in got if r["rss_peak"]), default=None)
+        results[name]["threads_peak"] = max((r["threads_peak"] for r in got if r["threads_peak"]), default=None)
+        results[name]["rss_end"], results[name]["anon_end"] = got[-1]["rss_end"], got[-1]["anon_end"]
+
+
+def the_rest(name, binary, args, running, upstream, token, workdir, opts):
+    """New connections and the cold miss on the running agent, then the fleet runs."""
+    proc, port = running
+    r = {}
+    try:
         print("    %d requests, one connection each" % opts.conn_requests, flush=True)
         r.update(new_connection_latency(port, token, opts.conn_requests))
 
@@ -162,6 +215,7 @@ def measure(name, binary, args, upstream, token, workdir, opts):
     finally:
         common.stop(proc)
 
+    _, env = launcher(name, binary, args, upstream, token, workdir)
     print("    fleet: %d hot secrets, ttl_seconds = %d for %d TTLs" % (FLEET_SECRETS, opts.fleet_ttl, opts.fleet_periods),
           flush=True)
     r["fleet_calls"], r["fleet_ops"] = fleet(binary, args, env, upstream, token, workdir, name, opts)
@@ -356,12 +410,14 @@ ROWS = [
     ("RSS after caching 1000 secrets (MiB)", "rss_cached", "mib"),
     ("  of which private: RssAnon (MiB)", "anon_cached", "mib"),
     ("threads after caching 1000 secrets (8 clients)", "threads_cached", "{}"),
-    ("keep-alive: requests/s (wrk -t2 -c32)", "rps", "{:,.0f}"),
-    ("keep-alive: p50 latency (ms)", "ka_p50_ms", "{:.3f}"),
-    ("keep-alive: p99 latency (ms)", "ka_p99_ms", "{:.3f}"),
+    ("keep-alive: requests/s (wrk -t2 -c32, median)", "rps", "{:,.0f}"),
+    ("  lowest-highest of the rounds", "rps_range", "{}"),
+    ("keep-alive: p50 latency (ms, median)", "ka_p50_ms", "{:.3f}"),
+    ("keep-alive: p99 latency (ms, median)", "ka_p99_ms", "{:.3f}"),
+    ("  lowest-highest of the rounds", "p99_range", "{}"),
     ("keep-alive: errors + non-2xx", "ka_errors", "{}"),
     ("RSS peak during wrk run (MiB)", "rss_peak", "mib"),
-    ("RSS at end of wrk run (MiB)", "rss_end", "mib"),
+    ("RSS at end of the last wrk run (MiB)", "rss_end", "mib"),
     ("  of which private: RssAnon (MiB)", "anon_end", "mib"),
     ("threads peak during wrk run", "threads_peak", "{}"),
     ("new connection each: p50 latency (ms)", "nc_p50_ms", "{:.3f}"),

@@ -18,20 +18,6 @@ pub fn poll_in(fd: RawFd) -> PollFd {
     }
 }
 
-/// A descriptor to watch for room to write.
-pub fn poll_out(fd: RawFd) -> PollFd {
-    PollFd {
-        fd,
-        events: libc::POLLOUT,
-        revents: 0,
-    }
-}
-
-/// Whether the kernel reported anything (input, hang-up, error) on `fd`.
-pub fn is_ready(fd: &PollFd) -> bool {
-    fd.revents != 0
-}
-
 /// Waits until one of `fds` is ready or `wait` has passed; returns how many
 /// are ready. An interrupted wait is reported as `ErrorKind::Interrupted`.
 pub fn poll(fds: &mut [PollFd], wait: Duration) -> io::Result<usize> {
@@ -52,9 +38,9 @@ pub fn poll(fds: &mut [PollFd], wait: Duration) -> io::Result<usize> {
     Ok(ready as usize)
 }
 
-/// Whether `stream` has input (or end of file) within `wait`.
-pub fn readable_within(stream: &impl AsRawFd, wait: Duration) -> bool {
-    let mut fds = [poll_in(stream.as_raw_fd())];
+/// Whether `fd` has input (or end of file) within `wait`.
+pub fn readable_within(fd: &impl AsRawFd, wait: Duration) -> bool {
+    let mut fds = [poll_in(fd.as_raw_fd())];
     matches!(poll(&mut fds, wait), Ok(n) if n > 0)
 }
 
@@ -167,6 +153,6 @@ mod tests {
         drop(client);
         let mut fds = [poll_in(server.as_raw_fd()), poll_in(-1)];
         assert_eq!(poll(&mut fds, Duration::from_secs(5)).unwrap(), 1);
-        assert!(is_ready(&fds[0]) && !is_ready(&fds[1]));
+        assert!(fds[0].revents != 0 && fds[1].revents == 0);
     }
 }

@@ -62,7 +62,8 @@ pub struct Conn {
     pub wait: Wait,
     /// When the current wait began: the first byte of a partial head, the
     /// moment the connection went idle, the answer that did not fit the
-    /// socket, or the refusal being drained. The keeper closes the
+    /// socket, the refusal being drained, or the request deferred (then,
+    /// once woken, its answer being there). The keeper closes the
     /// connection when [`Conn::expires_at`] passes.
     pub since: Instant,
     /// Bytes swallowed while draining.
@@ -160,7 +161,8 @@ impl Conn {
 
     /// When the keeper gives up on this connection: an idle or trickling
     /// client and an answer the client does not read get `timeout`, a drain
-    /// a fixed half second.
+    /// a fixed half second, a request waiting on another's call to AWS
+    /// [`LATER_LIMIT`] (the call ends long before).
     pub fn expires_at(&self, timeout: Duration) -> Instant {
         match self.wait {
             Wait::Read | Wait::Write | Wait::Ready => self.since + timeout,
@@ -174,7 +176,8 @@ impl Conn {
         Next::Park(self)
     }
 
-    /// Back to the pool's queue, behind the connections already waiting.
+    /// Back to epoll, behind the connections whose events are already
+    /// waiting.
     fn give_up_turn(mut self) -> Next {
         self.turn = 0;
         self.since = Instant::now();

@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::os::epoll::{Epoll, Interest};
-use crate::os::io::{poll, poll_in};
+use crate::os::io::readable_within;
 use crate::sync::lock;
 use conn::{Conn, Next, Scratch, Wait};
 use http::{Reply, Request};
@@ -122,14 +122,17 @@ where
         workers,
         settings.max_conn + EXTRA_WORKERS,
         STACK_SIZE,
-        move |wait| match waiting.epoll.wait_one(wait) {
-            Ok(token) => token,
-            Err(e) => {
-                if e.kind() != io::ErrorKind::Interrupted {
+        move |wait| loop {
+            match waiting.epoll.wait_one(wait) {
+                Ok(token) => return token,
+                // A stop and continue of the process: wait again (not taken
+                // for an idle worker).
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
                     log::error!("waiting for connections failed: {e}");
                     std::thread::sleep(wait.min(Duration::from_millis(100)));
+                    return None;
                 }
-                None
             }
         },
         move |token, scratch: &mut Scratch, load: &Load| working.serve(token, scratch, load),
@@ -144,8 +147,9 @@ struct Server<H> {
     handler: H,
     ttl_one: bool,
     max_open: usize,
-    /// Set when accepting ran out of descriptors or memory: the listeners
-    /// stay disarmed until then (the keeper arms them again).
+    /// Set when accepting ran out of descriptors or memory: the listener
+    /// that failed stays disarmed until then, or until the keeper's next
+    /// look (at most [`KEEPER_TICK`] later), which arms the listeners again.
     accept_paused_until: Mutex<Option<Instant>>,
 }
 
@@ -165,6 +169,13 @@ where
             // Closed by the keeper while this event was on its way.
             return;
         };
+        // Frees the slot however this turn ends, a panic included (the pool
+        // catches it): a slot left taken would count against `max_open`
+        // for good.
+        let taken = Taken {
+            registry: &self.registry,
+            token,
+        };
         let next = if conn.wait == Wait::Drain {
             // Draining is a few non-blocking reads.
             if conn::drain(&mut conn) {
@@ -175,6 +186,7 @@ where
         } else {
             conn::serve(conn, &self.handler, scratch, load)
         };
+        std::mem::forget(taken);
         match next {
             Next::Park(conn) => {
                 let parked = self.registry.park(token, conn, |conn| {
@@ -200,9 +212,13 @@ where
     }
 
     /// Arms a connection whose answer is there: its socket has room (all
-    /// before it was written), so the event comes at once.
+    /// before it was written), so the event comes at once. If it has not
+    /// (a client that pipelined and stopped reading), it waits like any
+    /// answer the client does not read, one client timeout from now.
     fn wake(&self, token: Token) {
         let failed = self.registry.arm(token, |conn| {
+            conn.wait = Wait::Write;
+            conn.since = Instant::now();
             self.epoll.rearm(&conn.stream, Interest::Write, token)
         });
         if failed.is_some() {
@@ -272,10 +288,8 @@ where
             }
             // While every worker is busy, the pool is looked at more often
             // than the connections.
-            let work_waits = || {
-                let mut fds = [poll_in(std::os::fd::AsRawFd::as_raw_fd(&self.epoll))];
-                matches!(poll(&mut fds, Duration::ZERO), Ok(n) if n > 0)
-            };
+            // An epoll set is readable while it holds ready events.
+            let work_waits = || readable_within(&self.epoll, Duration::ZERO);
             let mut sleep = scan_at.saturating_duration_since(now);
             if let Some(again) = pool.grow_if_stuck(work_waits) {
                 sleep = sleep.min(again);
@@ -345,6 +359,18 @@ where
     }
 }
 
+/// A connection taken out of the registry for a worker's turn.
+struct Taken<'a> {
+    registry: &'a Registry<Conn>,
+    token: Token,
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        self.registry.remove(self.token);
+    }
+}
+
 /// What a parked connection waits for, in epoll's terms.
 fn interest(wait: Wait) -> Interest {
     match wait {
@@ -363,4 +389,62 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{Response, ResponseBody};
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    /// Starts a server whose handler panics on `/panic`; returns its port.
+    fn panicky_server(max_open: usize) -> u16 {
+        let listener = bind(IpAddr::from([127, 0, 0, 1]), 0).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let settings = Settings {
+            client_timeout: Duration::from_secs(5),
+            max_conn: 4,
+            ttl_one: false,
+            max_open,
+        };
+        std::thread::spawn(move || {
+            run(
+                vec![Listener::Tcp(listener)],
+                settings,
+                |request: &Request| {
+                    assert!(request.target != "/panic", "asked to panic");
+                    Reply::Now(Response {
+                        status: 200,
+                        content_type: "text/plain",
+                        body: ResponseBody::Static("ok"),
+                    })
+                },
+            )
+        });
+        port
+    }
+
+    fn get(port: u16, target: &str) -> String {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(stream, "GET {target} HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+    }
+
+    #[test]
+    fn a_panicking_request_closes_its_connection_and_frees_its_slot() {
+        let port = panicky_server(2);
+        assert!(get(port, "/ok").starts_with("HTTP/1.1 200"));
+        // More panics than open connections are allowed: each one's slot
+        // must come back, or new connections would be refused.
+        for _ in 0..5 {
+            assert_eq!(get(port, "/panic"), "", "closed without an answer");
+        }
+        assert!(get(port, "/ok").starts_with("HTTP/1.1 200"));
+    }
 }

@@ -164,11 +164,11 @@ impl<T> Registry<T> {
     /// Arms a parked item that waits unarmed (woken from outside epoll).
     /// When arming fails the slot is freed and the item returned, to be
     /// dropped; a stale token does nothing.
-    pub fn arm(&self, token: Token, arm: impl FnOnce(&T) -> io::Result<()>) -> Option<T> {
+    pub fn arm(&self, token: Token, arm: impl FnOnce(&mut T) -> io::Result<()>) -> Option<T> {
         let (s, index, generation) = split(token);
         let mut shard = lock(self.shards.get(s)?);
         let slot = shard.slots.get_mut(index)?;
-        let State::Parked(item) = &slot.state else {
+        let State::Parked(item) = &mut slot.state else {
             return None;
         };
         if slot.generation != generation || arm(item).is_ok() {
