@@ -188,7 +188,7 @@ def keep_alive_rounds(binaries, running, results, token, workdir, opts):
             runs[name].append(throughput(proc.pid, port, token, opts.seconds, workdir, "%s-%d" % (name, n)))
     for name in names:
         got = runs[name]
-        median = {k: statistics.median(run[k] for run in got) for k in ("rps", "ka_p50_ms", "ka_p99_ms")}
+        median = {k: statistics.median(run[k] for run in got) for k in ("rps", "ka_p50_ms", "ka_p99_ms", "cpu_us")}
         results[name].update(median)
         results[name]["rps_range"] = "%s-%s" % ("{:,.0f}".format(min(r["rps"] for r in got)),
                                                 "{:,.0f}".format(max(r["rps"] for r in got)))
@@ -353,8 +353,10 @@ def throughput(pid, port, token, seconds, workdir, name):
            "--timeout", "5s", "-s", os.path.join(common.HERE, "report.lua"),
            "-H", "%s: %s" % (common.TOKEN_HEADER, token), url]
     samples = []
+    cpu_before = cpu_seconds(pid)
     out = common.run_sampling(cmd, seconds + 60, 0.25, lambda _: samples.append(common.proc_status(pid)),
                               os.path.join(workdir, "wrk-%s.txt" % name))
+    cpu_used = cpu_seconds(pid) - cpu_before
     m = re.search(r"^BENCH (.*)$", out.stdout, re.M)
     if out.returncode != 0 or not m:
         raise RuntimeError("wrk failed:\n" + out.stdout + out.stderr)
@@ -363,6 +365,9 @@ def throughput(pid, port, token, seconds, workdir, name):
     anon_end = common.rss_anon(pid)
     return {
         "rps": w["requests"] / (w["duration_us"] / 1e6),
+        # The agent's own CPU (user + kernel) per request: what it costs
+        # whatever the client costs, so it compares agents on any CPU.
+        "cpu_us": cpu_used / max(w["requests"], 1) * 1e6,
         "ka_p50_ms": w["p50_us"] / 1000,
         "ka_p99_ms": w["p99_us"] / 1000,
         "ka_errors": w["non2xx"] + w["connect_errors"] + w["read_errors"] + w["write_errors"] + w["timeouts"],
@@ -371,6 +376,13 @@ def throughput(pid, port, token, seconds, workdir, name):
         "rss_peak": max((s[0] for s in samples if s[0]), default=None),
         "threads_peak": max((s[1] for s in samples if s[1]), default=None),
     }
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far, in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def new_connection_latency(port, token, count, budget_s=60):
@@ -415,6 +427,7 @@ ROWS = [
     ("keep-alive: p50 latency (ms, median)", "ka_p50_ms", "{:.3f}"),
     ("keep-alive: p99 latency (ms, median)", "ka_p99_ms", "{:.3f}"),
     ("  lowest-highest of the rounds", "p99_range", "{}"),
+    ("keep-alive: agent CPU per request (us, median)", "cpu_us", "{:.2f}"),
     ("keep-alive: errors + non-2xx", "ka_errors", "{}"),
     ("RSS peak during wrk run (MiB)", "rss_peak", "mib"),
     ("RSS at end of the last wrk run (MiB)", "rss_end", "mib"),

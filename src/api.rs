@@ -290,6 +290,9 @@ impl<U: Upstream + 'static> Api<U> {
             }
             Answer::Later(waiting) => {
                 let slot = slot.keep(&self.in_flight);
+                // Counted when answered. A parked request whose connection
+                // is closed first (shed, or past the server's last-resort
+                // limit) is never answered and not counted.
                 let ready = waiting.clone();
                 Reply::Later(Later {
                     ready: Box::new(move |wake| ready.when_done(wake)),
