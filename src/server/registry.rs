@@ -16,7 +16,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use crate::sync::lock;
 
@@ -119,15 +119,14 @@ impl<T> Registry<T> {
 
     /// Takes the parked item `token` stands for, if it still does.
     pub fn take(&self, token: Token) -> Option<T> {
-        let (s, index, generation) = split(token);
-        let mut shard = lock(self.shards.get(s)?);
-        let slot = shard.slots.get_mut(index)?;
-        if slot.generation != generation || !matches!(slot.state, State::Parked(_)) {
-            return None;
-        }
+        let (mut shard, index) = self.lock_slot(token)?;
+        let slot = &mut shard.slots[index];
         match std::mem::replace(&mut slot.state, State::Out) {
             State::Parked(item) => Some(item),
-            _ => None,
+            other => {
+                slot.state = other;
+                None
+            }
         }
     }
 
@@ -140,24 +139,17 @@ impl<T> Registry<T> {
         item: T,
         arm: impl FnOnce(&T) -> io::Result<()>,
     ) -> Result<(), T> {
-        let (s, index, generation) = split(token);
-        let Some(mutex) = self.shards.get(s) else {
+        let Some((mut shard, index)) = self.lock_slot(token) else {
             return Err(item);
         };
-        let mut shard = lock(mutex);
-        let Some(slot) = shard.slots.get_mut(index) else {
-            return Err(item);
-        };
-        if slot.generation != generation || !matches!(slot.state, State::Out) {
+        if !matches!(shard.slots[index].state, State::Out) {
             return Err(item);
         }
         if arm(&item).is_err() {
-            slot.state = State::Free;
-            shard.free.push(index as u32);
-            self.open.fetch_sub(1, Ordering::Relaxed);
+            self.release(&mut shard, index);
             return Err(item);
         }
-        slot.state = State::Parked(item);
+        shard.slots[index].state = State::Parked(item);
         Ok(())
     }
 
@@ -165,35 +157,24 @@ impl<T> Registry<T> {
     /// When arming fails the slot is freed and the item returned, to be
     /// dropped; a stale token does nothing.
     pub fn arm(&self, token: Token, arm: impl FnOnce(&mut T) -> io::Result<()>) -> Option<T> {
-        let (s, index, generation) = split(token);
-        let mut shard = lock(self.shards.get(s)?);
-        let slot = shard.slots.get_mut(index)?;
-        let State::Parked(item) = &mut slot.state else {
+        let (mut shard, index) = self.lock_slot(token)?;
+        let State::Parked(item) = &mut shard.slots[index].state else {
             return None;
         };
-        if slot.generation != generation || arm(item).is_ok() {
+        if arm(item).is_ok() {
             return None;
         }
-        let State::Parked(item) = std::mem::replace(&mut slot.state, State::Free) else {
-            return None;
-        };
-        shard.free.push(index as u32);
-        self.open.fetch_sub(1, Ordering::Relaxed);
-        Some(item)
+        match self.release(&mut shard, index) {
+            State::Parked(item) => Some(item),
+            _ => None,
+        }
     }
 
     /// Frees the slot of a taken item (whose owner closes it).
     pub fn remove(&self, token: Token) {
-        let (s, index, generation) = split(token);
-        let Some(mutex) = self.shards.get(s) else {
-            return;
-        };
-        let mut shard = lock(mutex);
-        if let Some(slot) = shard.slots.get_mut(index) {
-            if slot.generation == generation && matches!(slot.state, State::Out) {
-                slot.state = State::Free;
-                shard.free.push(index as u32);
-                self.open.fetch_sub(1, Ordering::Relaxed);
+        if let Some((mut shard, index)) = self.lock_slot(token) {
+            if matches!(shard.slots[index].state, State::Out) {
+                self.release(&mut shard, index);
             }
         }
     }
@@ -204,21 +185,36 @@ impl<T> Registry<T> {
         let mut out = Vec::new();
         for (s, mutex) in self.shards.iter().enumerate() {
             let mut shard = lock(mutex);
-            let Shard { slots, free } = &mut *shard;
-            for (index, slot) in slots.iter_mut().enumerate() {
+            for index in 0..shard.slots.len() {
+                let slot = &shard.slots[index];
                 let State::Parked(item) = &slot.state else {
                     continue;
                 };
-                if evict(join(s, index, slot.generation), item) {
-                    if let State::Parked(item) = std::mem::replace(&mut slot.state, State::Free) {
-                        out.push(item);
-                    }
-                    free.push(index as u32);
-                    self.open.fetch_sub(1, Ordering::Relaxed);
+                if !evict(join(s, index, slot.generation), item) {
+                    continue;
+                }
+                if let State::Parked(item) = self.release(&mut shard, index) {
+                    out.push(item);
                 }
             }
         }
         out
+    }
+
+    /// The shard of `token`'s slot, locked, and the slot's index: if the
+    /// slot still has the token's generation.
+    fn lock_slot(&self, token: Token) -> Option<(MutexGuard<'_, Shard<T>>, usize)> {
+        let (s, index, generation) = split(token);
+        let shard = lock(self.shards.get(s)?);
+        let current = shard.slots.get(index)?.generation == generation;
+        current.then_some((shard, index))
+    }
+
+    /// Frees a slot for reuse; returns what it held.
+    fn release(&self, shard: &mut Shard<T>, index: usize) -> State<T> {
+        shard.free.push(index as u32);
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        std::mem::replace(&mut shard.slots[index].state, State::Free)
     }
 }
 
