@@ -33,11 +33,12 @@ pub const STARVED: Duration = Duration::from_millis(5);
 /// the clients it answers, most of all. Without it, a worker with events
 /// queued runs its whole scheduler slice while a client's thread, woken by
 /// our answers, waits for the CPU: measured with `wrk -t2 -c32` on 2 CPUs,
-/// p99 was 4.2-4.4 ms, one 250 Hz tick. Every 100 µs: p99 0.5 ms but 12 %
-/// fewer requests/s (a yield costs a context switch); every 300 µs: p99
-/// 0.53-0.58 ms (with one worker per CPU) and more requests/s than without,
-/// since the client turns answers into requests sooner (README,
-/// "Benchmarks").
+/// p99 was 4.2-4.4 ms in every run, one 250 Hz tick. With 4 workers, every
+/// 100 µs gave p99 0.5 ms but 12 % fewer requests/s (a yield costs a
+/// context switch), every 500-2000 µs p99 2-4 ms; every 300 µs with one
+/// worker per CPU, medians of 0.4-0.6 ms over interleaved runs, single runs
+/// spreading from 0.4 to 4 ms, and requests/s no lower than without
+/// (README, "Benchmarks").
 const YIELD_AFTER: Duration = Duration::from_micros(300);
 /// An event wait that lasted this long slept: the worker gave its CPU up.
 const SLEPT: Duration = Duration::from_micros(30);
