@@ -186,9 +186,10 @@ where
         } else {
             conn::serve(conn, &self.handler, scratch, load)
         };
-        std::mem::forget(taken);
         match next {
             Next::Park(conn) => {
+                // The slot is the parked connection's again.
+                std::mem::forget(taken);
                 let parked = self.registry.park(token, conn, |conn| {
                     self.epoll.rearm(&conn.stream, interest(conn.wait), token)
                 });
@@ -198,6 +199,7 @@ where
                 }
             }
             Next::Later(conn, ready) => {
+                std::mem::forget(taken);
                 // Parked unarmed first, so that a wake-up that comes at
                 // once finds it.
                 if let Err(conn) = self.registry.park(token, conn, |_| Ok(())) {
@@ -207,7 +209,8 @@ where
                 let server = self.clone();
                 ready(Box::new(move || server.wake(token)));
             }
-            Next::Close => self.registry.remove(token),
+            // The connection is closed; the guard frees its slot.
+            Next::Close => drop(taken),
         }
     }
 

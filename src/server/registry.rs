@@ -226,16 +226,22 @@ mod tests {
         Ok(())
     }
 
-    #[test]
-    fn a_token_finds_its_item_once_and_never_after_reuse() {
-        let registry = Registry::default();
+    /// Inserts `item` armed without fail; returns its token.
+    fn inserted(registry: &Registry<&'static str>, item: &'static str, hint: usize) -> Token {
         let mut token = 0;
         registry
-            .insert("a", 3, |_, t| {
+            .insert(item, hint, |_, t| {
                 token = t;
                 Ok(())
             })
             .unwrap();
+        token
+    }
+
+    #[test]
+    fn a_token_finds_its_item_once_and_never_after_reuse() {
+        let registry = Registry::default();
+        let token = inserted(&registry, "a", 3);
         assert!(token >> 32 != 0, "generation 0 is the listeners'");
         assert_eq!(registry.len(), 1);
         assert_eq!(registry.take(token), Some("a"));
@@ -246,13 +252,7 @@ mod tests {
         assert_eq!(registry.len(), 0);
 
         // The slot is reused under a new generation: the old token is stale.
-        let mut again = 0;
-        registry
-            .insert("b", 3, |_, t| {
-                again = t;
-                Ok(())
-            })
-            .unwrap();
+        let again = inserted(&registry, "b", 3);
         assert_eq!(again & 0xffff_ffff, token & 0xffff_ffff, "same slot");
         assert_ne!(again, token);
         assert_eq!(registry.take(token), None);
@@ -269,13 +269,7 @@ mod tests {
         let refused = registry.insert("a", 0, |_, _| Err(io::ErrorKind::Other.into()));
         assert!(refused.is_err());
         assert_eq!(registry.len(), 0);
-        let mut token = 0;
-        registry
-            .insert("b", 0, |_, t| {
-                token = t;
-                Ok(())
-            })
-            .unwrap();
+        let token = inserted(&registry, "b", 0);
         let b = registry.take(token).unwrap();
         assert_eq!(
             registry.park(token, b, |_| Err(io::ErrorKind::Other.into())),
