@@ -1,8 +1,16 @@
 //! `epoll(7)`, the one readiness set every worker waits on (std has none).
 //!
-//! Descriptors are registered one-shot: an event is handed to exactly one
-//! waiting thread and the descriptor is then disarmed until that thread arms
-//! it again, so a connection is never served by two workers at once. Each
+//! A descriptor is registered in one of two modes. [`Mode::Once`]: an event
+//! is handed to exactly one waiting thread and the descriptor is then
+//! disarmed until that thread arms it again (the listeners: one worker
+//! accepts a batch at a time). [`Mode::Edges`]: an event comes each time
+//! something new happens (bytes arrive, room to write frees up after a write
+//! was refused, the peer hangs up) and nothing needs arming in between, which
+//! saves a connection's worker one `epoll_ctl` per request; the caller must
+//! then read until the socket is empty, and decide what to do with an event
+//! for a connection already being served. Registering again
+//! ([`Epoll::modify`]) queues an event at once if the descriptor is ready:
+//! the way to come back to a connection whose input is already there. Each
 //! registration carries a 64-bit token chosen by the caller; the kernel only
 //! hands it back.
 
@@ -20,6 +28,15 @@ pub enum Interest {
     /// Either: an event comes as soon as the socket can take or give
     /// anything.
     Any,
+}
+
+/// How a registration reports readiness (see the module's header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One event, then disarmed until registered again.
+    Once,
+    /// An event per change of readiness, armed for good.
+    Edges,
 }
 
 pub struct Epoll {
@@ -40,23 +57,46 @@ impl Epoll {
         })
     }
 
-    /// Registers `fd`, armed for one event of `interest`.
-    pub fn add(&self, fd: &impl AsRawFd, interest: Interest, token: u64) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_ADD, fd.as_raw_fd(), interest, token)
+    /// Registers `fd` for events of `interest`.
+    pub fn add(
+        &self,
+        fd: &impl AsRawFd,
+        interest: Interest,
+        mode: Mode,
+        token: u64,
+    ) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd.as_raw_fd(), interest, mode, token)
     }
 
-    /// Arms `fd` again (after its one event was taken), maybe for another
-    /// interest or token.
-    pub fn rearm(&self, fd: &impl AsRawFd, interest: Interest, token: u64) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_MOD, fd.as_raw_fd(), interest, token)
+    /// Registers `fd` again, maybe for another interest or token: arms a
+    /// [`Mode::Once`] descriptor after its event was taken, and in either
+    /// mode queues an event at once if `fd` is ready for `interest` now.
+    pub fn modify(
+        &self,
+        fd: &impl AsRawFd,
+        interest: Interest,
+        mode: Mode,
+        token: u64,
+    ) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd.as_raw_fd(), interest, mode, token)
     }
 
-    fn ctl(&self, op: libc::c_int, fd: RawFd, interest: Interest, token: u64) -> io::Result<()> {
+    fn ctl(
+        &self,
+        op: libc::c_int,
+        fd: RawFd,
+        interest: Interest,
+        mode: Mode,
+        token: u64,
+    ) -> io::Result<()> {
         let events = match interest {
             Interest::Read => libc::EPOLLIN,
             Interest::Write => libc::EPOLLOUT,
             Interest::Any => libc::EPOLLIN | libc::EPOLLOUT,
-        } | libc::EPOLLONESHOT;
+        } | match mode {
+            Mode::Once => libc::EPOLLONESHOT,
+            Mode::Edges => libc::EPOLLET,
+        };
         let mut event = libc::epoll_event {
             events: events as u32,
             u64: token,
@@ -110,17 +150,54 @@ mod tests {
         let epoll = Epoll::new().unwrap();
         let short = Duration::from_millis(20);
 
-        epoll.add(&server, Interest::Read, 7).unwrap();
+        epoll.add(&server, Interest::Read, Mode::Once, 7).unwrap();
         assert_eq!(epoll.wait_one(short).unwrap(), None, "nothing sent yet");
         client.write_all(b"x").unwrap();
         assert_eq!(epoll.wait_one(Duration::from_secs(5)).unwrap(), Some(7));
         // Disarmed: the unread byte raises no second event...
         assert_eq!(epoll.wait_one(short).unwrap(), None);
         // ... until armed again, here under another token.
-        epoll.rearm(&server, Interest::Read, 8).unwrap();
+        epoll
+            .modify(&server, Interest::Read, Mode::Once, 8)
+            .unwrap();
         assert_eq!(epoll.wait_one(Duration::from_secs(5)).unwrap(), Some(8));
         // A socket with room to write is ready for Write at once.
-        epoll.rearm(&server, Interest::Write, 9).unwrap();
+        epoll
+            .modify(&server, Interest::Write, Mode::Once, 9)
+            .unwrap();
         assert_eq!(epoll.wait_one(Duration::from_secs(5)).unwrap(), Some(9));
+    }
+
+    #[test]
+    fn edges_report_each_new_arrival_and_modify_reports_what_is_there() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let epoll = Epoll::new().unwrap();
+        let short = Duration::from_millis(20);
+        let long = Duration::from_secs(5);
+
+        epoll.add(&server, Interest::Read, Mode::Edges, 7).unwrap();
+        assert_eq!(epoll.wait_one(short).unwrap(), None, "nothing sent yet");
+        client.write_all(b"x").unwrap();
+        assert_eq!(epoll.wait_one(long).unwrap(), Some(7));
+        // The unread byte is old news: no second event for it...
+        assert_eq!(epoll.wait_one(short).unwrap(), None);
+        // ... but one for the next arrival, without arming anything.
+        client.write_all(b"y").unwrap();
+        assert_eq!(epoll.wait_one(long).unwrap(), Some(7));
+        assert_eq!(epoll.wait_one(short).unwrap(), None);
+        // Registering again reports the unread bytes at once.
+        epoll
+            .modify(&server, Interest::Read, Mode::Edges, 8)
+            .unwrap();
+        assert_eq!(epoll.wait_one(long).unwrap(), Some(8));
+        assert_eq!(epoll.wait_one(short).unwrap(), None);
+        // And a socket with room reports it when asked for writes.
+        epoll
+            .modify(&server, Interest::Any, Mode::Edges, 9)
+            .unwrap();
+        assert_eq!(epoll.wait_one(long).unwrap(), Some(9));
+        assert_eq!(epoll.wait_one(short).unwrap(), None);
     }
 }

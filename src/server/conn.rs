@@ -16,6 +16,8 @@
 //! 14.9 s.
 
 use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use zeroize::Zeroize;
@@ -24,8 +26,8 @@ use crate::metrics;
 use crate::os::io::read_appending;
 use crate::secret::SecretBytes;
 use crate::server::http::{
-    parse_head, render, Head, Parsed, Ready, Reply, Request, Response, ResponseBody, MAX_HEAD,
-    MAX_HEADERS,
+    parse_head, render, Head, Parsed, Ready, Reply, Request, Response, ResponseBody, Wake,
+    MAX_HEAD, MAX_HEADERS,
 };
 use crate::server::pool::Load;
 use crate::server::socket::Stream;
@@ -104,6 +106,10 @@ struct Deferred {
     answer: Box<dyn FnOnce() -> Response + Send>,
     stays_open: bool,
     then: Then,
+    /// Set by the wake-up, before it arms the connection: events that come
+    /// for the connection before (its client sent more, or hung up) find it
+    /// still waiting. What the client sent is read after the answer.
+    woken: Arc<AtomicBool>,
 }
 
 /// The rest of an answer, and what happens once it is written.
@@ -223,6 +229,13 @@ pub fn serve(
     scratch: &mut Scratch,
     load: &Load,
 ) -> Next {
+    if conn
+        .later
+        .as_ref()
+        .is_some_and(|later| !later.woken.load(Ordering::Acquire))
+    {
+        return Next::Park(conn);
+    }
     if conn.unsent.is_some() {
         match flush(&mut conn) {
             Ok(Some(Then::KeepAlive)) => {
@@ -246,7 +259,10 @@ pub fn serve(
     buf.append(&mut std::mem::take(&mut conn.pending));
     let was_partial = !buf.is_empty();
     let mut served = false;
-    let mut read = false;
+    // Whether the socket had nothing more when last read: connections are
+    // registered for edges (`os::epoll`), so one is parked only once its
+    // input is all read, or no event would come for what is left.
+    let mut drained = false;
     loop {
         // Filled only when there is something to parse.
         let mut headers;
@@ -291,18 +307,27 @@ pub fn serve(
                         if then == Then::KeepAlive {
                             conn.pending.extend_from_slice(buf);
                         }
+                        let woken = Arc::new(AtomicBool::new(false));
                         conn.later = Some(Deferred {
                             answer: later.answer,
                             stays_open,
                             then,
+                            woken: woken.clone(),
                         });
                         conn.since = Instant::now();
                         conn.wait = Wait::Later;
-                        return Next::Later(conn, later.ready);
+                        let ready = later.ready;
+                        let ready: Ready = Box::new(move |wake: Wake| {
+                            ready(Box::new(move || {
+                                woken.store(true, Ordering::Release);
+                                wake();
+                            }))
+                        });
+                        return Next::Later(conn, ready);
                     }
                 }
             }
-            Step::Head(Head::Partial) if read => {
+            Step::Head(Head::Partial) if drained => {
                 // A head begun in this turn (after a served request, too)
                 // gets a full timeout; one carried over keeps its start.
                 if !was_partial || served {
@@ -313,16 +338,13 @@ pub fn serve(
                 return conn.park(Wait::Read);
             }
             Step::Head(Head::Partial) => {
-                read = true;
                 let room = (MAX_HEAD + 1 - buf.len()).min(READ_CHUNK);
                 match read_appending(&conn.stream, buf, room) {
                     Ok(0) => return Next::Close,
-                    Ok(_) => {}
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
-                        ) => {}
+                    // A short read took all there was.
+                    Ok(n) => drained = n < room,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => drained = true,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => return Next::Close,
                 }
                 continue;
@@ -364,9 +386,9 @@ pub fn serve(
             conn.pending.extend_from_slice(buf);
             return conn.give_up_turn();
         }
-        if buf.is_empty() {
-            // Armed again at once: the next request wakes whichever worker
-            // waits, and an idle client holds none.
+        if buf.is_empty() && drained {
+            // The next request wakes whichever worker waits, and an idle
+            // client holds none.
             conn.since = Instant::now();
             conn.turn = 0;
             return conn.park(Wait::Read);
@@ -537,6 +559,13 @@ mod tests {
             .unwrap();
         assert!(client.read(&mut [0u8; 64]).is_err());
         assert_eq!(conn.expires_at(Duration::ZERO), conn.since + LATER_LIMIT);
+        // An event before the wake-up (the client sent more) finds it still
+        // waiting; what was sent is read after the answer.
+        client.write_all(b"GET /small HTTP/1.1\r\n\r\n").unwrap();
+        let conn = parked(serve(conn, &handle, &mut scratch, &idle));
+        assert_eq!(conn.wait, Wait::Later);
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        assert!(client.read(&mut [0u8; 64]).is_err());
         let fired = std::sync::Arc::new(AtomicUsize::new(0));
         let f = fired.clone();
         ready(Box::new(move || {
@@ -546,21 +575,57 @@ mod tests {
 
         let conn = parked(serve(conn, &handle, &mut scratch, &idle));
         assert_eq!(conn.wait, Wait::Read);
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
         client
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
-        let mut got = Vec::new();
-        let mut chunk = [0u8; 512];
-        while !got.ends_with(b"small") {
-            let n = client.read(&mut chunk).unwrap();
-            assert!(n > 0);
-            got.extend_from_slice(&chunk[..n]);
-        }
-        let text = String::from_utf8(got).unwrap();
+        let text = read_until_count(&mut client, "small", 2);
         let (late, small) = (text.find("late").unwrap(), text.find("small").unwrap());
         assert!(late < small, "{text}");
         assert_eq!(woken.load(Ordering::SeqCst), 1);
+    }
+
+    /// Reads until `needle` was seen `count` times; returns all read.
+    fn read_until_count(client: &mut TcpStream, needle: &str, count: usize) -> String {
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while String::from_utf8_lossy(&got).matches(needle).count() < count {
+            let n = client.read(&mut chunk).unwrap();
+            assert!(n > 0, "closed");
+            got.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8(got).unwrap()
+    }
+
+    #[test]
+    fn input_longer_than_a_read_is_read_to_the_end_before_parking() {
+        // Connections are registered for edges: one parked with input left
+        // unread would get no event for it, and its client would hang.
+        let calls = AtomicUsize::new(0);
+        let handle = handler(&calls);
+        let (mut scratch, idle) = (Scratch::default(), Load::fixed(1));
+
+        // Pipelined requests filling several reads.
+        let (mut client, conn) = pair();
+        let pipeline = b"GET /small HTTP/1.1\r\n\r\n".repeat(400);
+        assert!(pipeline.len() > 2 * READ_CHUNK);
+        client.write_all(&pipeline).unwrap();
+        let conn = parked(serve(conn, &handle, &mut scratch, &idle));
+        assert_eq!(conn.wait, Wait::Read);
+        assert_eq!(calls.swap(0, Ordering::SeqCst), 400);
+        read_until_count(&mut client, "small", 400);
+
+        // One head longer than a read.
+        let (mut client, conn) = pair();
+        let long = format!(
+            "GET /small HTTP/1.1\r\nX-Long: {}\r\n\r\n",
+            "l".repeat(3 * READ_CHUNK)
+        );
+        client.write_all(long.as_bytes()).unwrap();
+        let conn = parked(serve(conn, &handle, &mut scratch, &idle));
+        assert_eq!(conn.wait, Wait::Read);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        read_until_count(&mut client, "small", 1);
     }
 
     #[test]

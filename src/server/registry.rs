@@ -10,6 +10,12 @@
 //! back in its slot: the keeper cannot close it in between, so a descriptor
 //! number is never armed after it was closed and reused.
 //!
+//! Connections stay registered for every edge, so an event can come for one
+//! a worker is serving (bytes that arrived after its last read, or a
+//! wake-up). The slot remembers it, and the worker, when it parks the
+//! connection, is told to serve it again instead: no event is lost, and no
+//! connection is served by two workers at once.
+//!
 //! The slots are split into shards, each behind its own mutex: a worker
 //! holds one for a map lookup or an `epoll_ctl`, and two workers seldom
 //! want the same shard.
@@ -43,10 +49,25 @@ struct Slot<T> {
 
 enum State<T> {
     Free,
-    /// A worker serves it.
-    Out,
+    /// A worker serves it; `again` once an event came for it meanwhile.
+    Out {
+        again: bool,
+    },
     /// Armed in epoll, waiting.
     Parked(T),
+}
+
+/// What became of an item given back with [`Registry::park`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parked<T> {
+    /// Parked, and armed.
+    Yes,
+    /// An event came for it while it was out: still out, to be served
+    /// again.
+    Again(T),
+    /// Its token is stale, or arming failed (the slot is freed): to be
+    /// dropped.
+    No(T),
 }
 
 fn split(token: Token) -> (usize, usize, u32) {
@@ -117,52 +138,66 @@ impl<T> Registry<T> {
         Ok(())
     }
 
-    /// Takes the parked item `token` stands for, if it still does.
+    /// Takes the parked item `token` stands for, if it still does. An
+    /// event for an item already out is noted for its worker (see
+    /// [`Registry::park`]).
     pub fn take(&self, token: Token) -> Option<T> {
         let (mut shard, index) = self.lock_slot(token)?;
         let slot = &mut shard.slots[index];
-        match std::mem::replace(&mut slot.state, State::Out) {
+        match std::mem::replace(&mut slot.state, State::Out { again: false }) {
             State::Parked(item) => Some(item),
-            other => {
-                slot.state = other;
+            State::Out { .. } => {
+                slot.state = State::Out { again: true };
+                None
+            }
+            State::Free => {
+                slot.state = State::Free;
                 None
             }
         }
     }
 
-    /// Parks a taken item again and calls `arm` under the slot's lock. When
-    /// arming fails the slot is freed and the item given back to be
-    /// dropped.
-    pub fn park(
-        &self,
-        token: Token,
-        item: T,
-        arm: impl FnOnce(&T) -> io::Result<()>,
-    ) -> Result<(), T> {
+    /// Parks a taken item again and calls `arm` under the slot's lock,
+    /// unless an event came for it while it was out: then it stays out, to
+    /// be served again. When arming fails the slot is freed and the item
+    /// given back to be dropped.
+    pub fn park(&self, token: Token, item: T, arm: impl FnOnce(&T) -> io::Result<()>) -> Parked<T> {
         let Some((mut shard, index)) = self.lock_slot(token) else {
-            return Err(item);
+            return Parked::No(item);
         };
-        if !matches!(shard.slots[index].state, State::Out) {
-            return Err(item);
+        match &mut shard.slots[index].state {
+            State::Out { again: true } => {
+                shard.slots[index].state = State::Out { again: false };
+                return Parked::Again(item);
+            }
+            State::Out { again: false } => {}
+            _ => return Parked::No(item),
         }
         if arm(&item).is_err() {
             self.release(&mut shard, index);
-            return Err(item);
+            return Parked::No(item);
         }
         shard.slots[index].state = State::Parked(item);
-        Ok(())
+        Parked::Yes
     }
 
-    /// Arms a parked item that waits unarmed (woken from outside epoll).
-    /// When arming fails the slot is freed and the item returned, to be
-    /// dropped; a stale token does nothing.
-    pub fn arm(&self, token: Token, arm: impl FnOnce(&mut T) -> io::Result<()>) -> Option<T> {
+    /// An event from outside epoll (a wake-up): calls `arm` on a parked
+    /// item, or notes it for the worker of an item that is out. When arming
+    /// fails the slot is freed and the item returned, to be dropped; a
+    /// stale token does nothing.
+    pub fn notify(&self, token: Token, arm: impl FnOnce(&mut T) -> io::Result<()>) -> Option<T> {
         let (mut shard, index) = self.lock_slot(token)?;
-        let State::Parked(item) = &mut shard.slots[index].state else {
-            return None;
-        };
-        if arm(item).is_ok() {
-            return None;
+        match &mut shard.slots[index].state {
+            State::Parked(item) => {
+                if arm(item).is_ok() {
+                    return None;
+                }
+            }
+            State::Out { .. } => {
+                shard.slots[index].state = State::Out { again: true };
+                return None;
+            }
+            State::Free => return None,
         }
         match self.release(&mut shard, index) {
             State::Parked(item) => Some(item),
@@ -173,7 +208,7 @@ impl<T> Registry<T> {
     /// Frees the slot of a taken item (whose owner closes it).
     pub fn remove(&self, token: Token) {
         if let Some((mut shard, index)) = self.lock_slot(token) {
-            if matches!(shard.slots[index].state, State::Out) {
+            if matches!(shard.slots[index].state, State::Out { .. }) {
                 self.release(&mut shard, index);
             }
         }
@@ -246,7 +281,8 @@ mod tests {
         assert_eq!(registry.len(), 1);
         assert_eq!(registry.take(token), Some("a"));
         assert_eq!(registry.take(token), None, "already out");
-        registry.park(token, "a", |_| Ok(())).unwrap();
+        assert_eq!(registry.park(token, "a", |_| Ok(())), Parked::Again("a"));
+        assert_eq!(registry.park(token, "a", |_| Ok(())), Parked::Yes);
         assert_eq!(registry.take(token), Some("a"));
         registry.remove(token);
         assert_eq!(registry.len(), 0);
@@ -256,7 +292,7 @@ mod tests {
         assert_eq!(again & 0xffff_ffff, token & 0xffff_ffff, "same slot");
         assert_ne!(again, token);
         assert_eq!(registry.take(token), None);
-        assert_eq!(registry.park(token, "x", |_| Ok(())), Err("x"));
+        assert_eq!(registry.park(token, "x", |_| Ok(())), Parked::No("x"));
         registry.remove(token);
         assert_eq!(registry.len(), 1, "a stale remove frees nothing");
         assert_eq!(registry.take(again), Some("b"));
@@ -273,10 +309,45 @@ mod tests {
         let b = registry.take(token).unwrap();
         assert_eq!(
             registry.park(token, b, |_| Err(io::ErrorKind::Other.into())),
-            Err("b")
+            Parked::No("b")
         );
         assert_eq!(registry.len(), 0);
         assert_eq!(registry.take(token), None);
+    }
+
+    #[test]
+    fn an_event_for_an_item_out_has_it_served_again() {
+        let registry = Registry::default();
+        let token = inserted(&registry, "a", 1);
+        let a = registry.take(token).unwrap();
+        // An event while "a" is out: nobody else gets it...
+        assert_eq!(registry.take(token), None);
+        // ... and its worker keeps it instead of parking it, without arming.
+        let again = registry.park(token, a, |_| panic!("armed"));
+        assert_eq!(again, Parked::Again("a"));
+        // Told once: the next park goes through.
+        assert_eq!(registry.park(token, "a", |_| Ok(())), Parked::Yes);
+
+        // A wake-up arms a parked item...
+        let mut armed = 0;
+        assert_eq!(
+            registry.notify(token, |_| {
+                armed += 1;
+                Ok(())
+            }),
+            None
+        );
+        assert_eq!(armed, 1);
+        // ... and is noted for one that is out.
+        let a = registry.take(token).unwrap();
+        assert_eq!(registry.notify(token, |_| panic!("armed while out")), None);
+        assert_eq!(registry.park(token, a, |_| Ok(())), Parked::Again("a"));
+        // A wake-up whose arming fails closes the item.
+        assert_eq!(registry.park(token, "a", |_| Ok(())), Parked::Yes);
+        let failed = registry.notify(token, |_| Err(io::ErrorKind::Other.into()));
+        assert_eq!(failed, Some("a"));
+        assert_eq!(registry.len(), 0);
+        assert_eq!(registry.notify(token, |_| panic!("stale")), None);
     }
 
     #[test]
