@@ -3,6 +3,7 @@
 //! sockets; the server hands it a parsed request and writes back what it
 //! returns.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,7 +13,7 @@ use crate::aws::ssm::{ParameterQuery, Selector};
 use crate::aws::{SecretQuery, UpstreamError};
 use crate::cache::{Answer, Cache, Key, Served, Upstream};
 use crate::metrics::{self, Route};
-use crate::query::{parse_query, percent_decode};
+use crate::query::{percent_decode, query_pairs};
 use crate::server::http::{Later, Reply, Request, Response, ResponseBody};
 use crate::token::Token;
 
@@ -272,7 +273,8 @@ impl<U: Upstream + 'static> Api<U> {
             self.settings
                 .ssrf_headers
                 .iter()
-                .any(|name| h.name.eq_ignore_ascii_case(name))
+                // Clients mostly spell the name as the docs do: one memcmp.
+                .any(|name| h.name == name || h.name.eq_ignore_ascii_case(name))
                 && self.settings.token.matches(h.value)
         });
         if ok {
@@ -431,7 +433,7 @@ fn parse_options(
     query: &str,
     mut extra: impl FnMut(&str, String) -> bool,
 ) -> Result<Options, Response> {
-    let pairs = parse_query(query).map_err(|_| text(400, "invalid percent-encoding in query"))?;
+    let pairs = query_pairs(query).map_err(|_| text(400, "invalid percent-encoding in query"))?;
     let mut options = Options {
         version_id: None,
         version_stage: None,
@@ -439,13 +441,13 @@ fn parse_options(
         role: None,
     };
     for (key, value) in pairs {
-        let non_empty = |v: String| Some(v).filter(|v| !v.is_empty());
-        match key.as_str() {
+        let non_empty = |v: Cow<str>| Some(v.into_owned()).filter(|v| !v.is_empty());
+        match key.as_ref() {
             "versionId" => options.version_id = non_empty(value),
             "versionStage" => options.version_stage = non_empty(value),
-            "refreshNow" => options.refresh_now = Some(value),
-            "roleArn" => options.role = Some(role_arn(value)?),
-            _ if extra(&key, value) => {}
+            "refreshNow" => options.refresh_now = Some(value.into_owned()),
+            "roleArn" => options.role = Some(role_arn(value.into_owned())?),
+            _ if extra(&key, value.into_owned()) => {}
             _ => return Err(owned_text(400, format!("unknown parameter: {key}"))),
         }
     }
@@ -472,12 +474,12 @@ fn finish(secret_id: String, options: Options) -> Parsed {
 /// first in the query wins, as in AWS's extension), `withDecryption`, and
 /// this agent's `refreshNow` and `roleArn`. Public for the fuzz target.
 pub fn parse_parameter(query: &str) -> Parsed {
-    let pairs = parse_query(query).map_err(|_| text(400, "invalid percent-encoding in query"))?;
+    let pairs = query_pairs(query).map_err(|_| text(400, "invalid percent-encoding in query"))?;
     let (mut name, mut selector, mut decrypt, mut refresh_now, mut role) =
         (None, None, false, None, None);
     for (key, value) in pairs {
-        match key.as_str() {
-            "name" => name = Some(value),
+        match key.as_ref() {
+            "name" => name = Some(value.into_owned()),
             "version" | "label" if value.is_empty() => {}
             "version" => {
                 let version = value
@@ -495,15 +497,15 @@ pub fn parse_parameter(query: &str) -> Parsed {
                         "invalid label value: a label cannot start with a digit or hold ':'",
                     ));
                 }
-                selector.get_or_insert(Selector::Label(value));
+                selector.get_or_insert(Selector::Label(value.into_owned()));
             }
             "withDecryption" => {
                 decrypt = boolean(&value).ok_or_else(|| {
                     text(400, "invalid withDecryption value: expected true or false")
                 })?
             }
-            "refreshNow" => refresh_now = Some(value),
-            "roleArn" => role = Some(role_arn(value)?),
+            "refreshNow" => refresh_now = Some(value.into_owned()),
+            "roleArn" => role = Some(role_arn(value.into_owned())?),
             _ => return Err(owned_text(400, format!("unknown parameter: {key}"))),
         }
     }

@@ -8,7 +8,7 @@ use std::fmt;
 use std::path::Path;
 
 use crate::env::{self, TokenFileError};
-use subtle::ConstantTimeEq;
+use subtle::{Choice, ConstantTimeEq};
 
 /// The token every secret request must carry. `Debug` is redacted on purpose.
 pub struct Token(Vec<u8>);
@@ -112,8 +112,22 @@ impl Token {
         } else {
             candidate
         };
-        bool::from(same_length & reference.ct_eq(candidate))
+        bool::from(same_length & words_equal(reference, candidate))
     }
+}
+
+/// Whether two slices of one length are equal, in time that depends only
+/// on the length: subtle's comparison, eight bytes at a time. A byte at a
+/// time it was about 600 of the 9,500 instructions a cache hit costs, for a
+/// 64-digit token (callgrind).
+fn words_equal(a: &[u8], b: &[u8]) -> Choice {
+    let ((a_words, a_tail), (b_words, b_tail)) = (a.as_chunks::<8>(), b.as_chunks::<8>());
+    a_words
+        .iter()
+        .zip(b_words)
+        .fold(a_tail.ct_eq(b_tail), |same, (x, y)| {
+            same & u64::from_ne_bytes(*x).ct_eq(&u64::from_ne_bytes(*y))
+        })
 }
 
 /// A fresh token: 32 random bytes from the OS, as 64 lower-case hex digits.
@@ -149,12 +163,19 @@ mod tests {
     }
 
     #[test]
-    fn one_wrong_byte_anywhere_fails() {
-        let t = Token::new("s3cret");
-        for i in 0..6 {
-            let mut candidate = *b"s3cret";
-            candidate[i] ^= 1;
-            assert!(!t.matches(&candidate), "byte {i}");
+    fn one_wrong_bit_anywhere_fails() {
+        // Whole words of eight bytes and a tail, and a generated token.
+        let generated = generate().unwrap();
+        for value in ["s3cret", "0123456789abcdefghijk", generated.as_str()] {
+            let t = Token::new(value);
+            assert!(t.matches(value.as_bytes()));
+            for i in 0..value.len() {
+                for bit in 0..8 {
+                    let mut candidate = value.as_bytes().to_vec();
+                    candidate[i] ^= 1 << bit;
+                    assert!(!t.matches(&candidate), "{value}: byte {i}, bit {bit}");
+                }
+            }
         }
     }
 
