@@ -38,7 +38,7 @@ pub use key::Key;
 pub use table::{Held, Settings, Wake};
 pub use upstream::{Body, Clients, Served, Upstream};
 
-use table::{Entry, Flight, Lookup, Shared};
+use table::{Entry, Flight, Joined, Lookup, Shared};
 
 /// What [`Cache::answer_or_wait`] has for a request.
 pub enum Answer {
@@ -113,23 +113,31 @@ impl<U: Upstream + 'static, C: Clock + 'static> Cache<U, C> {
         }
     }
 
-    /// `answer`, except that when another caller is already fetching the key
-    /// this returns at once with the flight to wait on: a server parks the
-    /// request and holds no thread for it (a hundred requests for one
-    /// secret nobody has yet cost one thread, the one calling AWS).
+    /// `answer`, except that it never waits for AWS: when the key must be
+    /// fetched (by this caller, on a thread of its own, or by another
+    /// caller already) this returns at once with the flight to wait on. A
+    /// server parks the request and holds no thread for it: a hundred
+    /// requests for a secret nobody has yet cost one thread, the one
+    /// calling AWS, and the server's workers only ever serve what is in
+    /// memory.
     pub fn answer_or_wait(&self, key: &Key, refresh_now: bool) -> Answer {
         let shared = &*self.shared;
         let cached = !shared.settings.ttl_of(key).is_zero();
         if !cached || refresh_now {
             metrics::cache(CacheEvent::Miss);
-            let served = if cached {
-                shared.fetch_and_store(key)
-            } else {
-                shared.upstream.fetch(key).map(|v| Arc::new(v.body))
-            };
-            return Answer::Now(served, false);
+            // The request's own call: no other caller joins it.
+            let flight = Arc::new(Flight::default());
+            let waiting = Waiting(flight.clone());
+            self.lead_aside(key, false, flight, move |shared, key| {
+                if cached {
+                    shared.fetch_and_store(key)
+                } else {
+                    shared.upstream.fetch(key).map(|v| Arc::new(v.body))
+                }
+            });
+            return Answer::Later(waiting);
         }
-        let flown = match shared.lookup(key) {
+        let joined = match shared.lookup(key) {
             Lookup::Fresh { body, refresh } => {
                 metrics::cache(CacheEvent::Hit);
                 if refresh {
@@ -137,10 +145,15 @@ impl<U: Upstream + 'static, C: Clock + 'static> Cache<U, C> {
                 }
                 return Answer::Now(Ok(body), true);
             }
-            Lookup::Missing => {
-                metrics::cache(CacheEvent::Miss);
-                shared.single_flight(key, None, || shared.fetch_and_store(key))
-            }
+            Lookup::Missing => match shared.join(key, None) {
+                Joined::Lead(flight) => {
+                    self.lead_aside(key, true, flight.clone(), |shared, key| {
+                        shared.fetch_and_store(key)
+                    });
+                    Joined::Lead(flight)
+                }
+                other => other,
+            },
             Lookup::Expired {
                 body,
                 version_id,
@@ -151,17 +164,60 @@ impl<U: Upstream + 'static, C: Clock + 'static> Cache<U, C> {
                 // as stale answers are allowed at all.
                 let stale =
                     (recent && shared.settings.ignore_transient_errors).then(|| body.clone());
-                let flown =
-                    shared.single_flight(key, stale, || shared.revalidate(key, body, &version_id));
-                if !matches!(flown, Ok((_, true))) {
-                    metrics::cache(CacheEvent::Miss);
+                match shared.join(key, stale) {
+                    Joined::Lead(flight) => {
+                        self.lead_aside(key, true, flight.clone(), move |shared, key| {
+                            shared.revalidate(key, body, &version_id)
+                        });
+                        Joined::Lead(flight)
+                    }
+                    other => other,
                 }
-                flown
             }
         };
-        match flown {
-            Ok((served, stale)) => Answer::Now(served, stale),
-            Err(flight) => Answer::Later(Waiting(flight)),
+        match joined {
+            Joined::Stale(stale) => Answer::Now(Ok(stale), true),
+            Joined::Follow(flight) | Joined::Lead(flight) => {
+                metrics::cache(CacheEvent::Miss);
+                Answer::Later(Waiting(flight))
+            }
+        }
+    }
+
+    /// Leads `flight` on a thread of its own, so that the caller (a server's
+    /// worker) never waits for AWS. If no thread can start, on the
+    /// caller's: slower for the other requests, but answered.
+    fn lead_aside(
+        &self,
+        key: &Key,
+        listed: bool,
+        flight: Arc<Flight>,
+        work: impl FnOnce(&Shared<U, C>, &Key) -> Served + Send + 'static,
+    ) {
+        let (shared, key) = (self.shared.clone(), key.clone());
+        let run = move || {
+            // The request gets the result from the flight, as followers do.
+            let _ = shared.lead(&key, listed, &flight, work);
+            crate::os::stack::release_unused();
+        };
+        // Taken by whichever runs it: the thread, or this caller if the
+        // thread did not start.
+        let pending = Arc::new(Mutex::new(Some(run)));
+        let theirs = pending.clone();
+        let spawned = std::thread::Builder::new()
+            .name("fetch".into())
+            .spawn(move || {
+                let run = lock(&theirs).take();
+                if let Some(run) = run {
+                    run();
+                }
+            });
+        if let Err(e) = spawned {
+            log::warn!("cannot start a thread to call AWS ({e}); calling from the worker");
+            let run = lock(&pending).take();
+            if let Some(run) = run {
+                run();
+            }
         }
     }
 
@@ -453,7 +509,8 @@ mod tests {
         }
         /// Callers sharing the upstream call for `key` (0 if none runs).
         fn in_flight(&self, key: &Key) -> usize {
-            // The table holds one reference, each caller one more.
+            // The table holds one reference; each caller, and the thread
+            // calling AWS or the holder, one more.
             lock(&self.shared.flights)
                 .get(key)
                 .map_or(0, |f| Arc::strong_count(f) - 1)
@@ -640,14 +697,50 @@ mod tests {
                 std::thread::spawn(move || text(cache.get(&key("a"), false)))
             })
             .collect();
-        // Every caller joined the one call before it returns.
-        let joined = eventually(|| cache.in_flight(&key("a")) == 20);
+        // Every caller joined the one call (and its thread) before it
+        // returns.
+        let joined = eventually(|| cache.in_flight(&key("a")) == 21);
         cache.shared.upstream.release();
         assert!(joined, "{} callers in flight", cache.in_flight(&key("a")));
         for t in threads {
             assert_eq!(t.join().unwrap(), "one");
         }
         assert_eq!(cache.gets(), 1);
+    }
+
+    #[test]
+    fn no_caller_waits_for_aws() {
+        // A miss, a refreshNow and an uncached read: each comes back at once
+        // with the flight to wait on, while the upstream call is held.
+        let fake = Fake::new("v1", "one");
+        fake.hold();
+        let cached = Arc::new(test_cache(fake, settings(TTL)));
+        let fake = Fake::new("v1", "one");
+        fake.hold();
+        let uncached = Arc::new(test_cache(fake, settings(Duration::ZERO)));
+        let (tx, rx) = std::sync::mpsc::channel();
+        for (cache, refresh_now) in [(&cached, false), (&cached, true), (&uncached, false)] {
+            let (cache, tx) = (cache.clone(), tx.clone());
+            std::thread::spawn(move || {
+                let answer = cache.answer_or_wait(&key("a"), refresh_now);
+                let _ = tx.send(answer);
+            });
+        }
+        let mut waiting = Vec::new();
+        for _ in 0..3 {
+            match rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(Answer::Later(w)) => waiting.push(w),
+                Ok(Answer::Now(..)) => panic!("answered before the call ended"),
+                Err(_) => panic!("a caller waited for the upstream call"),
+            }
+        }
+        cached.shared.upstream.release();
+        uncached.shared.upstream.release();
+        for w in waiting {
+            assert_eq!(text(w.result()), "one");
+        }
+        assert_eq!(cached.gets(), 2, "the miss and the refreshNow");
+        assert_eq!(uncached.gets(), 1);
     }
 
     #[test]
@@ -659,7 +752,8 @@ mod tests {
             let cache = cache.clone();
             std::thread::spawn(move || text(cache.get(&key("a"), false)))
         };
-        assert!(eventually(|| cache.in_flight(&key("a")) == 1));
+        // The first caller, and the thread it started to call AWS.
+        assert!(eventually(|| cache.in_flight(&key("a")) == 2));
         // Followers get their place at once instead of blocking.
         let woken = Arc::new(AtomicUsize::new(0));
         let waiting: Vec<Waiting> = (0..3)

@@ -216,8 +216,9 @@ impl<U: Upstream, C: Clock> Shared<U, C> {
             return;
         };
         log::debug!("refreshing {key} ahead of expiry");
-        let served = match self.single_flight(key, None, || self.revalidate(key, body, &version_id))
-        {
+        let served = match self.single_flight(key, None, |shared, key| {
+            shared.revalidate(key, body, &version_id)
+        }) {
             Ok((served, _)) => served,
             Err(flight) => flight.wait(),
         };

@@ -191,42 +191,62 @@ impl<U: Upstream, C: Clock> Shared<U, C> {
         }
     }
 
-    /// Runs `work` once for all concurrent callers with the same key. A
-    /// caller that finds the work already running gets `stale` at once if
-    /// there is one (and `true` with it), else the flight to wait on.
+    /// Joins the flight for `key`, or starts one. A caller that finds one
+    /// under way gets `stale` at once if there is one, else the flight to
+    /// wait on; the first caller leads, and must land the result
+    /// ([`Shared::lead`]).
+    pub(super) fn join(&self, key: &Key, stale: Option<Body>) -> Joined {
+        let mut flights = lock(&self.flights);
+        if let Some(flight) = flights.get(key) {
+            return match stale {
+                Some(stale) => {
+                    metrics::cache(CacheEvent::Stale);
+                    Joined::Stale(stale)
+                }
+                None => Joined::Follow(flight.clone()),
+            };
+        }
+        let flight = Arc::new(Flight::default());
+        flights.insert(key.clone(), flight.clone());
+        Joined::Lead(flight)
+    }
+
+    /// Runs a flight's `work` and hands its result to the followers, even
+    /// if `work` panics, so that they never wait forever. `listed`: the
+    /// flight is in the table under `key` (a request's own call, such as
+    /// `refreshNow`, is not), and leaves it as it lands.
+    pub(super) fn lead(
+        &self,
+        key: &Key,
+        listed: bool,
+        flight: &Flight,
+        work: impl FnOnce(&Self, &Key) -> Served,
+    ) -> Served {
+        let mut publish = Publish {
+            cache: self,
+            key: listed.then_some(key),
+            flight,
+            result: Err(UpstreamError::Internal("secret fetch panicked".into())),
+        };
+        publish.result = work(self, key);
+        publish.result.clone()
+    }
+
+    /// Runs `work` once for all concurrent callers with the same key, on
+    /// the first caller's thread. A caller that finds the work already
+    /// running gets `stale` at once if there is one (and `true` with it),
+    /// else the flight to wait on.
     pub(super) fn single_flight(
         &self,
         key: &Key,
         stale: Option<Body>,
-        work: impl FnOnce() -> Served,
+        work: impl FnOnce(&Self, &Key) -> Served,
     ) -> Result<(Served, bool), Arc<Flight>> {
-        let (flight, leader) = {
-            let mut flights = lock(&self.flights);
-            match flights.get(key) {
-                Some(flight) => (flight.clone(), false),
-                None => {
-                    let flight = Arc::new(Flight::default());
-                    flights.insert(key.clone(), flight.clone());
-                    (flight, true)
-                }
-            }
-        };
-        if !leader {
-            if let Some(stale) = stale {
-                metrics::cache(CacheEvent::Stale);
-                return Ok((Ok(stale), true));
-            }
-            return Err(flight);
+        match self.join(key, stale) {
+            Joined::Stale(stale) => Ok((Ok(stale), true)),
+            Joined::Follow(flight) => Err(flight),
+            Joined::Lead(flight) => Ok((self.lead(key, true, &flight, work), false)),
         }
-        // Publishes even if `work` panics, so followers never wait forever.
-        let mut publish = Publish {
-            cache: self,
-            key,
-            flight: &flight,
-            result: Err(UpstreamError::Internal("secret fetch panicked".into())),
-        };
-        publish.result = work();
-        Ok((publish.result.clone(), false))
     }
 
     /// An expired entry: keep it if the upstream says the cached version
@@ -337,16 +357,29 @@ impl<U: Upstream, C: Clock> Drop for Held<'_, U, C> {
     }
 }
 
+/// What a caller found with [`Shared::join`].
+pub(super) enum Joined {
+    /// A flight is under way, and the expired answer may be given meanwhile.
+    Stale(Body),
+    /// A flight is under way: the one to wait on.
+    Follow(Arc<Flight>),
+    /// None was: the caller's, now in the table, to lead.
+    Lead(Arc<Flight>),
+}
+
 struct Publish<'a, U: Upstream, C: Clock> {
     cache: &'a Shared<U, C>,
-    key: &'a Key,
+    /// The flight's key in the table, if it is there.
+    key: Option<&'a Key>,
     flight: &'a Flight,
     result: Served,
 }
 
 impl<U: Upstream, C: Clock> Drop for Publish<'_, U, C> {
     fn drop(&mut self) {
-        lock(&self.cache.flights).remove(self.key);
+        if let Some(key) = self.key {
+            lock(&self.cache.flights).remove(key);
+        }
         self.flight.publish(self.result.clone());
     }
 }

@@ -112,7 +112,11 @@ impl Epoll {
 
     /// Waits up to `wait` for one event and returns its token; `Ok(None)`
     /// when the time passed. One event per call: a worker that took several
-    /// would hold connections another idle worker could serve.
+    /// would hold connections another idle worker could serve. Measured
+    /// with `wrk -t2 -c32` on 2 CPUs (ten interleaved runs each), 8 or 16 a
+    /// call saved about 6 % of the agent's CPU a request but no requests/s,
+    /// and p99 was 4.1-4.2 ms in 8 or 9 runs of 10, against a median of
+    /// 0.85 ms with one.
     pub fn wait_one(&self, wait: Duration) -> io::Result<Option<u64>> {
         let mut event = libc::epoll_event { events: 0, u64: 0 };
         // Whole milliseconds, rounded up so that a short wait is not a busy

@@ -58,8 +58,8 @@ pub const MAX_CONNECTIONS: usize = 8192;
 /// could hold hundreds of MB.
 const MAX_PENDING_BYTES: usize = 16 << 20;
 /// Workers kept even when idle, and started at once when none waits: one
-/// per CPU, at least this many (one can call AWS while another serves
-/// hits). A cache hit is CPU work: measured with `wrk -t2 -c32` on 2 CPUs,
+/// per CPU, at least this many (so that on one CPU, a worker the scheduler
+/// preempts does not hold every connection). A cache hit is CPU work: measured with `wrk -t2 -c32` on 2 CPUs,
 /// 2 workers served as many requests/s as 4 with p99 0.53-0.58 ms against
 /// 1.0-1.7 ms (README, "Benchmarks").
 const MIN_WORKERS: usize = 2;

@@ -3,14 +3,16 @@
 //! no queue and wakes no other thread. The pool only decides how many there
 //! are: it grows on demand up to a fixed bound and shrinks when idle.
 //!
-//! Requests that wait on AWS hold a worker, so the pool must be able to
-//! grow to `max_conn` plus some headroom; otherwise a hanging upstream would
-//! starve cache hits. Idle connections never hold a worker (they wait in
-//! epoll). Up to a soft bound (one worker per CPU, at least `min`) a worker
-//! starts as soon as none is left waiting; past it, only when events wait
-//! while no worker took one for [`STUCK`]: cache hits take microseconds, so
-//! more threads than CPUs only cost memory (and on a busy CPU add to the
-//! queue for it), while workers stuck on AWS must not hold up the hits.
+//! Work never waits for anything slow: requests that wait on AWS are
+//! parked by the server, and the calls run on threads of their own; idle
+//! connections wait in epoll. So one worker per CPU (at least `min`) is
+//! enough, and up to that soft bound a worker starts as soon as none is
+//! left waiting. Past it, workers start only when events wait while no
+//! worker took one for [`STUCK`], up to a hard bound (`max_conn` plus some
+//! headroom): a safety net for work that blocks after all (a call to AWS
+//! made on a worker because no thread of its own could start), so that it
+//! never starves the cache hits. More threads than CPUs would only cost
+//! memory, and on a busy CPU add to the queue for it.
 //! Each worker keeps its own state `S` across events (the caller's buffers).
 //! A worker idle for a moment gives back the memory a burst left behind: its
 //! state, replaced by a fresh `S::default()`, and the stack pages a deep call
@@ -43,12 +45,13 @@ const YIELD_AFTER: Duration = Duration::from_micros(300);
 /// An event wait that lasted this long slept: the worker gave its CPU up.
 const SLEPT: Duration = Duration::from_micros(30);
 /// Past the soft bound, events that wait while no worker took one for this
-/// long get new workers: the workers are stuck (on AWS, on a lock) rather
-/// than runnable and waiting for a CPU. With two busy processes beside it
+/// long get new workers: the workers are stuck (on a call to AWS made on a
+/// worker after all, or on a lock) rather than runnable and waiting for a
+/// CPU. With two busy processes beside it
 /// on 2 CPUs, run-queue delays alone kept workers from taking events for
 /// several milliseconds; an event that ran this long without finishing is
 /// not a cache hit. It is also about the most a cache hit waits when every
-/// worker is stuck on AWS.
+/// worker is stuck.
 pub const STUCK: Duration = Duration::from_millis(25);
 
 type Next<E> = dyn Fn(Duration) -> Option<E> + Send + Sync;

@@ -732,6 +732,16 @@ class Agent:
                 return int(line.split()[1])
         raise AssertionError("no Threads line")
 
+    def threads_named(self, name: str) -> int:
+        """Threads whose name (comm) is `name`, such as "worker" or "fetch"."""
+        count = 0
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            try:
+                count += (task / "comm").read_text().strip() == name
+            except OSError:
+                pass  # the thread ended meanwhile
+        return count
+
     def alive(self) -> bool:
         return self.proc.poll() is None
 

@@ -275,9 +275,9 @@ def test_concurrent_misses_share_one_upstream_call(agent, fake_upstream):
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(n)]
     for t in threads:
         t.start()
-    # While the one call is out, the other requests wait without a thread
-    # each: one worker calls AWS and the pool stays at its usual size
-    # (one worker per CPU, at least 4).
+    # While the one call is out, the requests wait without a thread each:
+    # one thread calls AWS and the pool stays at its usual size (one worker
+    # per CPU, at least 2).
     time.sleep(0.7)
     during = ag.threads()
     for t in threads:
@@ -290,6 +290,39 @@ def test_concurrent_misses_share_one_upstream_call(agent, fake_upstream):
     assert len(bodies) == 1
     assert json.loads(bodies.pop())["SecretString"] == f"value-of-{name}"
     assert fake_upstream.count("GetSecretValue") == 1
+
+
+def test_workers_never_wait_for_aws(agent, fake_upstream):
+    # Misses for twenty different secrets behind a slow upstream: each call
+    # runs on a thread of its own, the workers stay one per CPU (at least 2)
+    # and keep serving hits at once.
+    ag = agent(fake_upstream.url, config={"ttl_seconds": 300})
+    assert ag.secret("hot")[0] == 200
+    workers = max(os.cpu_count() or 1, 2)
+    names = [unique("slow") for _ in range(20)]
+    for name in names:
+        fake_upstream.set_default("GetSecretValue", ok(delay=2.0), secret=name)
+    results = {}
+
+    def miss(name):
+        results[name] = ag.secret(name, timeout=60)
+
+    threads = [threading.Thread(target=miss, args=(n,), daemon=True) for n in names]
+    for t in threads:
+        t.start()
+    # Every miss reached AWS (and the first read of "hot" before them).
+    fake_upstream.wait_calls("GetSecretValue", 21)
+    fetching, working = ag.threads_named("fetch"), ag.threads_named("worker")
+    status, _, body = ag.secret("hot", timeout=10)
+    # Served from memory while every call still hung.
+    pending = sum(t.is_alive() for t in threads)
+    for t in threads:
+        t.join(60)
+    assert status == 200, body
+    assert fetching == 20, fetching
+    assert working <= workers + 1, (working, workers)
+    assert pending == 20, pending
+    assert [results[n][0] for n in names] == [200] * 20
 
 
 def test_region_and_signature_headers_reach_upstream(agent, fake_upstream):
