@@ -31,6 +31,11 @@ filled first, then wrk runs against each in turn, round after round (one round:
 ours, then each other agent; the next round in reverse order), so that a machine
 whose speed drifts (a shared VM, a busy neighbour) slows every agent alike.
 
+Then each agent runs once more, started on one CPU (taskset), while wrk runs
+with one thread on another: the figure of an agent that has a CPU of its own,
+which the client does not share. On a machine with fewer than two CPUs these
+rows stay empty.
+
 The fleet row: upstream calls an hour that keep 100 hot secrets fresh with
 ttl_seconds = 300 (unchanged secrets, each read every TTL/20). Nobody waits an
 hour: the agent runs with a TTL of a few seconds and the count is scaled by
@@ -91,6 +96,7 @@ def main():
                 print("==> %s: %s (%s)" % (name, path, common.load()), flush=True)
                 results[name], running[name] = start_and_fill(name, path, args, upstream, token, workdir, opts)
             keep_alive_rounds(binaries, running, results, token, workdir, opts)
+            one_cpu_rounds(binaries, upstream, results, token, workdir, opts)
             for name, path, args in binaries:
                 print("==> %s: the rest (%s)" % (name, common.load()), flush=True)
                 results[name].update(the_rest(name, path, args, running.pop(name), upstream, token, workdir, opts))
@@ -128,14 +134,16 @@ def parse_args():
     return p.parse_args()
 
 
-def launcher(name, binary, args, upstream, token, workdir):
+def launcher(name, binary, args, upstream, token, workdir, cpu=None):
+    """Starts the agent, on CPU `cpu` alone if given."""
     env = common.agent_env(token, upstream.port)
+    pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
 
     def launch():
         port = common.free_port()
         config = os.path.join(workdir, "%s-%d.toml" % (name, port))
         common.write_config(config, port)
-        proc, t0, ping_s = common.start_agent(common.agent_command(binary, args, config), env, workdir, port)
+        proc, t0, ping_s = common.start_agent(pin + common.agent_command(binary, args, config), env, workdir, port)
         return proc, port, t0, ping_s
     return launch, env
 
@@ -198,6 +206,39 @@ def keep_alive_rounds(binaries, running, results, token, workdir, opts):
         results[name]["rss_peak"] = max((r["rss_peak"] for r in got if r["rss_peak"]), default=None)
         results[name]["threads_peak"] = max((r["threads_peak"] for r in got if r["threads_peak"]), default=None)
         results[name]["rss_end"], results[name]["anon_end"] = got[-1]["rss_end"], got[-1]["anon_end"]
+
+
+def one_cpu_rounds(binaries, upstream, results, token, workdir, opts):
+    """Each agent started on one CPU, wrk -t1 on another, in turns; medians."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        print("    one CPU each: skipped, fewer than two CPUs", flush=True)
+        return
+    running = {}
+    try:
+        for name, path, args in binaries:
+            launch, _ = launcher(name, path, args, upstream, token, workdir, cpu=cpus[0])
+            proc, port, _, _ = launch()
+            running[name] = (proc, port)
+            status, _ = common.get(port, common.secret_path(HOT_SECRET), token)
+            if status != 200:
+                raise RuntimeError("%s answered %d" % (name, status))
+        names = [name for name, _, _ in binaries]
+        runs = {name: [] for name in names}
+        for n in range(opts.rounds):
+            order = names if n % 2 == 0 else names[::-1]
+            print("    one CPU each, round %d/%d: agent on CPU %d, wrk -t1 on CPU %d (%s)"
+                  % (n + 1, opts.rounds, cpus[0], cpus[1], common.load()), flush=True)
+            for name in order:
+                proc, port = running[name]
+                runs[name].append(throughput(proc.pid, port, token, opts.seconds, workdir,
+                                             "%s-cpu-%d" % (name, n), threads=1, cpu=cpus[1]))
+        for name in names:
+            for key in ("rps", "ka_p99_ms", "cpu_us"):
+                results[name]["one_cpu_" + key] = statistics.median(run[key] for run in runs[name])
+    finally:
+        for proc, _ in running.values():
+            common.stop(proc)
 
 
 def the_rest(name, binary, args, running, upstream, token, workdir, opts):
@@ -346,10 +387,12 @@ def fill_cache(port, token, clients=8):
         raise RuntimeError("filling the cache failed: %s" % errors[:5])
 
 
-def throughput(pid, port, token, seconds, workdir, name):
-    """wrk on one cached secret; samples RSS and threads while it runs."""
+def throughput(pid, port, token, seconds, workdir, name, threads=WRK_THREADS, cpu=None):
+    """wrk on one cached secret (its `threads` on CPU `cpu` alone if given);
+    samples RSS and threads while it runs."""
     url = "http://127.0.0.1:%d%s" % (port, common.secret_path(HOT_SECRET))
-    cmd = ["wrk", "-t%d" % WRK_THREADS, "-c%d" % WRK_CONNECTIONS, "-d%ds" % seconds, "--latency",
+    pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
+    cmd = pin + ["wrk", "-t%d" % threads, "-c%d" % WRK_CONNECTIONS, "-d%ds" % seconds, "--latency",
            "--timeout", "5s", "-s", os.path.join(common.HERE, "report.lua"),
            "-H", "%s: %s" % (common.TOKEN_HEADER, token), url]
     samples = []
@@ -429,6 +472,9 @@ ROWS = [
     ("  lowest-highest of the rounds", "p99_range", "{}"),
     ("keep-alive: agent CPU per request (us, median)", "cpu_us", "{:.2f}"),
     ("keep-alive: errors + non-2xx", "ka_errors", "{}"),
+    ("one CPU each (agent; wrk -t1): requests/s, median", "one_cpu_rps", "{:,.0f}"),
+    ("one CPU each: p99 latency (ms, median)", "one_cpu_ka_p99_ms", "{:.3f}"),
+    ("one CPU each: agent CPU per request (us, median)", "one_cpu_cpu_us", "{:.2f}"),
     ("RSS peak during wrk run (MiB)", "rss_peak", "mib"),
     ("RSS at end of the last wrk run (MiB)", "rss_end", "mib"),
     ("  of which private: RssAnon (MiB)", "anon_end", "mib"),

@@ -262,9 +262,9 @@ def non_reader(port, request, count, rcvbuf=4096):
 
 
 def workers_started_at_once(max_conn):
-    """The pool's immediate bound: a worker per CPU (at least 2), at most
-    max_conn + 8. Growth beyond it means workers were stuck."""
-    return min(max(os.cpu_count() or 1, 2), max_conn + 8)
+    """The pool's immediate bound: a worker per CPU, at most max_conn + 8.
+    Growth beyond it means workers were stuck."""
+    return min(os.cpu_count() or 1, max_conn + 8)
 
 
 def assert_pool_did_not_grow(ag, max_conn):
