@@ -273,8 +273,7 @@ impl<U: Upstream + 'static> Api<U> {
             self.settings
                 .ssrf_headers
                 .iter()
-                // Clients mostly spell the name as the docs do: one memcmp.
-                .any(|name| h.name == name || h.name.eq_ignore_ascii_case(name))
+                .any(|name| h.name.eq_ignore_ascii_case(name))
                 && self.settings.token.matches(h.value)
         });
         if ok {

@@ -73,6 +73,9 @@ pub struct Conn {
     /// Answer bytes rendered since the connection last ran out of requests
     /// or gave its worker up (see [`TURN_BYTES`]).
     turn: usize,
+    /// Registered for room to write as well as for input (the server's
+    /// business: see `server::Server::arm`).
+    pub watches_writes: bool,
 }
 
 /// What a parked connection waits for.
@@ -89,8 +92,9 @@ pub enum Wait {
     /// Nothing: pipelined requests are ready to serve, and the connection
     /// only gave its worker up so others get a turn.
     Ready,
-    /// The answer to its request: the connection is not armed until the
-    /// call to AWS it waits on ends and wakes it.
+    /// The answer to its request: events for the connection (its client
+    /// sent more, or hung up) leave it waiting until the call to AWS it
+    /// waits on ends and wakes it.
     Later,
 }
 
@@ -133,8 +137,8 @@ enum Then {
 
 pub enum Next {
     Park(Conn),
-    /// Parked unarmed ([`Wait::Later`]) until `ready` calls the wake-up it
-    /// is given.
+    /// Parked ([`Wait::Later`]) until `ready` calls the wake-up it is
+    /// given.
     Later(Conn, Ready),
     Close,
 }
@@ -162,7 +166,29 @@ impl Conn {
             since: Instant::now(),
             drained: 0,
             turn: 0,
+            watches_writes: false,
         }
+    }
+
+    /// Takes a wake-up: whether the connection waits for it. If it does, it
+    /// now waits for room to write the answer, one client timeout from now.
+    /// A wake-up may come late: the connection may have been served after
+    /// its flag was set and before this call, and wait for another call to
+    /// AWS by now, or for nothing.
+    pub fn wake(&mut self) -> bool {
+        if self.wait != Wait::Later || !self.woken() {
+            return false;
+        }
+        self.wait = Wait::Write;
+        self.since = Instant::now();
+        true
+    }
+
+    /// Whether the answer its deferred request waits for is there.
+    fn woken(&self) -> bool {
+        self.later
+            .as_ref()
+            .is_some_and(|later| later.woken.load(Ordering::Acquire))
     }
 
     /// When the keeper gives up on this connection: an idle or trickling
@@ -229,12 +255,8 @@ pub fn serve(
     scratch: &mut Scratch,
     load: &Load,
 ) -> Next {
-    if conn
-        .later
-        .as_ref()
-        .is_some_and(|later| !later.woken.load(Ordering::Acquire))
-    {
-        return Next::Park(conn);
+    if conn.later.is_some() && !conn.woken() {
+        return conn.park(Wait::Later);
     }
     if conn.unsent.is_some() {
         match flush(&mut conn) {
@@ -341,7 +363,10 @@ pub fn serve(
                 let room = (MAX_HEAD + 1 - buf.len()).min(READ_CHUNK);
                 match read_appending(&conn.stream, buf, room) {
                     Ok(0) => return Next::Close,
-                    // A short read took all there was.
+                    // A short read took all there was. (Not quite: TCP
+                    // stops a read at urgent data, which HTTP clients do not
+                    // send; such a client waits for its next bytes or its
+                    // timeout.)
                     Ok(n) => drained = n < room,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => drained = true,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -382,7 +407,10 @@ pub fn serve(
             return finish(conn, then);
         }
         served = true;
-        if conn.turn >= TURN_BYTES && !buf.is_empty() && load.others_waiting() {
+        // Requests ready, or input left to read: either way the connection
+        // has more for this worker, which others may be waiting for.
+        let more = !buf.is_empty() || !drained;
+        if conn.turn >= TURN_BYTES && more && load.others_waiting() {
             conn.pending.extend_from_slice(buf);
             return conn.give_up_turn();
         }
@@ -559,10 +587,15 @@ mod tests {
             .unwrap();
         assert!(client.read(&mut [0u8; 64]).is_err());
         assert_eq!(conn.expires_at(Duration::ZERO), conn.since + LATER_LIMIT);
+        // A wake-up before its flag is set is a late one, for another
+        // answer: it changes nothing.
+        let mut conn = conn;
+        assert!(!conn.wake());
+        assert_eq!(conn.wait, Wait::Later);
         // An event before the wake-up (the client sent more) finds it still
         // waiting; what was sent is read after the answer.
         client.write_all(b"GET /small HTTP/1.1\r\n\r\n").unwrap();
-        let conn = parked(serve(conn, &handle, &mut scratch, &idle));
+        let mut conn = parked(serve(conn, &handle, &mut scratch, &idle));
         assert_eq!(conn.wait, Wait::Later);
         assert_eq!(calls.load(Ordering::SeqCst), 0);
         assert!(client.read(&mut [0u8; 64]).is_err());
@@ -572,9 +605,14 @@ mod tests {
             f.fetch_add(1, Ordering::SeqCst);
         }));
         assert_eq!(fired.load(Ordering::SeqCst), 1);
+        // Its own wake-up: the answer waits for room, under the client
+        // timeout.
+        assert!(conn.wake());
+        assert_eq!(conn.wait, Wait::Write);
 
-        let conn = parked(serve(conn, &handle, &mut scratch, &idle));
+        let mut conn = parked(serve(conn, &handle, &mut scratch, &idle));
         assert_eq!(conn.wait, Wait::Read);
+        assert!(!conn.wake(), "answered: a late wake-up changes nothing");
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         client
             .set_read_timeout(Some(Duration::from_secs(5)))

@@ -238,14 +238,23 @@ where
 
     /// Registers a parked connection again where its next event would not
     /// come from an edge of its own: input left unread, an answer to finish
-    /// writing, a turn given up. An idle connection needs nothing.
-    fn arm(&self, conn: &Conn, token: Token) -> io::Result<()> {
+    /// writing, a turn given up. An idle connection needs nothing, unless
+    /// it was registered for room to write: a unix socket reports room each
+    /// time its client reads, so that would cost an event a request.
+    fn arm(&self, conn: &mut Conn, token: Token) -> io::Result<()> {
         match interest(conn.wait) {
-            Some(interest) => self
-                .epoll
-                .modify(&conn.stream, interest, Mode::Edges, token),
+            Some(interest) => self.register(conn, interest, token),
+            None if conn.wait == Wait::Read && conn.watches_writes => {
+                self.register(conn, Interest::Read, token)
+            }
             None => Ok(()),
         }
+    }
+
+    fn register(&self, conn: &mut Conn, interest: Interest, token: Token) -> io::Result<()> {
+        conn.watches_writes = interest != Interest::Read;
+        self.epoll
+            .modify(&conn.stream, interest, Mode::Edges, token)
     }
 
     /// Registers a connection whose answer is there again: its socket has
@@ -254,10 +263,13 @@ where
     /// any answer the client does not read, one client timeout from now.
     fn wake(&self, token: Token) {
         let failed = self.registry.notify(token, |conn| {
-            conn.wait = Wait::Write;
-            conn.since = Instant::now();
-            self.epoll
-                .modify(&conn.stream, Interest::Any, Mode::Edges, token)
+            // A late wake-up for an answer already given must not register
+            // a connection that waits for another: it would get events for
+            // room to write, one after another, and nothing to write.
+            if !conn.wake() {
+                return Ok(());
+            }
+            self.register(conn, Interest::Any, token)
         });
         if failed.is_some() {
             log::debug!("cannot wake a waiting connection; closing it");

@@ -161,7 +161,12 @@ impl<T> Registry<T> {
     /// unless an event came for it while it was out: then it stays out, to
     /// be served again. When arming fails the slot is freed and the item
     /// given back to be dropped.
-    pub fn park(&self, token: Token, item: T, arm: impl FnOnce(&T) -> io::Result<()>) -> Parked<T> {
+    pub fn park(
+        &self,
+        token: Token,
+        mut item: T,
+        arm: impl FnOnce(&mut T) -> io::Result<()>,
+    ) -> Parked<T> {
         let Some((mut shard, index)) = self.lock_slot(token) else {
             return Parked::No(item);
         };
@@ -173,7 +178,7 @@ impl<T> Registry<T> {
             State::Out { again: false } => {}
             _ => return Parked::No(item),
         }
-        if arm(&item).is_err() {
+        if arm(&mut item).is_err() {
             self.release(&mut shard, index);
             return Parked::No(item);
         }
