@@ -118,7 +118,7 @@ impl Token {
 
 /// Whether two slices of one length are equal, in time that depends only
 /// on the length: subtle's comparison, eight bytes at a time. A byte at a
-/// time it was about 600 of the 9,500 instructions a cache hit costs, for a
+/// time it was about 600 of the 9,500 instructions a cache hit then cost, for a
 /// 64-digit token (callgrind).
 fn words_equal(a: &[u8], b: &[u8]) -> Choice {
     let ((a_words, a_tail), (b_words, b_tail)) = (a.as_chunks::<8>(), b.as_chunks::<8>());
