@@ -23,10 +23,9 @@ use std::time::Duration;
 pub enum Interest {
     /// Input, end of file, a hang-up or an error.
     Read,
-    /// Room to write, or an error.
-    Write,
-    /// Either: an event comes as soon as the socket can take or give
-    /// anything.
+    /// Input or room to write: an event comes as soon as the socket can
+    /// take or give anything. (Nothing waits for room alone: a connection
+    /// that waits to write still reads a hang-up.)
     Any,
 }
 
@@ -91,7 +90,6 @@ impl Epoll {
     ) -> io::Result<()> {
         let events = match interest {
             Interest::Read => libc::EPOLLIN,
-            Interest::Write => libc::EPOLLOUT,
             Interest::Any => libc::EPOLLIN | libc::EPOLLOUT,
         } | match mode {
             Mode::Once => libc::EPOLLONESHOT,
@@ -165,10 +163,8 @@ mod tests {
             .modify(&server, Interest::Read, Mode::Once, 8)
             .unwrap();
         assert_eq!(epoll.wait_one(Duration::from_secs(5)).unwrap(), Some(8));
-        // A socket with room to write is ready for Write at once.
-        epoll
-            .modify(&server, Interest::Write, Mode::Once, 9)
-            .unwrap();
+        // A socket with room to write is ready for Any at once.
+        epoll.modify(&server, Interest::Any, Mode::Once, 9).unwrap();
         assert_eq!(epoll.wait_one(Duration::from_secs(5)).unwrap(), Some(9));
     }
 
