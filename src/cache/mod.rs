@@ -145,15 +145,9 @@ impl<U: Upstream + 'static, C: Clock + 'static> Cache<U, C> {
                 }
                 return Answer::Now(Ok(body), true);
             }
-            Lookup::Missing => match shared.join(key, None) {
-                Joined::Lead(flight) => {
-                    self.lead_aside(key, true, flight.clone(), |shared, key| {
-                        shared.fetch_and_store(key)
-                    });
-                    Joined::Lead(flight)
-                }
-                other => other,
-            },
+            Lookup::Missing => {
+                self.join_aside(key, None, |shared, key| shared.fetch_and_store(key))
+            }
             Lookup::Expired {
                 body,
                 version_id,
@@ -164,15 +158,9 @@ impl<U: Upstream + 'static, C: Clock + 'static> Cache<U, C> {
                 // as stale answers are allowed at all.
                 let stale =
                     (recent && shared.settings.ignore_transient_errors).then(|| body.clone());
-                match shared.join(key, stale) {
-                    Joined::Lead(flight) => {
-                        self.lead_aside(key, true, flight.clone(), move |shared, key| {
-                            shared.revalidate(key, body, &version_id)
-                        });
-                        Joined::Lead(flight)
-                    }
-                    other => other,
-                }
+                self.join_aside(key, stale, move |shared, key| {
+                    shared.revalidate(key, body, &version_id)
+                })
             }
         };
         match joined {
@@ -182,6 +170,21 @@ impl<U: Upstream + 'static, C: Clock + 'static> Cache<U, C> {
                 Answer::Later(Waiting(flight))
             }
         }
+    }
+
+    /// Joins the flight for `key` ([`Shared::join`]); one this caller
+    /// leads runs `work` on a thread of its own.
+    fn join_aside(
+        &self,
+        key: &Key,
+        stale: Option<Body>,
+        work: impl FnOnce(&Shared<U, C>, &Key) -> Served + Send + 'static,
+    ) -> Joined {
+        let joined = self.shared.join(key, stale);
+        if let Joined::Lead(flight) = &joined {
+            self.lead_aside(key, true, flight.clone(), work);
+        }
+        joined
     }
 
     /// Leads `flight` on a thread of its own, so that the caller (a server's
