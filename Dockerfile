@@ -82,8 +82,9 @@ RUN mkdir src \
  && rm -rf src
 
 # build.rs: link options of the static binary (packed relocations on x86_64, about
-# 150 KB smaller).
+# 150 KB smaller; link/hot-text.ld, the code it runs first, about 1 MiB less RSS).
 COPY build.rs ./
+COPY link ./link
 COPY src ./src
 # touch: the copied files may be older than the placeholder build. The binary is
 # copied to /out, one path for every platform, for the final stage's COPY.

@@ -27,7 +27,7 @@ PYTEST_ARGS ?=
 
 .PHONY: bench bench-compare bench-compare-2x bench-compare-3x soak bench-tools
 .PHONY: all build venv test unit-test integration-test lint layers static static-ring musl-build describe size-check demo clean lambda-layer
-.PHONY: static-arm64 cross-venv budget lambda-layer-arm64 unknown-arch
+.PHONY: static-arm64 cross-venv budget lambda-layer-arm64 unknown-arch hot-text
 
 all: build
 
@@ -99,6 +99,13 @@ describe:
 	  echo "ERROR: $(BIN) is dynamically linked" >&2; exit 1; fi
 	@if ldd $(BIN) 2>&1 | grep -q '=>'; then \
 	  echo "ERROR: ldd finds libraries for $(BIN)" >&2; exit 1; fi
+
+# Rewrites link/hot-text.ld, the order of the static binary's code, from where a
+# profile of it spends its start-up, requests and fetches (scripts/hot_text.py; needs
+# valgrind and perf, about 3 minutes). Run it after changes to the paths the agent
+# runs; tests/integration/test_hot_text.py fails when the script has gone stale.
+hot-text:
+	python3 scripts/hot_text.py
 
 # Fails when the default static build is larger than the budget.
 size-check: static

@@ -46,10 +46,13 @@ pub fn readable_within(fd: &impl AsRawFd, wait: Duration) -> bool {
 
 /// Whole seconds and nanoseconds: a wait of a second or more keeps its
 /// seconds (a timespec with only the sub-second part would silently shorten
-/// it). Waits beyond what `time_t` holds are clamped.
+/// it). Waits are clamped to 68 years, which a 32-bit `time_t` holds too (the
+/// conversion goes through the field's type: libc marks the `time_t` alias
+/// deprecated on musl).
 fn timespec(wait: Duration) -> libc::timespec {
+    let secs = wait.as_secs().min(i32::MAX as u64);
     libc::timespec {
-        tv_sec: libc::time_t::try_from(wait.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_sec: secs.try_into().unwrap_or_default(),
         tv_nsec: wait.subsec_nanos() as libc::c_long,
     }
 }
@@ -129,7 +132,10 @@ mod tests {
         assert_eq!((t.tv_sec, t.tv_nsec), (2, 500_000_000));
         let t = timespec(Duration::from_millis(2));
         assert_eq!((t.tv_sec, t.tv_nsec), (0, 2_000_000));
-        assert_eq!(timespec(Duration::MAX).tv_sec, libc::time_t::MAX);
+        // Typed through the field, as in `timespec`.
+        let mut clamped = timespec(Duration::ZERO);
+        clamped.tv_sec = i32::MAX.into();
+        assert_eq!(timespec(Duration::MAX).tv_sec, clamped.tv_sec);
     }
 
     #[test]

@@ -47,6 +47,22 @@ LISTEN_RE = re.compile(r"listening on http://(?:127\.0\.0\.1|0\.0\.0\.0|\[[0-9a-
 
 # --------------------------------------------------------------------------- helpers
 
+# The static musl binary (`make static`); STATIC_AGENT_BIN points the tests that
+# need it at another static build (e.g. `make static-ring` under target/ring).
+STATIC_BIN = Path(
+    os.environ.get("STATIC_AGENT_BIN")
+    or REPO_ROOT / "target" / "x86_64-unknown-linux-musl" / "release" / "secrets-manager-agent"
+)
+
+
+def static_binary() -> Path:
+    """STATIC_BIN; skips with SKIP_STATIC_TESTS=1, fails when it is missing."""
+    if os.environ.get("SKIP_STATIC_TESTS") == "1":
+        pytest.skip("SKIP_STATIC_TESTS=1")
+    if not STATIC_BIN.is_file():
+        pytest.fail(f"static binary {STATIC_BIN} not found: run `make static` first (or set SKIP_STATIC_TESTS=1)")
+    return STATIC_BIN
+
 
 def agent_bin() -> Path:
     p = os.environ.get("AGENT_BIN") or "target/debug/secrets-manager-agent"

@@ -53,16 +53,12 @@ from conftest import (
     overlay,
     sm_operation,
     spawn_agent,
+    static_binary,
     stop_all,
     unique,
 )
 from fake_metadata import Acceptor, pump_socket
 
-# STATIC_AGENT_BIN overrides (e.g. the `make static-ring` build under target/ring).
-STATIC_BIN = Path(
-    os.environ.get("STATIC_AGENT_BIN")
-    or REPO_ROOT / "target" / "x86_64-unknown-linux-musl" / "release" / "secrets-manager-agent"
-)
 IN_ROOT_BIN = "/secrets-manager-agent"
 NOBODY = "65534:65534"
 CREATED = 1523477145.713
@@ -442,14 +438,6 @@ def connect_proxy():
 
 
 # --------------------------------------------------------------------------- chroot runner
-
-
-def static_binary() -> Path:
-    if os.environ.get("SKIP_STATIC_TESTS") == "1":
-        pytest.skip("SKIP_STATIC_TESTS=1")
-    if not STATIC_BIN.is_file():
-        pytest.fail(f"static binary {STATIC_BIN} not found: run `make static` first (or set SKIP_STATIC_TESTS=1)")
-    return STATIC_BIN
 
 
 def need_root():
