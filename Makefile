@@ -100,12 +100,12 @@ describe:
 	@if ldd $(BIN) 2>&1 | grep -q '=>'; then \
 	  echo "ERROR: ldd finds libraries for $(BIN)" >&2; exit 1; fi
 
-# Rewrites link/hot-text.ld, the order of the static binary's code, from where a
-# profile of it spends its start-up, requests and fetches (scripts/hot_text.py; needs
-# valgrind and perf, about 3 minutes). Run it after changes to the paths the agent
-# runs; tests/integration/test_hot_text.py fails when the script has gone stale.
+# Rewrites link/hot-text.ld, the order of the static binary's code, from a profile of
+# its start-up, requests and fetches over HTTP and HTTPS (scripts/hot_text.py; needs
+# valgrind, perf and openssl; about 10 minutes). Run it after changes to the paths the
+# agent runs, or a new Rust toolchain; tests/integration/test_hot_text.py says when.
 hot-text:
-	python3 scripts/hot_text.py
+	$(PYTHON) scripts/hot_text.py
 
 # Fails when the default static build is larger than the budget.
 size-check: static

@@ -82,11 +82,13 @@ def load():
 
 class FakeUpstream:
     def __init__(self, workdir, *flags):
+        """flags: fake_upstream.py's, e.g. ("--tls", cert, key) for HTTPS."""
         script = os.path.join(HERE, "fake_upstream.py")
         log_path = os.path.join(workdir, "fake_upstream.log")
         self.proc = spawn([sys.executable, script, "--port", "0", *flags], log_path)
-        self.port = _wait_for_line(log_path, "listening on http://127.0.0.1:", self.proc)
-        self.url = "http://127.0.0.1:%d" % self.port
+        scheme = "https" if "--tls" in flags else "http"
+        self.port = _wait_for_line(log_path, "listening on %s://127.0.0.1:" % scheme, self.proc)
+        self.url = "%s://127.0.0.1:%d" % (scheme, self.port)
 
     def _call(self, method, path, body=None):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)

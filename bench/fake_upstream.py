@@ -36,6 +36,7 @@ It prints one line "fake upstream listening on http://127.0.0.1:PORT" when ready
 import argparse
 import json
 import random
+import ssl
 import sys
 import threading
 import time
@@ -328,12 +329,20 @@ def main():
     parser.add_argument("--rotate-rate", type=float, default=0)
     parser.add_argument("--creds-error-rate", type=float, default=0)
     parser.add_argument("--creds-ttl", type=float, default=3600)
+    parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"),
+                        help="serve HTTPS with this PEM certificate chain and key")
     args = parser.parse_args()
 
     faults = {key: getattr(args, key) for key in FAULT_KEYS}
     server = Server(("127.0.0.1", args.port), Handler)
     server.state = State(args.region, faults)
-    print("fake upstream listening on http://127.0.0.1:%d" % server.server_address[1], flush=True)
+    scheme = "http"
+    if args.tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*args.tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
+    print("fake upstream listening on %s://127.0.0.1:%d" % (scheme, server.server_address[1]), flush=True)
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:

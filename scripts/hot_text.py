@@ -1,25 +1,31 @@
-"""Writes link/hot-text.ld, the order of the static binary's code: what the
-agent runs first, everything else after (README, "Memory").
+"""Writes link/hot-text.ld, the order of the static binary's code: the code
+the agent runs in one block, everything else after it (README, "Memory").
 
 Why: the kernel maps a program's code 64 KiB at a time around each page it
 touches. Laid out as the compiler emits it, the ~600 KiB that start-up,
-serving and fetching run were spread over 27 of the binary's 37 such blocks,
-so 1.6 MiB of code stayed mapped: three quarters of the agent's RSS at rest.
+serving and fetching run over plain HTTP were spread over 27 of the binary's
+37 such blocks, so 1.6 MiB of code stayed mapped: three quarters of the
+agent's RSS at rest.
 
-How (`make hot-text`; needs valgrind, and perf for the last step):
+How (`make hot-text`; needs valgrind, perf and openssl):
 1. links the static binary with a linker map (build.rs, HOT_TEXT_MAP);
-2. runs it under callgrind through the scenarios below, which record every
-   instruction address it executes, and finds each one's input section in the
-   map;
-3. writes the script, relinks, and runs the same scenarios at full speed
-   under `perf record -e page-faults`: code that faults outside the block ran
-   on a path callgrind's slower schedule did not take; its sections are added
-   and the loop repeats (at most --rounds times).
+2. runs it under callgrind through `scenario` twice, against the fake
+   upstream over HTTP and over HTTPS (as AWS is reached), recording every
+   instruction address it executes, and finds each one's input section in
+   the map;
+3. writes the script, relinks, and runs the same at full speed under
+   `perf record -e page-faults`: code that faults outside the block ran on a
+   path callgrind's slower schedule did not take (or that valgrind does not
+   emulate, such as SHA-NI); its sections are added and the loop repeats
+   until nothing faults outside (at most --rounds times).
 
-The script names sections with the hash of a Rust symbol replaced by `*`
-where that still names one section, so that it keeps matching after most
-changes to the code; tests/integration/test_hot_text.py fails when the block
-it gathers falls well short of what it was written for.
+Rust symbols carry hashes of the toolchain, the package's version and its
+features. A section is named with its hash replaced by `*` where that glob
+names this one section or only sections that are in the block anyway, so
+that the script keeps matching as the code changes; the others keep their
+hash. The header records the rustc that wrote the script:
+tests/integration/test_hot_text.py holds a build with that rustc to the
+script, and a build with another one only gets the part that still matches.
 """
 
 import argparse
@@ -45,49 +51,67 @@ SCRIPT = os.path.join(REPO, "link", "hot-text.ld")
 BINARY = os.path.join(REPO, "target", "x86_64-unknown-linux-musl", "release", "secrets-manager-agent")
 OUTPUT_SECTION = ".text.agent_hot"
 LEGACY_HASH = re.compile(r"17h[0-9a-f]{16}E$")
+# Callgrind may leave a few addresses outside the binary's sections (vdso).
+MOST_LOST = 0.02
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rounds", type=int, default=4, help="perf rounds after the callgrind run")
+    p.add_argument("--rounds", type=int, default=6, help="perf rounds after the callgrind run")
     args = p.parse_args()
-    for tool in ("valgrind", "readelf"):
+    for tool in ("valgrind", "perf", "openssl", "readelf"):
         if not shutil.which(tool):
-            sys.exit("%s not found (apt-get install valgrind binutils)" % tool)
+            sys.exit("%s not found (apt-get install valgrind linux-perf openssl binutils)" % tool)
     work = tempfile.mkdtemp(prefix="hot-text-")
-    map_path = os.path.join(work, "agent.map")
+    try:
+        generate(work, args.rounds)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
+
+def generate(work, rounds):
+    map_path = os.path.join(work, "agent.map")
+    tls = make_pki(work)
     sections = link(map_path)
-    hot, lost = set(), 0
-    for addr in callgrind_addresses(work):
-        found = sections.find(addr)
-        if found:
-            hot.add(found)
-        else:
-            lost += 1
-    if lost > len(hot):
-        sys.exit("callgrind: %d of the addresses are in no code section of the map" % lost)
+    # Each section's group: 0 if the run over HTTP ran it, 1 if only the run
+    # over HTTPS did. The script puts group 0 first, so that an agent whose
+    # upstream is plain HTTP (the benchmarks' fake) maps only that part.
+    hot, lost, found = {}, 0, 0
+    for group, addrs in enumerate(callgrind_addresses(work, tls)):
+        for addr in addrs:
+            section = sections.find(addr)
+            if section:
+                hot.setdefault(section, group)
+                found += 1
+            else:
+                lost += 1
+    if lost > MOST_LOST * (lost + found):
+        sys.exit("callgrind: %d of %d addresses are in no code section of the map" % (lost, lost + found))
     print("callgrind: %d sections, %d KiB" % (len(hot), sum(s.size for s in hot) // 1024), flush=True)
     write_script(hot, sections)
 
-    for round_ in range(args.rounds):
+    for round_ in range(rounds):
         sections = link(map_path)
-        if not shutil.which("perf"):
-            print("perf not found: no check at full speed (apt-get install linux-perf)")
-            break
-        block = sections.output_range(OUTPUT_SECTION)
-        outside = {sections.find(a) for a in fault_addresses(work) if not block[0] <= a < block[1]}
-        outside.discard(None)
-        outside -= hot
+        block = sections.outputs.get(OUTPUT_SECTION)
+        if not block:
+            sys.exit("the map has no %s: the linker did not read %s" % (OUTPUT_SECTION, SCRIPT))
+        outside = {}
+        for group, addrs in enumerate(fault_addresses(work, tls)):
+            for addr in addrs:
+                section = sections.find(addr) if not block[0] <= addr < block[1] else None
+                if section and section not in hot:
+                    outside.setdefault(section, group)
         print("round %d: block %d KiB, %d sections faulted outside it" %
               (round_ + 1, (block[1] - block[0]) // 1024, len(outside)), flush=True)
         for s in sorted(outside, key=lambda s: s.addr):
-            print("    %s (%s)" % (s.name[:100], os.path.basename(s.file)[:40]))
+            print("    %s (%s)" % (s.name[:100], s.file[-60:]))
         if not outside:
             break
-        hot |= outside
+        hot.update(outside)
         write_script(hot, sections)
-    shutil.rmtree(work, ignore_errors=True)
+    else:
+        print("warning: code still faulted outside the block after %d rounds: run again" % rounds)
+        link(map_path)
     print("wrote %s" % os.path.relpath(SCRIPT, REPO))
 
 
@@ -97,9 +121,14 @@ class Section:
     __slots__ = ("name", "addr", "size", "file")
 
     def __init__(self, name, addr, size, file):
-        self.name, self.addr, self.size, self.file = name, addr, size, file
+        self.name, self.addr, self.size = name, addr, size
+        # Archives the compiler unpacks land in a new temporary directory
+        # (deps/rustcXXXXXX/) at every link.
+        self.file = re.sub(r"/rustc[0-9A-Za-z]+/", "/", file)
 
     def __eq__(self, other):
+        if not isinstance(other, Section):
+            return NotImplemented
         return (self.name, self.file) == (other.name, other.file)
 
     def __hash__(self):
@@ -128,11 +157,12 @@ class Sections:
                     continue
                 if m:
                     indent, name, addr, size, file = m.groups()
-                elif pending and address.match(line):
-                    (indent, name), (addr, size, file) = pending, address.match(line).groups()
                 else:
-                    pending = None
-                    continue
+                    m = address.match(line) if pending else None
+                    if not m:
+                        pending = None
+                        continue
+                    (indent, name), (addr, size, file) = pending, m.groups()
                 pending = None
                 addr, size = int(addr, 16), int(size, 16)
                 if not indent:
@@ -151,63 +181,105 @@ class Sections:
             return self.items[i]
         return None
 
-    def output_range(self, name):
-        return self.outputs.get(name, (0, 0))
-
 
 def link(map_path):
-    """`make static` with a linker map; returns the map's sections."""
+    """`make static` with a linker map; returns the map's sections. A script
+    the linker refuses is put back as it was."""
     env = dict(os.environ, HOT_TEXT_MAP=map_path)
-    subprocess.run(["make", "--no-print-directory", "-C", REPO, "static"], env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    env.pop("HOT_TEXT_OFF", None)
+    done = subprocess.run(["make", "--no-print-directory", "-C", REPO, "static"], env=env,
+                          stdout=subprocess.DEVNULL)
+    if done.returncode != 0:
+        subprocess.run(["git", "-C", REPO, "checkout", "--", os.path.relpath(SCRIPT, REPO)])
+        sys.exit("the link failed with the script written; %s is back as committed" % SCRIPT)
     return Sections(map_path)
 
 
-def pattern(section, sections):
+def pattern(section, sections, hot_names):
     """The script's line for one input section."""
-    archive = re.match(r"^(?:.*/)?([^/()]+\.a)\(([^()]+)\)$", section.file)
-    if section.name == ".text" or not section.name.startswith(".text."):
-        # A C object without function sections (musl's libc.a, start files):
-        # the object's code as a whole.
-        where = "*%s:%s" % archive.groups() if archive else "*" + os.path.basename(section.file)
-        return "%s(%s)" % (where, section.name)
+    if section.name == ".text":
+        # An object without function sections (musl's libc.a, aws-lc's
+        # assembly, start files): its code as a whole. Archive members are
+        # named `archive(member)`; the hashes cargo and the cc crate put in
+        # those names are globbed.
+        m = re.match(r"^(?:.*/)?([^/()]+\.(?:a|rlib))\(([^()]+)\)$", section.file)
+        if m:
+            archive = re.sub(r"-[0-9a-f]{16}\.", "-*.", m.group(1))
+            member = re.sub(r"^[0-9a-f]{16}-", "*-", m.group(2))
+            return "*%s:%s(.text)" % (archive, member)
+        return "*%s(.text)" % os.path.basename(section.file)
     name = section.name
     globbed = LEGACY_HASH.sub("17h*E", name)
     if globbed != name:
-        # The glob is kept only if it names this section alone, as ld would
-        # match it (another instance of a generic has the same path).
         prefix = globbed[:-len("17h*E")]
-        rivals = [n for n in sections.names if n.startswith(prefix) and fnmatch.fnmatchcase(n, globbed)]
-        if rivals == [name]:
+        rivals = {n for n in sections.names if n.startswith(prefix) and fnmatch.fnmatchcase(n, globbed)}
+        # Another instance of the same generic has the same path: the glob
+        # would also move it, which costs nothing if it is hot too.
+        if rivals <= hot_names:
             name = globbed
     return "*(%s)" % name
 
 
 def write_script(hot, sections):
-    lines = sorted({pattern(s, sections) for s in hot})
-    total = sum(s.size for s in hot)
-    os.makedirs(os.path.dirname(SCRIPT), exist_ok=True)
+    """hot: section -> group; the groups are written in order."""
+    hot_names = {s.name for s in hot}
+    lines = []
+    for group in sorted(set(hot.values())):
+        patterns = sorted({pattern(s, sections, hot_names) for s, g in hot.items() if g == group})
+        lines += [p for p in patterns if p not in lines]
+    rustc = subprocess.run(["rustc", "-V"], capture_output=True, text=True, check=True).stdout.strip()
     with open(SCRIPT, "w") as f:
-        f.write("/* Written by scripts/hot_text.py (make hot-text): the code the agent runs,\n"
-                "   first in .text (README, \"Memory\"). %d sections, %d bytes. */\n" % (len(lines), total))
+        f.write("/* Written by scripts/hot_text.py (make hot-text) with %s: the code the\n"
+                "   agent runs, in one block before .text (README, \"Memory\"); what a plain HTTP\n"
+                "   upstream needs first, then what HTTPS adds. %d patterns, %d sections, %d bytes. */\n"
+                % (rustc, len(lines), len(hot), sum(s.size for s in hot)))
         f.write("SECTIONS\n{\n  %s :\n  {\n" % OUTPUT_SECTION)
         for line in lines:
             f.write("    %s\n" % line)
         f.write("  }\n}\nINSERT BEFORE .text;\n")
 
 
-def scenario(prefix, work, slow, started=None):
+def make_pki(work):
+    """A CA and a certificate for 127.0.0.1 that it signed: (ca, cert, key)."""
+    ca, ca_key = os.path.join(work, "ca.pem"), os.path.join(work, "ca.key")
+    cert, key, csr = os.path.join(work, "cert.pem"), os.path.join(work, "cert.key"), os.path.join(work, "cert.csr")
+    ext = os.path.join(work, "cert.ext")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for cmd in (["req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2", "-subj", "/CN=hot-text CA",
+                 "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"],
+                ["req", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+                ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert,
+                 "-days", "2", "-extfile", ext]):
+        subprocess.run(["openssl", *cmd], check=True, capture_output=True)
+    return ca, cert, key
+
+
+def scenarios(prefix, work, slow, tls, started=None):
+    """`scenario` over HTTP, then over HTTPS."""
+    scenario(prefix, work, slow, None, started)
+    scenario(prefix, work, slow, tls, started)
+
+
+def scenario(prefix, work, slow, tls, started):
     """Start-up, 1000 misses from 8 clients, hits on kept and new connections,
     /ping, errors, refreshNow, then background refreshes and revalidations
-    past a 4 s TTL. `started(proc)` is called once the agent answers."""
+    past a 4 s TTL; over HTTPS if `tls` is (ca, cert, key).
+    `started(proc)` is called once the agent answers."""
     work = tempfile.mkdtemp(dir=work)
-    upstream = common.FakeUpstream(work)
+    upstream = common.FakeUpstream(work, *(("--tls",) + tls[1:] if tls else ()))
     token = secrets.token_hex(32)
+    env = common.agent_env(token, upstream.port)
+    for key in ("AWS_ENDPOINT_URL_SECRETS_MANAGER", "AWS_ENDPOINT_URL_STS"):
+        env[key] = upstream.url
+    if tls:
+        env["AWS_CA_BUNDLE"] = tls[0]
     port = common.free_port()
     config = os.path.join(work, "agent-%d.toml" % port)
     common.write_config(config, port, ttl_seconds=4)
-    proc, _, _ = common.start_agent(prefix + [BINARY, "--config", config], common.agent_env(token, upstream.port),
-                                    work, port, timeout=120 if slow else 15)
+    proc, _, _ = common.start_agent(prefix + [BINARY, "--config", config], env, work, port,
+                                    timeout=120 if slow else 15)
     try:
         if started:
             started(proc)
@@ -236,55 +308,72 @@ def scenario(prefix, work, slow, started=None):
         common.stop(upstream.proc)
 
 
-def callgrind_addresses(work):
-    """Every instruction address the binary executed, as link addresses.
+def callgrind_addresses(work, tls):
+    """Every instruction address the binary executed, as link addresses: a
+    set for the run over HTTP, then one for the run over HTTPS.
     Callgrind writes them relative to where the binary was loaded, except for
     code it could not attribute to the binary (`ob=???`, seen for about a
     third of the code run on threads): those are run-time addresses."""
-    out = os.path.join(work, "callgrind.out")
-    real, loaded = os.path.realpath(BINARY), {}
+    real, base, runs = os.path.realpath(BINARY), {}, []
 
     def find_base(proc):
         # valgrind runs the tool in the process it starts, and maps the
         # binary's segments into it.
         with open("/proc/%d/maps" % proc.pid) as f:
             for line in f:
-                parts = line.split()
-                if len(parts) >= 6 and parts[5] == real and parts[1] == "r-xp":
-                    loaded["base"] = int(parts[0].split("-")[0], 16) - int(parts[2], 16)
+                parts = line.split(None, 5)
+                if len(parts) == 6 and parts[5].rstrip("\n") == real and parts[1] == "r-xp":
+                    base[proc.pid] = int(parts[0].split("-")[0], 16) - int(parts[2], 16)
 
-    scenario(["valgrind", "--tool=callgrind", "--dump-instr=yes", "--compress-pos=no", "--compress-strings=no",
-              "--callgrind-out-file=" + out], work, slow=True, started=find_base)
-    if "base" not in loaded:
-        sys.exit("callgrind: %s is not in valgrind's memory map" % real)
-    offset, addrs = None, set()
-    with open(out) as f:
-        for line in f:
-            if line.startswith("ob="):
-                name = line[3:].strip()
-                offset = 0 if os.path.realpath(name) == real else loaded["base"] if name == "???" else None
-            elif offset is not None and line.startswith("0x"):
-                addrs.add(int(line.split()[0], 16) - offset)
-    return addrs
+    out = os.path.join(work, "callgrind.%p.out")
+    scenarios(["valgrind", "--tool=callgrind", "--dump-instr=yes", "--compress-pos=no", "--compress-strings=no",
+               "--callgrind-out-file=" + out], work, True, tls, started=find_base)
+    if len(base) != 2:
+        sys.exit("callgrind: found the binary in valgrind's memory map %d times of 2" % len(base))
+    for pid, loaded in base.items():  # in the order the runs started
+        addrs, offset = set(), None
+        runs.append(addrs)
+        with open(out.replace("%p", str(pid))) as f:
+            for line in f:
+                if line.startswith("ob="):
+                    name = line[3:].strip()
+                    if os.path.realpath(name) == real:
+                        offset = 0
+                    elif name == "???":
+                        offset = loaded
+                    else:
+                        offset = None
+                elif offset is not None and line.startswith("0x"):
+                    addrs.add(int(line.split()[0], 16) - offset)
+    return runs
 
 
-def fault_addresses(work):
-    """Link addresses of the code pages the binary faulted in at full speed."""
-    data = os.path.join(work, "faults.data")
-    scenario(["perf", "record", "-q", "-e", "page-faults", "-c", "1", "-d", "-o", data, "--"], work, slow=False)
-    text = subprocess.run(["perf", "script", "-i", data, "--show-mmap-events", "-F", "addr"],
-                          capture_output=True, text=True, check=True).stdout
-    real, base, addrs = os.path.realpath(BINARY), None, []
-    for line in text.splitlines():
-        if "PERF_RECORD_MMAP" in line:
-            m = re.search(r"\[0x([0-9a-f]+)\(0x[0-9a-f]+\) @ 0x([0-9a-f]+) .*\]: r-xp (\S+)", line)
-            if m and m.group(3) == real:
-                base = int(m.group(1), 16) - int(m.group(2), 16)
-            continue
-        word = line.strip()
-        if base is not None and re.fullmatch(r"[0-9a-f]+", word):
-            addrs.append(int(word, 16) - base)
-    return addrs
+def fault_addresses(work, tls):
+    """Link addresses of the pages the binary faulted in at full speed: a
+    list for the run over HTTP, then one for the run over HTTPS."""
+    runs = []
+    for run, scheme in enumerate((None, tls)):
+        addrs = []
+        runs.append(addrs)
+        data = os.path.join(work, "faults-%d.data" % run)
+        scenario(["perf", "record", "-q", "-e", "page-faults", "-c", "1", "-d", "-o", data, "--"], work, False,
+                 scheme, None)
+        text = subprocess.run(["perf", "script", "-i", data, "--show-mmap-events", "-F", "addr"],
+                              capture_output=True, text=True, check=True).stdout
+        real, base, count = os.path.realpath(BINARY), None, 0
+        for line in text.splitlines():
+            if "PERF_RECORD_MMAP" in line:
+                m = re.search(r"\[0x([0-9a-f]+)\(0x[0-9a-f]+\) @ 0x([0-9a-f]+) .*\]: r-xp (.+)$", line)
+                if m and m.group(3).strip() == real:
+                    base = int(m.group(1), 16) - int(m.group(2), 16)
+                continue
+            word = line.strip()
+            if base is not None and re.fullmatch(r"[0-9a-f]+", word):
+                addrs.append(int(word, 16) - base)
+                count += 1
+        if base is None or not count:
+            sys.exit("perf: no page faults of %s recorded" % real)
+    return runs
 
 
 if __name__ == "__main__":

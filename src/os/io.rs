@@ -50,9 +50,8 @@ pub fn readable_within(fd: &impl AsRawFd, wait: Duration) -> bool {
 /// conversion goes through the field's type: libc marks the `time_t` alias
 /// deprecated on musl).
 fn timespec(wait: Duration) -> libc::timespec {
-    let secs = wait.as_secs().min(i32::MAX as u64);
     libc::timespec {
-        tv_sec: secs.try_into().unwrap_or_default(),
+        tv_sec: i32::try_from(wait.as_secs()).unwrap_or(i32::MAX).into(),
         tv_nsec: wait.subsec_nanos() as libc::c_long,
     }
 }

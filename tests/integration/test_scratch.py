@@ -44,7 +44,6 @@ import pytest
 
 from conftest import (
     DUMMY_CREDS,
-    REPO_ROOT,
     START_TIMEOUT,
     Agent,
     _Reader,
