@@ -44,9 +44,11 @@ fn main() {
         // The script only moves sections: without it (HOT_TEXT_OFF set, to
         // measure the difference, or for a linker without GNU ld's `INSERT`)
         // the binary is the same code, laid out as the compiler emitted it.
+        // Watched whether or not it is there, so that a script that appears
+        // is linked with.
+        println!("cargo:rerun-if-changed={}", script.display());
         let off = std::env::var_os("HOT_TEXT_OFF").is_some();
         if !off && script.is_file() {
-            println!("cargo:rerun-if-changed={}", script.display());
             // -Xlinker passes the path as one argument: `-Wl,` would split
             // it at a comma.
             println!("cargo:rustc-link-arg-bins=-Xlinker");

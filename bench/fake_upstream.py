@@ -30,7 +30,8 @@ Fault settings (also CLI flags, e.g. --error-rate 0.05):
   creds_ttl         lifetime of handed-out credentials in seconds (default 3600)
 
 Run:  python3 bench/fake_upstream.py --port 0
-It prints one line "fake upstream listening on http://127.0.0.1:PORT" when ready.
+It prints one line "fake upstream listening on http://127.0.0.1:PORT" when ready
+(https:// with --tls CERT KEY).
 """
 
 import argparse
@@ -340,7 +341,9 @@ def main():
     if args.tls:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(*args.tls)
-        server.socket = context.wrap_socket(server.socket, server_side=True)
+        # The handshake on the handler's thread, not in accept: one client
+        # that connects and says nothing must not hold the others up.
+        server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
         scheme = "https"
     print("fake upstream listening on %s://127.0.0.1:%d" % (scheme, server.server_address[1]), flush=True)
     try:

@@ -9,10 +9,13 @@ agent's RSS at rest.
 
 How (`make hot-text`; needs valgrind, perf and openssl):
 1. links the static binary with a linker map (build.rs, HOT_TEXT_MAP);
-2. runs it under callgrind through `scenario` twice, against the fake
-   upstream over HTTP and over HTTPS (as AWS is reached), recording every
-   instruction address it executes, and finds each one's input section in
-   the map;
+2. runs it under callgrind through `scenario` (RUNS): against the fake
+   upstream over HTTP, over HTTPS with an RSA chain from a CA made for the
+   run, and with the built-in roots (which refuse that CA after doing what
+   they do with AWS's chain), recording every instruction address it
+   executes, and finds each one's input section in the map. Not covered:
+   the fake (Python's OpenSSL) cannot agree on the post-quantum key
+   exchange the agent offers first, so only its key generation is in;
 3. writes the script, relinks, and runs the same at full speed under
    `perf record -e page-faults`: code that faults outside the block ran on a
    path callgrind's slower schedule did not take (or that valgrind does not
@@ -59,9 +62,9 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=6, help="perf rounds after the callgrind run")
     args = p.parse_args()
-    for tool in ("valgrind", "perf", "openssl", "readelf"):
+    for tool in ("valgrind", "perf", "openssl", "readelf", "make", "git"):
         if not shutil.which(tool):
-            sys.exit("%s not found (apt-get install valgrind linux-perf openssl binutils)" % tool)
+            sys.exit("%s not found (apt-get install valgrind linux-perf openssl binutils make git)" % tool)
     work = tempfile.mkdtemp(prefix="hot-text-")
     try:
         generate(work, args.rounds)
@@ -77,7 +80,7 @@ def generate(work, rounds):
     # over HTTPS did. The script puts group 0 first, so that an agent whose
     # upstream is plain HTTP (the benchmarks' fake) maps only that part.
     hot, lost, found = {}, 0, 0
-    for group, addrs in enumerate(callgrind_addresses(work, tls)):
+    for (_, group), addrs in zip(RUNS, callgrind_addresses(work, tls)):
         for addr in addrs:
             section = sections.find(addr)
             if section:
@@ -96,7 +99,7 @@ def generate(work, rounds):
         if not block:
             sys.exit("the map has no %s: the linker did not read %s" % (OUTPUT_SECTION, SCRIPT))
         outside = {}
-        for group, addrs in enumerate(fault_addresses(work, tls)):
+        for (_, group), addrs in zip(RUNS, fault_addresses(work, tls)):
             for addr in addrs:
                 section = sections.find(addr) if not block[0] <= addr < block[1] else None
                 if section and section not in hot:
@@ -110,7 +113,8 @@ def generate(work, rounds):
         hot.update(outside)
         write_script(hot, sections)
     else:
-        print("warning: code still faulted outside the block after %d rounds: run again" % rounds)
+        if rounds:
+            print("warning: code still faulted outside the block after %d rounds: run again" % rounds)
         link(map_path)
     print("wrote %s" % os.path.relpath(SCRIPT, REPO))
 
@@ -227,7 +231,13 @@ def write_script(hot, sections):
     for group in sorted(set(hot.values())):
         patterns = sorted({pattern(s, sections, hot_names) for s, g in hot.items() if g == group})
         lines += [p for p in patterns if p not in lines]
-    rustc = subprocess.run(["rustc", "-V"], capture_output=True, text=True, check=True).stdout.strip()
+    # The rustc that built the binary, as it records itself in .comment.
+    comment = subprocess.run(["readelf", "-p", ".comment", BINARY], capture_output=True, text=True,
+                             check=True).stdout
+    m = re.search(r"rustc version (.+)$", comment, re.M)
+    if not m:
+        sys.exit("no rustc version in %s's .comment" % BINARY)
+    rustc = "rustc " + m.group(1).strip()
     with open(SCRIPT, "w") as f:
         f.write("/* Written by scripts/hot_text.py (make hot-text) with %s: the code the\n"
                 "   agent runs, in one block before .text (README, \"Memory\"); what a plain HTTP\n"
@@ -246,34 +256,36 @@ def make_pki(work):
     ext = os.path.join(work, "cert.ext")
     with open(ext, "w") as f:
         f.write("subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n")
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    for cmd in (["req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2", "-subj", "/CN=hot-text CA",
+    # RSA, as AWS's endpoints serve.
+    rsa = ["-newkey", "rsa:2048", "-nodes"]
+    for cmd in (["req", "-x509", *rsa, "-keyout", ca_key, "-out", ca, "-days", "2", "-subj", "/CN=hot-text CA",
                  "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"],
-                ["req", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+                ["req", *rsa, "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
                 ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert,
                  "-days", "2", "-extfile", ext]):
         subprocess.run(["openssl", *cmd], check=True, capture_output=True)
     return ca, cert, key
 
 
-def scenarios(prefix, work, slow, tls, started=None):
-    """`scenario` over HTTP, then over HTTPS."""
-    scenario(prefix, work, slow, None, started)
-    scenario(prefix, work, slow, tls, started)
+# The runs, each with its group in the script: over HTTP; over HTTPS with the
+# run's CA as AWS_CA_BUNDLE; and over HTTPS with the built-in roots, which
+# refuse the run's CA but verify the chain as they would AWS's.
+RUNS = (("http", 0), ("https", 1), ("roots", 1))
 
 
-def scenario(prefix, work, slow, tls, started):
+def scenario(prefix, work, slow, run, tls, started=None):
     """Start-up, 1000 misses from 8 clients, hits on kept and new connections,
     /ping, errors, refreshNow, then background refreshes and revalidations
-    past a 4 s TTL; over HTTPS if `tls` is (ca, cert, key).
-    `started(proc)` is called once the agent answers."""
+    past a 4 s TTL (for "roots": start-up and a few refused fetches).
+    `tls` is (ca, cert, key); `started(proc)` is called once the agent
+    answers."""
     work = tempfile.mkdtemp(dir=work)
-    upstream = common.FakeUpstream(work, *(("--tls",) + tls[1:] if tls else ()))
+    upstream = common.FakeUpstream(work, *(("--tls",) + tls[1:] if run != "http" else ()))
     token = secrets.token_hex(32)
     env = common.agent_env(token, upstream.port)
     for key in ("AWS_ENDPOINT_URL_SECRETS_MANAGER", "AWS_ENDPOINT_URL_STS"):
         env[key] = upstream.url
-    if tls:
+    if run == "https":
         env["AWS_CA_BUNDLE"] = tls[0]
     port = common.free_port()
     config = os.path.join(work, "agent-%d.toml" % port)
@@ -283,6 +295,10 @@ def scenario(prefix, work, slow, tls, started):
     try:
         if started:
             started(proc)
+        if run == "roots":
+            for i in range(3):
+                common.get(port, common.secret_path("roots-%d" % i), token, timeout=60)
+            return
         bench.fill_cache(port, token)
         filled = time.monotonic()
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -310,7 +326,7 @@ def scenario(prefix, work, slow, tls, started):
 
 def callgrind_addresses(work, tls):
     """Every instruction address the binary executed, as link addresses: a
-    set for the run over HTTP, then one for the run over HTTPS.
+    set for each of RUNS.
     Callgrind writes them relative to where the binary was loaded, except for
     code it could not attribute to the binary (`ob=???`, seen for about a
     third of the code run on threads): those are run-time addresses."""
@@ -326,10 +342,11 @@ def callgrind_addresses(work, tls):
                     base[proc.pid] = int(parts[0].split("-")[0], 16) - int(parts[2], 16)
 
     out = os.path.join(work, "callgrind.%p.out")
-    scenarios(["valgrind", "--tool=callgrind", "--dump-instr=yes", "--compress-pos=no", "--compress-strings=no",
-               "--callgrind-out-file=" + out], work, True, tls, started=find_base)
-    if len(base) != 2:
-        sys.exit("callgrind: found the binary in valgrind's memory map %d times of 2" % len(base))
+    for run, _ in RUNS:
+        scenario(["valgrind", "--tool=callgrind", "--dump-instr=yes", "--compress-pos=no",
+                  "--compress-strings=no", "--callgrind-out-file=" + out], work, True, run, tls, started=find_base)
+    if len(base) != len(RUNS):
+        sys.exit("callgrind: found the binary in valgrind's memory map %d times of %d" % (len(base), len(RUNS)))
     for pid, loaded in base.items():  # in the order the runs started
         addrs, offset = set(), None
         runs.append(addrs)
@@ -350,17 +367,17 @@ def callgrind_addresses(work, tls):
 
 def fault_addresses(work, tls):
     """Link addresses of the pages the binary faulted in at full speed: a
-    list for the run over HTTP, then one for the run over HTTPS."""
-    runs = []
-    for run, scheme in enumerate((None, tls)):
+    list for each of RUNS."""
+    real, runs = os.path.realpath(BINARY), []
+    for run, _ in RUNS:
         addrs = []
         runs.append(addrs)
-        data = os.path.join(work, "faults-%d.data" % run)
+        data = os.path.join(work, "faults-%s.data" % run)
         scenario(["perf", "record", "-q", "-e", "page-faults", "-c", "1", "-d", "-o", data, "--"], work, False,
-                 scheme, None)
+                 run, tls)
         text = subprocess.run(["perf", "script", "-i", data, "--show-mmap-events", "-F", "addr"],
                               capture_output=True, text=True, check=True).stdout
-        real, base, count = os.path.realpath(BINARY), None, 0
+        base, count = None, 0
         for line in text.splitlines():
             if "PERF_RECORD_MMAP" in line:
                 m = re.search(r"\[0x([0-9a-f]+)\(0x[0-9a-f]+\) @ 0x([0-9a-f]+) .*\]: r-xp (.+)$", line)
