@@ -47,17 +47,18 @@ fn main() {
         // Watched whether or not it is there, so that a script that appears
         // is linked with.
         println!("cargo:rerun-if-changed={}", script.display());
-        let off = std::env::var_os("HOT_TEXT_OFF").is_some();
-        if !off && script.is_file() {
-            // -Xlinker passes the path as one argument: `-Wl,` would split
-            // it at a comma.
-            println!("cargo:rustc-link-arg-bins=-Xlinker");
-            println!("cargo:rustc-link-arg-bins=--script={}", script.display());
-        } else if !off {
-            println!(
-                "cargo:warning=no {}: code not laid out for RSS (README, \"Memory\")",
-                script.display()
-            );
+        if std::env::var_os("HOT_TEXT_OFF").is_none() {
+            if script.is_file() {
+                // -Xlinker passes the path as one argument: `-Wl,` would
+                // split it at a comma.
+                println!("cargo:rustc-link-arg-bins=-Xlinker");
+                println!("cargo:rustc-link-arg-bins=--script={}", script.display());
+            } else {
+                println!(
+                    "cargo:warning=no {}: code not laid out for RSS (README, \"Memory\")",
+                    script.display()
+                );
+            }
         }
         if let Some(map) = std::env::var_os("HOT_TEXT_MAP") {
             println!("cargo:rustc-link-arg-bins=-Xlinker");
