@@ -76,7 +76,7 @@ def generate(work, rounds):
     map_path = os.path.join(work, "agent.map")
     tls = make_pki(work)
     sections = link(map_path)
-    # Each section's group: 0 if the run over HTTP ran it, 1 if only the run
+    # Each section's group: 0 if the run over HTTP ran it, 1 if only the runs
     # over HTTPS did. The script puts group 0 first, so that an agent whose
     # upstream is plain HTTP (the benchmarks' fake) maps only that part.
     hot, lost, found = {}, 0, 0
@@ -377,7 +377,7 @@ def fault_addresses(work, tls):
                  run, tls)
         text = subprocess.run(["perf", "script", "-i", data, "--show-mmap-events", "-F", "addr"],
                               capture_output=True, text=True, check=True).stdout
-        base, count = None, 0
+        base = None
         for line in text.splitlines():
             if "PERF_RECORD_MMAP" in line:
                 m = re.search(r"\[0x([0-9a-f]+)\(0x[0-9a-f]+\) @ 0x([0-9a-f]+) .*\]: r-xp (.+)$", line)
@@ -387,8 +387,7 @@ def fault_addresses(work, tls):
             word = line.strip()
             if base is not None and re.fullmatch(r"[0-9a-f]+", word):
                 addrs.append(int(word, 16) - base)
-                count += 1
-        if base is None or not count:
+        if not addrs:
             sys.exit("perf: no page faults of %s recorded" % real)
     return runs
 
