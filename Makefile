@@ -25,7 +25,7 @@ DEBUG_BIN   := $(CURDIR)/target/debug/$(BIN_NAME)
 # Extra arguments for pytest, e.g. `make test PYTEST_ARGS="-k cache -x"`.
 PYTEST_ARGS ?=
 
-.PHONY: bench bench-compare bench-compare-2x bench-compare-3x soak bench-tools
+.PHONY: bench bench-compare bench-compare-2x bench-compare-3x soak bench-tools bench-floor
 .PHONY: all build venv test unit-test integration-test lint layers static static-ring musl-build describe size-check demo clean lambda-layer
 .PHONY: static-arm64 cross-venv budget lambda-layer-arm64 unknown-arch hot-text
 
@@ -203,37 +203,43 @@ clean:
 #   make soak           SOAK_SECONDS (default 300) of wrk under injected faults; fails on
 #                       any non-200 or on RSS/thread growth. Not part of `make test`.
 # The binary measured is the static one users ship; BENCH_BIN=... measures another.
+# Every bench also runs the floor (bench/floor.rs): the most requests/s any server
+# could reach beside wrk on this machine.
 AWS_AGENT_DIR := target/aws-agent
 AWS_AGENT     := $(AWS_AGENT_DIR)/bin/aws_secretsmanager_agent
 AWS_AGENT_3X_DIR := target/aws-agent-3x
 AWS_AGENT_3X  := $(AWS_AGENT_3X_DIR)/bin/aws-workload-credentials-provider
 SOAK_SECONDS  ?= 300
 BENCH_BIN     ?= $(CURDIR)/$(STATIC_BIN)
+BENCH_FLOOR   := $(CURDIR)/target/release/examples/bench_floor
 
 bench-tools:
 	@command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
 
+bench-floor:
+	$(CARGO) build --release --example bench_floor
+
 # BENCH_OTHER=/path/to/other-agent (and BENCH_OTHER_ARGS="sm start --config {config}" for
 # aws_workload_credentials_provider) adds a side-by-side column with the ratio.
-bench: bench-tools static
-	BENCH_BIN=$(BENCH_BIN) $(PYTHON) bench/bench.py
+bench: bench-tools bench-floor static
+	BENCH_BIN=$(BENCH_BIN) BENCH_FLOOR=$(BENCH_FLOOR) $(PYTHON) bench/bench.py
 
-bench-compare: bench-tools static $(AWS_AGENT) $(AWS_AGENT_3X)
-	BENCH_BIN=$(BENCH_BIN) \
+bench-compare: bench-tools bench-floor static $(AWS_AGENT) $(AWS_AGENT_3X)
+	BENCH_BIN=$(BENCH_BIN) BENCH_FLOOR=$(BENCH_FLOOR) \
 	  BENCH_OTHER=$(CURDIR)/$(AWS_AGENT) BENCH_OTHER_NAME=aws-2.1.0 \
 	  BENCH_OTHER2=$(CURDIR)/$(AWS_AGENT_3X) BENCH_OTHER2_NAME=aws-3.1.2 \
 	  BENCH_OTHER2_ARGS="sm start --config {config}" $(PYTHON) bench/bench.py
 
-bench-compare-2x: bench-tools static $(AWS_AGENT)
-	BENCH_BIN=$(BENCH_BIN) BENCH_OTHER=$(CURDIR)/$(AWS_AGENT) BENCH_OTHER_NAME=aws-2.1.0 \
-	  $(PYTHON) bench/bench.py
+bench-compare-2x: bench-tools bench-floor static $(AWS_AGENT)
+	BENCH_BIN=$(BENCH_BIN) BENCH_FLOOR=$(BENCH_FLOOR) BENCH_OTHER=$(CURDIR)/$(AWS_AGENT) \
+	  BENCH_OTHER_NAME=aws-2.1.0 $(PYTHON) bench/bench.py
 
 $(AWS_AGENT):
 	$(CARGO) install aws_secretsmanager_agent --version 2.1.0 --locked --root $(AWS_AGENT_DIR)
 
-bench-compare-3x: bench-tools static $(AWS_AGENT_3X)
-	BENCH_BIN=$(BENCH_BIN) BENCH_OTHER=$(CURDIR)/$(AWS_AGENT_3X) BENCH_OTHER_NAME=aws-3.1.2 \
-	  BENCH_OTHER_ARGS="sm start --config {config}" $(PYTHON) bench/bench.py
+bench-compare-3x: bench-tools bench-floor static $(AWS_AGENT_3X)
+	BENCH_BIN=$(BENCH_BIN) BENCH_FLOOR=$(BENCH_FLOOR) BENCH_OTHER=$(CURDIR)/$(AWS_AGENT_3X) \
+	  BENCH_OTHER_NAME=aws-3.1.2 BENCH_OTHER_ARGS="sm start --config {config}" $(PYTHON) bench/bench.py
 
 # Compiling it takes about 6 minutes on 2 cores.
 $(AWS_AGENT_3X):

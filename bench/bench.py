@@ -25,11 +25,22 @@ Settings (flag or environment variable):
   --conn-requests BENCH_CONN_REQUESTS  requests for the new-connection latency (default 2000)
   --fleet-ttl     BENCH_FLEET_TTL      ttl_seconds of the fleet run, scaled to 300 (default 4)
   --fleet-periods BENCH_FLEET_PERIODS  TTLs the fleet run counts calls for (default 6)
+  --floor         BENCH_FLOOR          the floor server (bench/floor.rs, built by `make bench`);
+                                       adds its column to the keep-alive and one-CPU rows
 
 The keep-alive rows are medians over the rounds. All agents are started and
 filled first, then wrk runs against each in turn, round after round (one round:
 ours, then each other agent; the next round in reverse order), so that a machine
-whose speed drifts (a shared VM, a busy neighbour) slows every agent alike.
+whose speed drifts (a shared VM, a busy neighbour) slows every agent alike. The
+ratio row under requests/s pairs the runs of one round: the median of each
+round's other/ours, which a drift between rounds does not move.
+
+The floor (with BENCH_FLOOR) runs in the same rounds: a server that answers
+every request with the bytes ours answered and does nothing else. Its
+requests/s are the most any agent could reach in that run on that machine, the
+client's and the kernel's costs being what they are; the lines under the table
+say how close each agent came, and the most any agent could have been ahead of
+each other one.
 
 Then each agent runs once more, started on one CPU (taskset), while wrk runs
 with one thread on another: the figure of an agent that has a CPU of its own,
@@ -68,6 +79,7 @@ FLEET_TTL_SCALED = 300  # the fleet figure is for this TTL
 SM_OPERATIONS = ("GetSecretValue", "DescribeSecret", "BatchGetSecretValue")
 # The secret of the throughput runs: one of the last cached.
 HOT_SECRET = "bench-%04d" % (SECRETS_TO_CACHE - 1)
+FLOOR = "floor"
 STATIC_BIN = os.path.join(common.REPO, "target/x86_64-unknown-linux-musl/release/secrets-manager-agent")
 
 
@@ -84,6 +96,8 @@ def main():
     for _, path, _ in binaries:
         if not os.access(path, os.X_OK):
             sys.exit("not an executable: %s (for ours: make build)" % path)
+    if opts.floor and not os.access(opts.floor, os.X_OK):
+        sys.exit("not an executable: %s (make bench builds it)" % opts.floor)
 
     workdir = tempfile.mkdtemp(prefix="sma-bench-")
     ok = False
@@ -95,8 +109,19 @@ def main():
             for name, path, args in binaries:
                 print("==> %s: %s (%s)" % (name, path, common.load()), flush=True)
                 results[name], running[name] = start_and_fill(name, path, args, upstream, token, workdir, opts)
-            keep_alive_rounds(binaries, running, results, token, workdir, opts)
-            one_cpu_rounds(binaries, upstream, results, token, workdir, opts)
+            measured = [name for name, _, _ in binaries]
+            if opts.floor:
+                answer = os.path.join(workdir, "floor-answer.http")
+                with open(answer, "wb") as f:
+                    f.write(raw_answer(running["ours"][1], common.secret_path(HOT_SECRET), token))
+                floor = start_floor(opts.floor, answer, workdir)
+                running[FLOOR] = floor()
+                results[FLOOR] = {}
+                measured.append(FLOOR)
+            keep_alive_rounds(measured, running, results, token, workdir, opts)
+            one_cpu_rounds(binaries, floor if opts.floor else None, upstream, results, token, workdir, opts)
+            if opts.floor:
+                common.stop(running.pop(FLOOR)[0])
             for name, path, args in binaries:
                 print("==> %s: the rest (%s)" % (name, common.load()), flush=True)
                 results[name].update(the_rest(name, path, args, running.pop(name), upstream, token, workdir, opts))
@@ -105,6 +130,8 @@ def main():
                 common.stop(proc)
         print()
         print_table(results, binaries)
+        if opts.floor:
+            print_floor(results, binaries, opts.floor)
         ok = True
     finally:
         if ok and not opts.keep:
@@ -130,6 +157,7 @@ def parse_args():
     p.add_argument("--conn-requests", type=int, default=int(env("BENCH_CONN_REQUESTS", "2000")))
     p.add_argument("--fleet-ttl", type=int, default=int(env("BENCH_FLEET_TTL", "4")))
     p.add_argument("--fleet-periods", type=int, default=int(env("BENCH_FLEET_PERIODS", "6")))
+    p.add_argument("--floor", default=env("BENCH_FLOOR") or None)
     p.add_argument("--keep", action="store_true", help="keep the logs directory")
     return p.parse_args()
 
@@ -183,9 +211,9 @@ def start_and_fill(name, binary, args, upstream, token, workdir, opts):
     return r, (proc, port)
 
 
-def keep_alive_rounds(binaries, running, results, token, workdir, opts):
-    """wrk against each running agent in turn, `opts.rounds` times; medians."""
-    names = [name for name, _, _ in binaries]
+def keep_alive_rounds(names, running, results, token, workdir, opts):
+    """wrk against each running server in turn, `opts.rounds` times; medians,
+    and each other one's requests/s over ours within a round, the median."""
     runs = {name: [] for name in names}
     for n in range(opts.rounds):
         order = names if n % 2 == 0 else names[::-1]
@@ -206,10 +234,13 @@ def keep_alive_rounds(binaries, running, results, token, workdir, opts):
         results[name]["rss_peak"] = max((r["rss_peak"] for r in got if r["rss_peak"]), default=None)
         results[name]["threads_peak"] = max((r["threads_peak"] for r in got if r["threads_peak"]), default=None)
         results[name]["rss_end"], results[name]["anon_end"] = got[-1]["rss_end"], got[-1]["anon_end"]
+        results[name]["rps_rounds"] = [r["rps"] for r in got]
+        results[name]["rps_paired"] = paired(results, name, "ours")
 
 
-def one_cpu_rounds(binaries, upstream, results, token, workdir, opts):
-    """Each agent started on one CPU, wrk -t1 on another, in turns; medians."""
+def one_cpu_rounds(binaries, floor, upstream, results, token, workdir, opts):
+    """Each agent (and the floor, if given) started on one CPU, wrk -t1 on
+    another, in turns; medians."""
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         print("    one CPU each: skipped, fewer than two CPUs", flush=True)
@@ -224,6 +255,9 @@ def one_cpu_rounds(binaries, upstream, results, token, workdir, opts):
             if status != 200:
                 raise RuntimeError("%s answered %d" % (name, status))
         names = [name for name, _, _ in binaries]
+        if floor:
+            running[FLOOR] = floor(cpu=cpus[0])
+            names.append(FLOOR)
         runs = {name: [] for name in names}
         for n in range(opts.rounds):
             order = names if n % 2 == 0 else names[::-1]
@@ -239,6 +273,72 @@ def one_cpu_rounds(binaries, upstream, results, token, workdir, opts):
     finally:
         for proc, _ in running.values():
             common.stop(proc)
+
+
+def raw_answer(port, path, token):
+    """The bytes of one keep-alive answer to GET `path`, head and body, as
+    the agent wrote them."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(("GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s: %s\r\n\r\n"
+                      % (path, common.TOKEN_HEADER, token)).encode())
+        got = b""
+        while b"\r\n\r\n" not in got:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise RuntimeError("the agent closed before its answer's head ended")
+            got += chunk
+        head = got.split(b"\r\n\r\n", 1)[0]
+        m = re.search(rb"^content-length:\s*(\d+)\s*$", head, re.I | re.M)
+        if not head.startswith(b"HTTP/1.1 200 ") or not m:
+            raise RuntimeError("not a 200 with a Content-Length: %r" % head)
+        whole = len(head) + 4 + int(m.group(1))
+        while len(got) < whole:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise RuntimeError("the agent closed before its answer's body ended")
+            got += chunk
+        return got[:whole]
+
+
+def start_floor(binary, answer, workdir):
+    """A function that starts the floor server (on CPU `cpu` alone if given)
+    and returns (process, port) once it accepts connections."""
+    def launch(cpu=None):
+        port = common.free_port()
+        pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
+        proc = common.spawn(pin + [binary, str(port), answer], os.path.join(workdir, "floor-%d.log" % port))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError("the floor exited with %s, see %s/floor-%d.log" % (proc.returncode, workdir, port))
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return proc, port
+            except OSError:
+                time.sleep(0.01)
+        common.stop(proc)
+        raise RuntimeError("the floor did not accept connections within 10 s")
+    return launch
+
+
+def paired(results, a, b):
+    """The median over the rounds of a's requests/s over b's in the same round."""
+    return statistics.median(x / max(y, 1) for x, y in zip(results[a]["rps_rounds"], results[b]["rps_rounds"]))
+
+
+def print_floor(results, binaries, path):
+    floor = results[FLOOR]
+    one_cpu = "{:,.0f}".format(floor["one_cpu_rps"]) if "one_cpu_rps" in floor else "n/a"
+    print()
+    print("floor: %s, a server that answers with ours' bytes and does nothing else," % path)
+    print("in the same rounds: %s requests/s (wrk -t2 -c32, median) at %.2f us of CPU a request; %s with one"
+          % ("{:,.0f}".format(floor["rps"]), floor["cpu_us"], one_cpu))
+    print("CPU each.")
+    print("requests/s as a share of the floor's within each round, median: "
+          + ", ".join("%s %.2f" % (name, paired(results, name, FLOOR)) for name, _, _ in binaries))
+    for name, _, _ in binaries[1:]:
+        print("no agent could have served more than %.2fx %s's requests/s in this run; ours served %.2fx"
+              % (paired(results, FLOOR, name), name, paired(results, "ours", name)))
 
 
 def the_rest(name, binary, args, running, upstream, token, workdir, opts):
@@ -467,6 +567,7 @@ ROWS = [
     ("threads after caching 1000 secrets (8 clients)", "threads_cached", "{}"),
     ("keep-alive: requests/s (wrk -t2 -c32, median)", "rps", "{:,.0f}"),
     ("  lowest-highest of the rounds", "rps_range", "{}"),
+    ("  other/ours within each round, median", "rps_paired", "paired"),
     ("keep-alive: p50 latency (ms, median)", "ka_p50_ms", "{:.3f}"),
     ("keep-alive: p99 latency (ms, median)", "ka_p99_ms", "{:.3f}"),
     ("  lowest-highest of the rounds", "p99_range", "{}"),
@@ -507,6 +608,9 @@ def print_table(results, binaries):
     ours = results["ours"]
     rows = []
     for label, key, how in ROWS:
+        if how == "paired":
+            rows.append([label, ""] + [""] * len(others) + ["%.2fx" % results[o][key] for o in others])
+            continue
         row = [label, fmt(ours.get(key), how)]
         row += [fmt(results[o].get(key), how) for o in others]
         row += [ratio(ours.get(key), results[o].get(key)) for o in others]
