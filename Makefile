@@ -203,21 +203,22 @@ clean:
 #   make soak           SOAK_SECONDS (default 300) of wrk under injected faults; fails on
 #                       any non-200 or on RSS/thread growth. Not part of `make test`.
 # The binary measured is the static one users ship; BENCH_BIN=... measures another.
-# Every bench also runs the floor (bench/floor.rs): the most requests/s any server
-# could reach beside wrk on this machine.
 AWS_AGENT_DIR := target/aws-agent
 AWS_AGENT     := $(AWS_AGENT_DIR)/bin/aws_secretsmanager_agent
 AWS_AGENT_3X_DIR := target/aws-agent-3x
 AWS_AGENT_3X  := $(AWS_AGENT_3X_DIR)/bin/aws-workload-credentials-provider
 SOAK_SECONDS  ?= 300
 BENCH_BIN     ?= $(CURDIR)/$(STATIC_BIN)
-BENCH_FLOOR   := $(CURDIR)/target/release/examples/bench_floor
+BENCH_FLOOR   := $(CURDIR)/target/$(MUSL_TARGET)/release/examples/bench_floor
 
 bench-tools:
 	@command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
 
-bench-floor:
-	$(CARGO) build --release --example bench_floor
+# Every bench also runs the floor (bench/floor.rs), a server that only reads and
+# writes, in the same rounds. Built beside the static binary, so that only it (and the
+# dev-dependencies examples may use) compiles: about 20 s.
+bench-floor: static
+	CC_x86_64_unknown_linux_musl=musl-gcc $(CARGO) build --release --target $(MUSL_TARGET) --example bench_floor
 
 # BENCH_OTHER=/path/to/other-agent (and BENCH_OTHER_ARGS="sm start --config {config}" for
 # aws_workload_credentials_provider) adds a side-by-side column with the ratio.

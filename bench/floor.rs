@@ -1,28 +1,31 @@
-//! The floor of `bench/bench.py`'s keep-alive rows: a server that spends as
-//! little as any server could on a cache hit, so that each run shows how many
-//! requests/s there were to win on that machine at all.
+//! The floor of `bench/bench.py`'s keep-alive rows: a server that does
+//! nothing but wait for a connection, read its request and write the
+//! answer, run in the same rounds as the agents, so that each run shows what
+//! loopback TCP, waking the client and the client itself cost on that
+//! machine before an agent adds anything of its own.
 //!
 //! It answers every request head with the same bytes (our agent's answer to
 //! the benchmark's secret, read from a file) and parses nothing but where a
-//! head ends: a `read` and a `write` a request, one thread per CPU, each with
-//! an epoll set of its own, to which the accepting thread hands connections
-//! in turn. What it spends is what loopback TCP and waking the client cost,
-//! which an agent can only add to; the client (wrk) spends about as much
-//! again on its side.
-//! Measured with `wrk -t2 -c32` on 2 CPUs, three interleaved rounds each:
-//! 132,000 requests/s at 7.3 µs of CPU a request, against 125,000 and
-//! 6.6 µs for a C server that takes 64 events a wait (one listener per
-//! thread), 124,000 and 8.0 µs for our agent, 99,000 and 10.2 µs for AWS's
+//! head ends: an `epoll_wait`, a `read` and a `write` a request, as our agent
+//! does, one thread per CPU, each with an epoll set of its own, to which the
+//! accepting thread hands connections in turn. It is a reference, not a
+//! bound: a server could still schedule its threads differently (take
+//! several events a wait, yield, run as `SCHED_BATCH`) and serve a few
+//! percent more. In the README's run (`wrk -t2 -c32` on 2 CPUs, five
+//! interleaved rounds): 115,798 requests/s at 8.18 µs of CPU a request,
+//! against 110,743 and 8.84 µs for our agent and 91,368 and 11.14 µs for AWS's
 //! 2.1.0 (README, "Benchmarks").
 //!
 //! Nothing else: a client that does not read its answers (a write that would
-//! block) is disconnected.
+//! block) is disconnected, and one that half-closes in the same segment as
+//! its last request is never closed (wrk does neither).
 //!
 //! ```text
 //! bench_floor PORT ANSWER_FILE
 //! ```
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
@@ -34,32 +37,62 @@ use std::{env, fs, process, thread};
 use secrets_manager_agent::os::epoll::{Epoll, Interest, Mode};
 
 const HEAD_END: &[u8] = b"\r\n\r\n";
+const USAGE: &str = "bench_floor PORT ANSWER_FILE (the bytes to answer every request with)";
+/// How long accepting rests after an error other than a refused
+/// connection (out of descriptors, most likely), instead of spinning
+/// beside the benchmark.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 
 fn main() {
-    let args: Vec<String> = env::args().collect();
+    let args: Vec<OsString> = env::args_os().collect();
     let (port, answer) = match args.as_slice() {
-        [_, port, file] => match (port.parse::<u16>(), fs::read(file)) {
-            (Ok(port), Ok(answer)) => (port, answer),
-            (Err(e), _) => die(&format!("not a port: {port}: {e}")),
-            (_, Err(e)) => die(&format!("cannot read {file}: {e}")),
+        [_, port, file] => match (
+            port.to_str().and_then(|p| p.parse::<u16>().ok()),
+            fs::read(file),
+        ) {
+            (Some(port), Ok(answer)) => (port, answer),
+            (None, _) => die(&format!(
+                "not a port: {}; usage: {USAGE}",
+                port.to_string_lossy()
+            )),
+            (_, Err(e)) => die(&format!(
+                "cannot read the answer from {}: {e}",
+                file.to_string_lossy()
+            )),
         },
-        _ => die("usage: bench_floor PORT ANSWER_FILE"),
+        _ => die(&format!("usage: {USAGE}")),
     };
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
-        .unwrap_or_else(|e| die(&format!("cannot listen on 127.0.0.1:{port}: {e}")));
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap_or_else(|e| {
+        die(&format!(
+            "cannot listen on 127.0.0.1:{port}: {e}; choose a free port"
+        ))
+    });
     let answer: Arc<[u8]> = answer.into();
     let threads = thread::available_parallelism().map_or(1, |n| n.get());
     let mut workers = Vec::with_capacity(threads);
     for _ in 0..threads {
-        let epoll = Arc::new(Epoll::new().unwrap_or_else(|e| die(&format!("epoll: {e}"))));
+        let epoll = Arc::new(
+            Epoll::new().unwrap_or_else(|e| die(&format!("cannot make an epoll set: {e}"))),
+        );
         let (handed, taken) = channel();
         let (own, answer) = (epoll.clone(), answer.clone());
-        thread::spawn(move || serve(&own, &taken, &answer));
+        let started = thread::Builder::new().spawn(move || serve(&own, &taken, &answer));
+        if let Err(e) = started {
+            die(&format!("cannot start a thread: {e}"));
+        }
         workers.push((epoll, handed));
     }
     // Round robin: each worker gets as many connections as the next.
     for (stream, (epoll, handed)) in listener.incoming().zip(workers.iter().cycle()) {
-        let Ok(stream) = stream else { continue };
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(e) if e.kind() == ErrorKind::ConnectionAborted => continue,
+            Err(e) => {
+                eprintln!("bench_floor: accept: {e}");
+                thread::sleep(ACCEPT_BACKOFF);
+                continue;
+            }
+        };
         if stream.set_nonblocking(true).is_err() || stream.set_nodelay(true).is_err() {
             continue;
         }
@@ -67,10 +100,10 @@ fn main() {
         // Handed over before it is registered, so that its first event finds
         // it; the worker cannot close it before that event.
         if handed.send(stream).is_err() {
-            die("a worker stopped");
+            die("a worker thread ended; its error is above");
         }
         if let Err(e) = epoll.add(&fd, Interest::Read, Mode::Edges, fd as u64) {
-            die(&format!("epoll: {e}"));
+            die(&format!("cannot wait for a connection: {e}"));
         }
     }
 }
@@ -90,7 +123,7 @@ fn serve(epoll: &Epoll, taken: &Receiver<TcpStream>, answer: &[u8]) {
             Ok(Some(token)) => token as RawFd,
             Ok(None) => continue,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => die(&format!("epoll: {e}")),
+            Err(e) => die(&format!("waiting for connections failed: {e}")),
         };
         if !conns.contains_key(&fd) {
             conns.extend(taken.try_iter().map(|s| (s.as_raw_fd(), (s, 0))));
