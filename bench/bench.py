@@ -26,7 +26,7 @@ Settings (flag or environment variable):
   --fleet-ttl     BENCH_FLEET_TTL      ttl_seconds of the fleet run, scaled to 300 (default 4)
   --fleet-periods BENCH_FLEET_PERIODS  TTLs the fleet run counts calls for (default 6)
   --floor         BENCH_FLOOR          the floor server (bench/floor.rs, built by `make bench`);
-                                       adds its column to the keep-alive and one-CPU rows
+                                       runs in the keep-alive and one-CPU rounds, lines under the table
 
 The keep-alive rows are medians over the rounds. All agents are started and
 filled first, then wrk runs against each in turn, round after round (one round:
@@ -166,7 +166,7 @@ def parse_args():
 def launcher(name, binary, args, upstream, token, workdir, cpu=None):
     """Starts the agent, on CPU `cpu` alone if given."""
     env = common.agent_env(token, upstream.port)
-    pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
+    pin = common.on_cpu(cpu)
 
     def launch():
         port = common.free_port()
@@ -314,19 +314,17 @@ def start_floor(binary, answer, token, workdir):
 
     def launch(cpu=None):
         port = common.free_port()
-        pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
+        pin = common.on_cpu(cpu)
         proc = common.spawn(pin + [binary, str(port), answer], os.path.join(workdir, "floor-%d.log" % port))
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError("the floor exited with %s, see %s/floor-%d.log" % (proc.returncode, workdir, port))
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            except OSError:
-                time.sleep(0.01)
-                continue
-            try:
                 status, got = common.get(port, common.secret_path(HOT_SECRET), token)
+            except ConnectionRefusedError:
+                time.sleep(0.01)  # not listening yet
+                continue
             except (OSError, http.client.HTTPException) as e:
                 status, got = str(e), b""
             if status != 200 or got != body:
@@ -335,7 +333,7 @@ def start_floor(binary, answer, token, workdir):
                                    % (port, status))
             return proc, port
         common.stop(proc)
-        raise RuntimeError("the floor did not accept connections within 10 s")
+        raise RuntimeError("the floor did not listen within 10 s, see %s/floor-%d.log" % (workdir, port))
     return launch
 
 
@@ -517,7 +515,7 @@ def throughput(pid, port, token, seconds, workdir, name, threads=WRK_THREADS, cp
     """wrk on one cached secret (its `threads` on CPU `cpu` alone if given);
     samples RSS and threads while it runs."""
     url = "http://127.0.0.1:%d%s" % (port, common.secret_path(HOT_SECRET))
-    pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
+    pin = common.on_cpu(cpu)
     cmd = pin + ["wrk", "-t%d" % threads, "-c%d" % WRK_CONNECTIONS, "-d%ds" % seconds, "--latency",
            "--timeout", "5s", "-s", os.path.join(common.HERE, "report.lua"),
            "-H", "%s: %s" % (common.TOKEN_HEADER, token), url]

@@ -65,6 +65,11 @@ def stop(proc, timeout=5):
     return proc.returncode
 
 
+def on_cpu(cpu):
+    """The prefix that runs a command on CPU `cpu` alone (none when None)."""
+    return ["taskset", "-c", str(cpu)] if cpu is not None else []
+
+
 def free_port():
     """A port that was free a moment ago (both agents need a fixed port in the config)."""
     with socket.socket() as s:
