@@ -51,7 +51,7 @@ import bench  # noqa: E402
 import common  # noqa: E402
 
 SCRIPT = os.path.join(REPO, "link", "hot-text.ld")
-BINARY = os.path.join(REPO, "target", "x86_64-unknown-linux-musl", "release", "secrets-manager-agent")
+BINARY = bench.STATIC_BIN  # what `make static` builds
 OUTPUT_SECTION = ".text.agent_hot"
 LEGACY_HASH = re.compile(r"17h[0-9a-f]{16}E$")
 # Callgrind may leave a few addresses outside the binary's sections (vdso).
