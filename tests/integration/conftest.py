@@ -691,9 +691,14 @@ class _Reader(threading.Thread):
         self.start()
 
     def run(self):
-        for line in iter(self.stream.readline, b""):
-            with self.lock:
-                self.lines.append(line.decode("utf-8", "replace"))
+        try:
+            for line in iter(self.stream.readline, b""):
+                with self.lock:
+                    self.lines.append(line.decode("utf-8", "replace"))
+        except (ValueError, OSError):
+            # `stop_all` closed the pipe under the read at teardown: the
+            # lines read so far are all there will be.
+            return
         self.stream.close()
 
     def text(self, ended=False):
