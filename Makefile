@@ -2,8 +2,7 @@
 #
 #   make demo    build the agent, start a local Secrets Manager emulator (moto), fetch a secret
 #   make test    unit tests (cargo test) + integration tests (pytest against moto)
-#   make lint    rustfmt --check + clippy with warnings denied + make layers
-#   make layers  module graph: no import cycle, imports only go down the layers, unsafe only in src/os (scripts/check_layers.py)
+#   make lint    rustfmt --check + clippy with warnings denied (every crate of the workspace)
 #   make static  fully static musl release binary (needs musl-tools and the musl rustup target)
 #   make static-ring  the same with the ring TLS provider: smallest, no post-quantum key exchange
 #   make static-arm64  the same as `make static` for aarch64 (arm64), cross-compiled with Zig
@@ -26,8 +25,8 @@ DEBUG_BIN   := $(CURDIR)/target/debug/$(BIN_NAME)
 PYTEST_ARGS ?=
 
 .PHONY: bench bench-compare bench-compare-2x bench-compare-3x soak bench-tools bench-floor
-.PHONY: all build venv test unit-test integration-test lint layers static static-ring musl-build describe size-check demo clean lambda-layer
-.PHONY: static-arm64 cross-venv budget lambda-layer-arm64 unknown-arch hot-text
+.PHONY: all build venv test unit-test integration-test lint static static-ring musl-build describe size-check demo clean lambda-layer
+.PHONY: static-arm64 cross-venv budget lambda-layer-arm64 unknown-arch
 
 all: build
 
@@ -59,20 +58,16 @@ integration-test: venv
 	if [ $$rc -eq 5 ]; then echo "WARNING: pytest collected no integration tests"; rc=0; fi; \
 	exit $$rc
 
+# The layers between the crates are Cargo's to keep (and tests/layers.rs's, for
+# what Cargo cannot see), so lint is the compiler's and rustfmt's.
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
-	@$(MAKE) --no-print-directory layers
-
-# The checker's own tests first, then the check; `$(PYTHON) scripts/check_layers.py --print`
-# prints the layers with each module's imports.
-layers:
-	$(PYTHON) scripts/test_check_layers.py
-	$(PYTHON) scripts/check_layers.py
 
 # aws-lc-sys compiles C code: for the musl target it needs musl-gcc (Debian package musl-tools).
-# The default build must stay within SIZE_BUDGET bytes (3.5 MB); `make test` checks it.
-SIZE_BUDGET := 3500000
+# The default build must stay within SIZE_BUDGET bytes (4 MB; AWS's agents are 21-25 MB);
+# `make test` checks it.
+SIZE_BUDGET := 4000000
 RING_DIR    := target/ring
 
 static:
@@ -99,13 +94,6 @@ describe:
 	  echo "ERROR: $(BIN) is dynamically linked" >&2; exit 1; fi
 	@if ldd $(BIN) 2>&1 | grep -q '=>'; then \
 	  echo "ERROR: ldd finds libraries for $(BIN)" >&2; exit 1; fi
-
-# Rewrites link/hot-text.ld, the order of the static binary's code, from a profile of
-# its start-up, requests and fetches over HTTP and HTTPS (scripts/hot_text.py; needs
-# valgrind, perf and openssl; about 10 minutes). Run it after changes to the paths the
-# agent runs, or a new Rust toolchain; tests/integration/test_hot_text.py says when.
-hot-text:
-	$(PYTHON) scripts/hot_text.py
 
 # Fails when the default static build is larger than the budget.
 size-check: static

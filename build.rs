@@ -18,54 +18,13 @@
 //! a fixed address and has no self-relocations to pack. Zig's linker, which
 //! `make static-arm64` uses, refuses the option outright ("unsupported linker
 //! extension flag").
-//!
-//! Also for the x86_64 musl binary: `link/hot-text.ld` gathers the code that
-//! start-up, serving and fetching run into one block, an output section placed
-//! before `.text` (README, "Memory"). The kernel maps code 64 KiB around each
-//! page a process touches, and the 600 KiB that run were spread over 27 of the
-//! 37 such blocks of the binary's code: 1.6 MiB of RSS. `make hot-text` writes
-//! the script; with `HOT_TEXT_MAP=path` the linker also writes its map. (An
-//! aws-lc FIPS build checks a hash over its module's code range at start-up,
-//! which moving its sections would break; this build does not use FIPS.)
-
-use std::path::Path;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-env-changed=HOT_TEXT_MAP");
-    println!("cargo:rerun-if-env-changed=HOT_TEXT_OFF");
     if std::env::var("CARGO_CFG_TARGET_ENV").as_deref() == Ok("musl")
         && std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux")
         && std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("x86_64")
     {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
-        let dir = std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default();
-        let script = Path::new(&dir).join("link/hot-text.ld");
-        // The script only moves sections: without it (HOT_TEXT_OFF set, to
-        // measure the difference, or for a linker without GNU ld's `INSERT`)
-        // the binary is the same code, laid out as the compiler emitted it.
-        // Watched whether or not it is there, so that a script that appears
-        // is linked with.
-        println!("cargo:rerun-if-changed={}", script.display());
-        if std::env::var_os("HOT_TEXT_OFF").is_none() {
-            if script.is_file() {
-                // -Xlinker passes the path as one argument: `-Wl,` would
-                // split it at a comma.
-                println!("cargo:rustc-link-arg-bins=-Xlinker");
-                println!("cargo:rustc-link-arg-bins=--script={}", script.display());
-            } else {
-                println!(
-                    "cargo:warning=no {}: code not laid out for RSS (README, \"Memory\")",
-                    script.display()
-                );
-            }
-        }
-        if let Some(map) = std::env::var_os("HOT_TEXT_MAP") {
-            println!("cargo:rustc-link-arg-bins=-Xlinker");
-            println!(
-                "cargo:rustc-link-arg-bins=-Map={}",
-                Path::new(&map).display()
-            );
-        }
     }
 }

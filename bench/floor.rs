@@ -11,10 +11,10 @@
 //! accepting thread hands connections in turn. It is a reference, not a
 //! bound: a server could still schedule its threads differently (take
 //! several events a wait, yield, run as `SCHED_BATCH`) and serve a few
-//! percent more. In the README's run (`wrk -t2 -c32` on 2 CPUs, five
+//! percent more. In the run of docs/benchmarks.md (`wrk -t2 -c32` on 2 CPUs, five
 //! interleaved rounds): 115,798 requests/s at 8.18 µs of CPU a request,
 //! against 110,743 and 8.84 µs for our agent and 91,368 and 11.14 µs for AWS's
-//! 2.1.0 (README, "Benchmarks").
+//! 2.1.0 (docs/benchmarks.md, "The floor").
 //!
 //! Nothing else: a client that does not read its answers (a write that would
 //! block) is disconnected, and one that half-closes in the same segment as
@@ -23,6 +23,8 @@
 //! ```text
 //! bench_floor PORT ANSWER_FILE
 //! ```
+
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -34,7 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use std::{env, fs, process, thread};
 
-use secrets_manager_agent::os::epoll::{Epoll, Interest, Mode};
+use secrets_manager_agent_os::epoll::{Epoll, Interest, Mode};
 
 const HEAD_END: &[u8] = b"\r\n\r\n";
 const USAGE: &str = "bench_floor PORT ANSWER_FILE (the bytes to answer every request with)";

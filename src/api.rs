@@ -1,5 +1,5 @@
 //! The HTTP surface of AWS's agent: routes, the order of checks, status codes
-//! and bodies, as README's "HTTP API" section lists them. Knows nothing about
+//! and bodies, as docs/http-api.md lists them. Knows nothing about
 //! sockets; the server hands it a parsed request and writes back what it
 //! returns.
 
@@ -8,14 +8,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::aws::arn::check_role_arn;
-use crate::aws::ssm::{ParameterQuery, Selector};
-use crate::aws::{SecretQuery, UpstreamError};
-use crate::cache::{Answer, Cache, Key, Served, Upstream};
-use crate::metrics::{self, Route};
-use crate::query::{percent_decode, query_pairs};
-use crate::server::http::{Later, Reply, Request, Response, ResponseBody};
 use crate::token::Token;
+use secrets_manager_agent_aws::arn::check_role_arn;
+use secrets_manager_agent_aws::ssm::{ParameterQuery, Selector};
+use secrets_manager_agent_aws::{SecretQuery, UpstreamError};
+use secrets_manager_agent_cache::{Answer, Cache, Key, Served, Upstream};
+use secrets_manager_agent_core::metrics::{self, Route};
+use secrets_manager_agent_core::query::{percent_decode, query_pairs};
+use secrets_manager_agent_http::http::{Later, Reply, Request, Response, ResponseBody};
 
 /// Requests beyond `max_conn` that `/ping` may still use, so health checks
 /// answer while the agent is saturated.
@@ -242,7 +242,11 @@ impl<U: Upstream + 'static> Api<U> {
         Response {
             status: 200,
             content_type: PROMETHEUS,
-            body: ResponseBody::Owned(metrics::render(&gauges)),
+            body: ResponseBody::Owned(metrics::render(
+                env!("CARGO_PKG_VERSION"),
+                secrets_manager_agent_aws::transport::TLS_PROVIDER,
+                &gauges,
+            )),
         }
     }
 
@@ -339,7 +343,7 @@ fn served_response(key: &Key, served: Served, from_memory: bool, started: Instan
     }
 }
 
-/// How a failed upstream call is told to the client (README, "HTTP API"):
+/// How a failed upstream call is told to the client (docs/http-api.md, "Statuses and errors"):
 /// AWS's own error answers keep their status and code; the agent's own
 /// failures get the fixed status and body AWS's agent gives them. Every body
 /// is valid JSON.
@@ -547,9 +551,9 @@ fn role_arn(value: String) -> Result<String, Response> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aws::{SecretValue, UpstreamError};
-    use crate::cache;
-    use crate::secret::SecretBytes;
+    use secrets_manager_agent_aws::{SecretValue, UpstreamError};
+    use secrets_manager_agent_cache as cache;
+    use secrets_manager_agent_core::secret::SecretBytes;
     use std::time::Duration;
 
     /// Answers every GetSecretValue with the query echoed back.

@@ -282,7 +282,7 @@ struct Setting {
 /// 3.x's section for Secrets Manager.
 const SM: &str = "capabilities.secrets_manager";
 
-/// Every setting, in the order the README lists them. Sections are the
+/// Every setting, in the order docs/configuration.md lists them. Sections are the
 /// prefixes of the nested paths (`logging`, `capabilities`, ...).
 #[rustfmt::skip]
 const SETTINGS: &[Setting] = &[
@@ -923,7 +923,7 @@ pub const ROLE_ARN_FORMAT: &str =
 /// (`role/team/NAME`). Names and path parts use IAM's characters
 /// (letters, digits, `+=,.@_-`); the name is at most 64 of them.
 pub fn is_role_arn(text: &str) -> bool {
-    crate::aws::arn::check_role_arn(text).is_ok()
+    secrets_manager_agent_aws::arn::check_role_arn(text).is_ok()
 }
 
 fn invalid(key: &str, allowed: &'static str) -> ConfigError {
@@ -1257,12 +1257,13 @@ mod tests {
             let path = std::env::temp_dir().join(format!(
                 "sma-config-{}-{}.toml",
                 std::process::id(),
-                crate::random::unit().to_bits()
+                secrets_manager_agent_core::random::unit().to_bits()
             ));
             std::fs::write(&path, text).unwrap();
             path
         });
-        let config = Config::load_with_env(file.as_deref(), crate::env::fake(vars));
+        let config =
+            Config::load_with_env(file.as_deref(), secrets_manager_agent_core::env::fake(vars));
         if let Some(path) = file {
             let _ = std::fs::remove_file(path);
         }

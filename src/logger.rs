@@ -144,7 +144,7 @@ fn format_line(record: &Record) -> String {
     let _ = write!(
         line,
         "{} {:<5} [{}] ",
-        crate::iso8601::format(SystemTime::now()),
+        secrets_manager_agent_core::iso8601::format(SystemTime::now()),
         level_name(record.level()),
         record.target(),
     );
@@ -168,7 +168,10 @@ fn format_line(record: &Record) -> String {
 fn json_line(record: &Record) -> String {
     let mut line = String::with_capacity(256);
     line.push_str("{\"timestamp\":");
-    push_json(&mut line, &crate::iso8601::format(SystemTime::now()));
+    push_json(
+        &mut line,
+        &secrets_manager_agent_core::iso8601::format(SystemTime::now()),
+    );
     line.push_str(",\"level\":");
     push_json(&mut line, level_name(record.level()));
     line.push_str(",\"target\":");

@@ -2,7 +2,7 @@
 //! http://127.0.0.1:2773, as a drop-in replacement for AWS's agent.
 //!
 //! This file reads the command line and hands over to the library
-//! (`agent::run`, `agent::run_lambda`); README's "Code map" follows a request
+//! (`agent::run`, `agent::run_lambda`); docs/design.md's "Code map" follows a request
 //! from there.
 
 #![forbid(unsafe_code)]
@@ -12,7 +12,8 @@ use std::process::ExitCode;
 
 use secrets_manager_agent::agent::{self, lambda, NAME, VERSION};
 use secrets_manager_agent::config::Config;
-use secrets_manager_agent::{env, logger, probe, token};
+use secrets_manager_agent::{logger, probe, token};
+use secrets_manager_agent_core::env;
 
 const USAGE: &str = "\
 Serves AWS Secrets Manager secrets, cached, on http://127.0.0.1:2773.

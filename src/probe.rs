@@ -15,8 +15,8 @@ use base64::Engine;
 use serde::Deserialize;
 
 use crate::config::Config;
-use crate::query::form_encode;
 use crate::token::Token;
+use secrets_manager_agent_core::query::form_encode;
 
 /// What to fetch with `get`.
 #[derive(Debug, Clone, PartialEq, Eq)]

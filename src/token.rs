@@ -7,7 +7,7 @@
 use std::fmt;
 use std::path::Path;
 
-use crate::env::{self, TokenFileError};
+use secrets_manager_agent_core::env::{self, TokenFileError};
 use subtle::{Choice, ConstantTimeEq};
 
 /// The token every secret request must carry. `Debug` is redacted on purpose.

@@ -1,5 +1,5 @@
 //! Bytes -> request head -> the agent's API, asserting the HTTP contract
-//! (README, "HTTP API"): no panic, only the contract's status codes, a
+//! (docs/http-api.md): no panic, only the contract's status codes, a
 //! non-empty body, and the order of checks (token before method before
 //! routing).
 //!
@@ -20,12 +20,12 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use secrets_manager_agent::api::{self, Api};
-use secrets_manager_agent::aws::arn::check_role_arn;
-use secrets_manager_agent::aws::{SecretQuery, SecretValue, UpstreamError};
-use secrets_manager_agent::cache::{self, Cache, Key, Upstream};
-use secrets_manager_agent::query::{parse_query, percent_decode};
-use secrets_manager_agent::secret::SecretBytes;
-use secrets_manager_agent::server::http::{self, Head, Request, Response, MAX_HEAD, MAX_HEADERS};
+use secrets_manager_agent_aws::arn::check_role_arn;
+use secrets_manager_agent_aws::{SecretQuery, SecretValue, UpstreamError};
+use secrets_manager_agent_cache::{self as cache, Cache, Key, Upstream};
+use secrets_manager_agent_core::query::{parse_query, percent_decode};
+use secrets_manager_agent_core::secret::SecretBytes;
+use secrets_manager_agent_http::http::{self, Head, Request, Response, MAX_HEAD, MAX_HEADERS};
 use secrets_manager_agent::token::Token;
 
 const TOKEN_VAR: &str = "SMA_FUZZ_TOKEN";
@@ -113,7 +113,7 @@ fn api(prefix: &str) -> Api<Fake> {
     )
 }
 
-/// What the contract (README, "HTTP API") says a request to a secret route
+/// What the contract (docs/http-api.md) says a request to a secret route
 /// gets.
 enum Expect {
     /// Step 4 refuses it; any of these bodies (the contract does not order the

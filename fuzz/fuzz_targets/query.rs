@@ -5,9 +5,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use secrets_manager_agent::api::parse_parameter;
-use secrets_manager_agent::aws::ssm::Selector;
-use secrets_manager_agent::cache::Key;
-use secrets_manager_agent::query::{form_encode, parse_query, percent_decode};
+use secrets_manager_agent_aws::ssm::Selector;
+use secrets_manager_agent_cache::Key;
+use secrets_manager_agent_core::query::{form_encode, parse_query, percent_decode};
 
 fuzz_target!(|data: &[u8]| {
     // Request targets reach the decoder as &str (httparse checks the bytes);

@@ -20,28 +20,28 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::api;
-use crate::aws::client::Client;
-use crate::aws::endpoint;
-use crate::aws::identity::ProvideCredentials;
-use crate::aws::secrets_manager::BATCH;
-use crate::aws::ssm::Ssm;
-use crate::aws::sts::Sts;
-use crate::aws::transport::{self, Timeouts, Transport};
-use crate::aws::SecretsManager;
-use crate::cache::{self, Cache, Clients};
 use crate::config::Config;
-use crate::credentials::file::CredentialsFile;
-use crate::credentials::imds::Imds;
-use crate::credentials::shared_config::Profiles;
-use crate::credentials::{self, refresh};
-use crate::env;
 use crate::logger;
-use crate::os;
-use crate::random;
-use crate::roles::Roles;
-use crate::server;
-use crate::server::socket::{self, Listener};
 use crate::token::Token;
+use secrets_manager_agent_aws::client::Client;
+use secrets_manager_agent_aws::credentials::file::CredentialsFile;
+use secrets_manager_agent_aws::credentials::imds::Imds;
+use secrets_manager_agent_aws::credentials::shared_config::Profiles;
+use secrets_manager_agent_aws::credentials::{self, refresh};
+use secrets_manager_agent_aws::endpoint;
+use secrets_manager_agent_aws::identity::ProvideCredentials;
+use secrets_manager_agent_aws::secrets_manager::BATCH;
+use secrets_manager_agent_aws::ssm::Ssm;
+use secrets_manager_agent_aws::sts::Sts;
+use secrets_manager_agent_aws::transport::{self, Timeouts, Transport};
+use secrets_manager_agent_aws::SecretsManager;
+use secrets_manager_agent_cache::roles::Roles;
+use secrets_manager_agent_cache::{self as cache, Cache, Clients};
+use secrets_manager_agent_core::env;
+use secrets_manager_agent_core::random;
+use secrets_manager_agent_http as server;
+use secrets_manager_agent_http::socket::{self, Listener};
+use secrets_manager_agent_os as os;
 
 pub const NAME: &str = "secrets-manager-agent";
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -147,7 +147,7 @@ impl Running {
 }
 
 /// The config file, then AWS's Lambda extension's variables for what it
-/// leaves unset (README "Environment variables").
+/// leaves unset (docs/configuration.md, "Environment variables").
 fn load_config(path: Option<&Path>) -> Result<Config, String> {
     Config::load_with_env(path, env::var).map_err(|e| e.to_string())
 }
@@ -367,7 +367,7 @@ struct Tuning {
     /// Idle or stalled client connections are closed after this long.
     client_timeout: Duration,
     /// The most cached secrets one background refresh reads in one call
-    /// (README "Refresh"); 1 refreshes each alone.
+    /// (docs/migrating.md, "Caching and refresh"); 1 refreshes each alone.
     refresh_batch: usize,
     /// The call timeouts of Secrets Manager and Parameter Store, by the
     /// variables of AWS's Lambda extension; `upstream.call` where unset.

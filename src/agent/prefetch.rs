@@ -25,13 +25,13 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::aws::client::OnThrottle;
-use crate::aws::secrets_manager::{BatchAnswer, BatchInput, BatchValue, BATCH};
-use crate::aws::{SecretQuery, SecretValue, UpstreamError};
-use crate::cache::{Cache, Clients, Held, Key, Upstream};
-use crate::clock::SystemClock;
 use crate::config::Prefetch;
-use crate::roles::Roles;
+use secrets_manager_agent_aws::client::OnThrottle;
+use secrets_manager_agent_aws::secrets_manager::{BatchAnswer, BatchInput, BatchValue, BATCH};
+use secrets_manager_agent_aws::{SecretQuery, SecretValue, UpstreamError};
+use secrets_manager_agent_cache::roles::Roles;
+use secrets_manager_agent_cache::{Cache, Clients, Held, Key, Upstream};
+use secrets_manager_agent_core::clock::SystemClock;
 
 /// The time between two calls: at most about 30 a second.
 pub const PACE: Duration = Duration::from_millis(34);
@@ -375,8 +375,8 @@ fn requested_as<'a>(ids: &'a [String], value: &BatchValue) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aws::secrets_manager::render;
     use crate::config::{PrefetchSecret, PrefetchTag};
+    use secrets_manager_agent_aws::secrets_manager::render;
     use std::cell::RefCell;
     use std::collections::HashMap;
 

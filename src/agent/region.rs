@@ -51,7 +51,7 @@ pub fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::env::fake as env;
+    use secrets_manager_agent_core::env::fake as env;
 
     fn no_imds() -> Result<String, String> {
         panic!("IMDS must not be asked when an earlier step answers")

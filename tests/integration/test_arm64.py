@@ -50,7 +50,7 @@ ARM64_BIN = Path(
     or REPO_ROOT / "target" / ARM64_TARGET / "release" / "secrets-manager-agent"
 )
 LAYER_ZIP = REPO_ROOT / "target" / "lambda" / "secrets-manager-agent-layer-arm64.zip"
-SIZE_BUDGET = 3_500_000  # the Makefile's SIZE_BUDGET
+SIZE_BUDGET = 4_000_000  # the Makefile's SIZE_BUDGET
 EM_AARCH64 = 183  # ELF e_machine
 # Under emulation a request costs more CPU than natively; still far below this.
 REQ_TIMEOUT = 30

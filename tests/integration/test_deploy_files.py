@@ -58,7 +58,7 @@ ECS_TASK = EXAMPLES / "ecs-task-definition.json"
 K8S_POD = EXAMPLES / "kubernetes-pod.yaml"
 TOKEN_RE = re.compile(r"[0-9a-f]{64}")
 
-# The top-level config keys the agent accepts (README "Configuration"): the flat
+# The top-level config keys the agent accepts (docs/configuration.md, "Settings"): the flat
 # keys, and the sections of AWS's 3.x layout.
 CONFIG_KEYS = {
     "log_level", "log_to_file", "http_port", "region", "ttl_seconds", "cache_size",

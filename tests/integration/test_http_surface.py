@@ -1,4 +1,4 @@
-"""The HTTP surface (README, "HTTP API"): routes, check order, status codes and bodies.
+"""The HTTP surface (docs/http-api.md): routes, check order, status codes and bodies.
 
 Runs against the fake upstream (the surface does not depend on the backend)."""
 

@@ -1,0 +1,25 @@
+//! Talking to AWS without the SDK: endpoints, signing, retries, transport, and
+//! the Secrets Manager, SSM and STS operations built on them.
+//!
+//! Layers, top down: `secrets_manager`/`ssm`/`sts` (one operation each) → `client`
+//! (sign + retry) → `sign` with `identity` (who signs) → `transport` (HTTPS)
+//! with `endpoint` (where) and `error` (what went wrong). Nothing here knows
+//! where credentials come from: `credentials/` implements `identity`'s trait.
+
+#![forbid(unsafe_code)]
+
+pub mod arn;
+pub mod client;
+pub mod credentials;
+pub mod endpoint;
+pub mod error;
+pub mod identity;
+pub mod retry;
+pub mod secrets_manager;
+pub mod sign;
+pub mod ssm;
+pub mod sts;
+pub mod transport;
+
+pub use error::UpstreamError;
+pub use secrets_manager::{SecretQuery, SecretValue, SecretsManager};

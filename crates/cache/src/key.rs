@@ -1,0 +1,70 @@
+//! What an answer is cached under: a typed key, so every cache policy
+//! applies per (upstream, role, request) and a new upstream is a new variant.
+
+use std::fmt;
+
+use secrets_manager_agent_aws::ssm::ParameterQuery;
+use secrets_manager_agent_aws::SecretQuery;
+
+/// What an answer is cached under: a variant per upstream. The role is part
+/// of the key: an answer fetched as one role never
+/// answers a request for another role or for the agent's own identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    Secret {
+        query: SecretQuery,
+        /// The request's `roleArn` (already checked); `None`: the agent's own
+        /// credentials.
+        role: Option<String>,
+    },
+    Parameter {
+        query: ParameterQuery,
+        role: Option<String>,
+    },
+}
+
+impl Key {
+    /// A secret read with the agent's own credentials.
+    pub fn secret(query: SecretQuery) -> Key {
+        Key::Secret { query, role: None }
+    }
+
+    /// The role to call AWS as; `None` for the agent's own identity.
+    pub fn role(&self) -> Option<&str> {
+        match self {
+            Key::Secret { role, .. } | Key::Parameter { role, .. } => role.as_deref(),
+        }
+    }
+
+    /// Whether the key asks for the current version (no version ID, no
+    /// stage other than AWSCURRENT): only those can be refreshed in a batch,
+    /// which reads current versions only.
+    pub fn is_current(&self) -> bool {
+        match self {
+            Key::Secret { query, .. } => {
+                query.version_id.is_none()
+                    && query
+                        .version_stage
+                        .as_deref()
+                        .is_none_or(|stage| stage == "AWSCURRENT")
+            }
+            Key::Parameter { .. } => false,
+        }
+    }
+}
+
+/// For log lines: what was asked for, never a value. A secret shows as its
+/// ID alone, as the agent's log lines always named it, a parameter as
+/// `parameter NAME`; then the role it was read as, if any.
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Key::Secret { query, .. } => f.write_str(&query.secret_id)?,
+            Key::Parameter { query, .. } => write!(f, "parameter {}", query.name)?,
+        }
+        match self.role() {
+            Some(role) => write!(f, " (as {role})"),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,452 @@
+//! HTTP/1.1 messages: the request the surface sees, the response it returns,
+//! the pure head parser and the renderer.
+//!
+//! No sockets here: [`parse_head`] takes the bytes read so far and says what
+//! they are, [`render`] turns a response into the bytes to write. That way
+//! the head rules (size limits, keep-alive, when a body forces a close) are
+//! tested on byte strings, and the fuzz target drives the same code as the
+//! server. Reading, writing and closing are `conn`'s.
+
+use std::sync::Arc;
+
+use zeroize::Zeroize;
+
+use secrets_manager_agent_core::secret::SecretBytes;
+
+/// Largest request head accepted; larger ones get 431 without being buffered.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// Headers per request; more get 431.
+pub const MAX_HEADERS: usize = 64;
+
+pub struct Request<'a> {
+    pub method: &'a str,
+    /// Path and query, as sent.
+    pub target: &'a str,
+    pub headers: &'a [httparse::Header<'a>],
+}
+
+pub struct Response {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: ResponseBody,
+}
+
+/// What a handler gives for a request.
+pub enum Reply {
+    Now(Response),
+    /// The answer waits on something else (another request's call to AWS).
+    /// The server parks the connection, holding no thread, and calls
+    /// `ready` with a wake-up; once woken it calls `answer`, which then
+    /// does not wait.
+    Later(Later),
+}
+
+pub struct Later {
+    pub ready: Ready,
+    pub answer: Box<dyn FnOnce() -> Response + Send>,
+}
+
+/// Arms a parked connection again; called once.
+pub type Wake = Box<dyn FnOnce() + Send>;
+/// Takes the wake-up to call once the answer is there (at once if it is).
+pub type Ready = Box<dyn FnOnce(Wake) + Send>;
+
+impl From<Response> for Reply {
+    fn from(response: Response) -> Reply {
+        Reply::Now(response)
+    }
+}
+
+pub enum ResponseBody {
+    Static(&'static str),
+    Owned(String),
+    /// A cached secret: shared with the cache, not copied per request.
+    Shared(Arc<SecretBytes>),
+}
+
+impl ResponseBody {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            ResponseBody::Static(s) => s.as_bytes(),
+            ResponseBody::Owned(s) => s.as_bytes(),
+            ResponseBody::Shared(b) => b,
+        }
+    }
+}
+
+/// What [`parse_head`] made of the bytes so far.
+pub enum Head<'a> {
+    Complete(Parsed<'a>),
+    /// More bytes are needed.
+    Partial,
+    /// Over [`MAX_HEAD`] bytes or [`MAX_HEADERS`] headers: answer 431.
+    TooLarge,
+    /// Not an HTTP/1.x request head: answer 400.
+    Invalid,
+}
+
+/// A complete request head.
+pub struct Parsed<'a> {
+    /// Borrows the parsed bytes and the caller's header array.
+    pub request: Request<'a>,
+    /// Bytes the head took; what follows is the next request (pipelining).
+    pub len: usize,
+    /// The client asked to keep the connection open (HTTP/1.1 default).
+    pub keep_alive: bool,
+    /// The request announces a body. The server reads none, so it must close
+    /// after answering: the body would be taken for the next request.
+    pub has_body: bool,
+}
+
+impl Parsed<'_> {
+    /// Whether the connection stays open after the answer; if not, the answer
+    /// says `Connection: close`.
+    pub fn stays_open(&self) -> bool {
+        self.keep_alive && !self.has_body
+    }
+}
+
+/// Parses one request head from the start of `buf`, with `headers` as room
+/// for its header lines (the caller's, so that the request can borrow it).
+pub fn parse_head<'b: 'h, 'h>(
+    buf: &'b [u8],
+    headers: &'h mut [httparse::Header<'b>; MAX_HEADERS],
+) -> Head<'h> {
+    let mut req = httparse::Request::new(headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Head::TooLarge,
+        Ok(httparse::Status::Partial) => return Head::Partial,
+        Err(httparse::Error::TooManyHeaders) => return Head::TooLarge,
+        Err(_) => return Head::Invalid,
+    };
+    if len > MAX_HEAD {
+        return Head::TooLarge;
+    }
+    let (Some(method), Some(target)) = (req.method, req.path) else {
+        return Head::Invalid;
+    };
+    let version = req.version;
+    let headers: &'h [httparse::Header<'b>] = req.headers;
+    let header = |name: &'static str| header_values(headers, name);
+    let connection_has = |token: &str| {
+        header("connection").any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    let keep_alive = match version {
+        Some(1) => !connection_has("close"),
+        _ => connection_has("keep-alive"),
+    };
+    let has_body = header("transfer-encoding").next().is_some()
+        || header("content-length").any(|v| v.trim() != "0");
+    Head::Complete(Parsed {
+        request: Request {
+            method,
+            target,
+            headers,
+        },
+        len,
+        keep_alive,
+        has_body,
+    })
+}
+
+fn header_values<'h>(
+    headers: &'h [httparse::Header<'h>],
+    name: &'static str,
+) -> impl Iterator<Item = std::borrow::Cow<'h, str>> {
+    headers
+        .iter()
+        .filter(move |h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| String::from_utf8_lossy(h.value))
+}
+
+/// Head and body in one buffer, so the answer leaves in one `write`. Built
+/// by hand: `write!` formatting was a measurable share of a cache hit.
+pub fn render(out: &mut Vec<u8>, response: &Response, keep_alive: bool) {
+    let body = response.body.as_bytes();
+    // Room for the longest head this writes, so the buffer grows at most
+    // here: a buffer that held a secret is overwritten before it is given
+    // back, never freed by a reallocation with the secret still in it.
+    let needed = body.len() + response.content_type.len() + 128;
+    if out.capacity() < needed {
+        out.zeroize();
+        *out = Vec::with_capacity(needed);
+    }
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, usize::from(response.status));
+    out.push(b' ');
+    out.extend_from_slice(reason(response.status).as_bytes());
+    out.extend_from_slice(b"\r\nContent-Type: ");
+    out.extend_from_slice(response.content_type.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Length: ");
+    push_decimal(out, body.len());
+    if !keep_alive {
+        out.extend_from_slice(b"\r\nConnection: close");
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(body);
+}
+
+fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `parse_head` decided, without the borrows.
+    #[derive(Debug, PartialEq)]
+    enum Outcome {
+        Complete {
+            len: usize,
+            keep_alive: bool,
+            has_body: bool,
+        },
+        Partial,
+        TooLarge,
+        Invalid,
+    }
+
+    fn outcome(buf: &[u8]) -> Outcome {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        match parse_head(buf, &mut headers) {
+            Head::Complete(p) => Outcome::Complete {
+                len: p.len,
+                keep_alive: p.keep_alive,
+                has_body: p.has_body,
+            },
+            Head::Partial => Outcome::Partial,
+            Head::TooLarge => Outcome::TooLarge,
+            Head::Invalid => Outcome::Invalid,
+        }
+    }
+
+    /// `(keep_alive, has_body)` of a complete head.
+    fn flags(head: &str) -> (bool, bool) {
+        match outcome(head.as_bytes()) {
+            Outcome::Complete {
+                keep_alive,
+                has_body,
+                ..
+            } => (keep_alive, has_body),
+            other => panic!("{head:?}: {other:?}"),
+        }
+    }
+
+    fn get(version: &str, headers: &[&str]) -> String {
+        let mut head = format!("GET /ping HTTP/{version}\r\n");
+        for h in headers {
+            head.push_str(h);
+            head.push_str("\r\n");
+        }
+        head.push_str("\r\n");
+        head
+    }
+
+    #[test]
+    fn partial_head_asks_for_more() {
+        assert_eq!(
+            outcome(b"GET /ping HTTP/1.1\r\nHost: a\r\n"),
+            Outcome::Partial
+        );
+        assert_eq!(outcome(b"GE"), Outcome::Partial);
+    }
+
+    #[test]
+    fn complete_head_borrows_the_request_and_leaves_pipelined_bytes() {
+        let first = "GET /v1/a?versionStage=X HTTP/1.1\r\nX-Vault-Token: tok\r\n\r\n";
+        let buf = format!("{first}GET /ping HTTP/1.1\r\n");
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let Head::Complete(p) = parse_head(buf.as_bytes(), &mut headers) else {
+            panic!("complete");
+        };
+        assert_eq!(p.len, first.len());
+        assert_eq!(p.request.method, "GET");
+        assert_eq!(p.request.target, "/v1/a?versionStage=X");
+        assert_eq!(p.request.headers.len(), 1);
+        assert_eq!(p.request.headers[0].name, "X-Vault-Token");
+        assert_eq!(p.request.headers[0].value, b"tok");
+        assert!(p.stays_open());
+    }
+
+    #[test]
+    fn http_1_1_keeps_alive_by_default() {
+        assert_eq!(flags(&get("1.1", &["Host: a"])), (true, false));
+    }
+
+    #[test]
+    fn connection_close_closes() {
+        assert_eq!(flags(&get("1.1", &["Connection: close"])), (false, false));
+        assert_eq!(flags(&get("1.1", &["connection: CLOSE"])), (false, false));
+    }
+
+    #[test]
+    fn connection_close_in_a_list_closes() {
+        assert_eq!(
+            flags(&get("1.1", &["Connection: foo, Close"])),
+            (false, false)
+        );
+        assert_eq!(flags(&get("1.1", &["Connection: foo, bar"])), (true, false));
+    }
+
+    #[test]
+    fn any_of_several_connection_headers_counts() {
+        let two = get("1.1", &["Connection: keep-alive", "Connection: close"]);
+        assert_eq!(flags(&two), (false, false));
+    }
+
+    #[test]
+    fn http_1_0_closes_by_default() {
+        assert_eq!(flags(&get("1.0", &["Host: a"])), (false, false));
+    }
+
+    #[test]
+    fn http_1_0_keeps_alive_when_asked() {
+        assert_eq!(
+            flags(&get("1.0", &["Connection: Keep-Alive"])),
+            (true, false)
+        );
+        assert_eq!(
+            flags(&get("1.0", &["Connection: x, keep-alive"])),
+            (true, false)
+        );
+    }
+
+    #[test]
+    fn transfer_encoding_means_a_body() {
+        let head = get("1.1", &["Transfer-Encoding: chunked"]);
+        assert_eq!(flags(&head), (true, true));
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let Head::Complete(p) = parse_head(head.as_bytes(), &mut headers) else {
+            panic!("complete");
+        };
+        assert!(!p.stays_open(), "an unread body forces a close");
+    }
+
+    #[test]
+    fn content_length_zero_means_no_body() {
+        assert_eq!(flags(&get("1.1", &["Content-Length: 0"])), (true, false));
+        assert_eq!(flags(&get("1.1", &["Content-Length:  0 "])), (true, false));
+    }
+
+    #[test]
+    fn content_length_above_zero_means_a_body() {
+        assert_eq!(flags(&get("1.1", &["Content-Length: 5"])), (true, true));
+        let both = get("1.1", &["Content-Length: 0", "Content-Length: 5"]);
+        assert_eq!(flags(&both), (true, true));
+    }
+
+    #[test]
+    fn header_count_limit() {
+        let lines: Vec<String> = (0..=MAX_HEADERS).map(|i| format!("H{i}: v")).collect();
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        assert_eq!(flags(&get("1.1", &lines[..MAX_HEADERS])), (true, false));
+        assert_eq!(outcome(get("1.1", &lines).as_bytes()), Outcome::TooLarge);
+    }
+
+    #[test]
+    fn partial_head_over_the_limit_is_too_large() {
+        let mut buf = b"GET /ping HTTP/1.1\r\nX: ".to_vec();
+        buf.resize(MAX_HEAD, b'a');
+        assert_eq!(outcome(&buf), Outcome::Partial);
+        buf.push(b'a');
+        assert_eq!(outcome(&buf), Outcome::TooLarge);
+    }
+
+    #[test]
+    fn complete_head_over_the_limit_is_too_large() {
+        let fill = "a".repeat(MAX_HEAD);
+        assert_eq!(
+            outcome(get("1.1", &[&format!("X: {fill}")]).as_bytes()),
+            Outcome::TooLarge
+        );
+        // Exactly at the limit is accepted.
+        let head = get("1.1", &["X: "]);
+        let at_limit = get("1.1", &[&format!("X: {}", &fill[head.len()..])]);
+        assert_eq!(at_limit.len(), MAX_HEAD);
+        assert_eq!(flags(&at_limit), (true, false));
+    }
+
+    #[test]
+    fn malformed_heads_are_invalid() {
+        for bad in [
+            &b"\x00\x01garbage\r\n\r\n"[..],
+            b"GET\x7f /ping HTTP/1.1\r\n\r\n",
+            b"G(T /ping HTTP/1.1\r\n\r\n",
+            b"GET /ping HTTP/2.0\r\n\r\n",
+            b"GET /ping FTP/1.1\r\n\r\n",
+            b"GET /ping HTTP/1.1\r\nNo colon\r\n\r\n",
+        ] {
+            assert_eq!(
+                outcome(bad),
+                Outcome::Invalid,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn non_utf8_header_value_still_parses() {
+        let head = b"GET /ping HTTP/1.1\r\nX-Vault-Token: \xff\xfe\r\nConnection: close\r\n\r\n";
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let Head::Complete(p) = parse_head(head, &mut headers) else {
+            panic!("complete");
+        };
+        assert_eq!(p.request.headers[0].value, b"\xff\xfe");
+        assert!(!p.keep_alive);
+    }
+
+    #[test]
+    fn renders_head_and_body() {
+        let mut out = Vec::new();
+        let response = Response {
+            status: 404,
+            content_type: "text/plain; charset=utf-8",
+            body: ResponseBody::Static("Not found"),
+        };
+        render(&mut out, &response, true);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 9\r\n\r\nNot found"
+        );
+        render(&mut out, &response, false);
+        assert!(out.ends_with(b"Content-Length: 9\r\nConnection: close\r\n\r\nNot found"));
+        for n in [0usize, 7, 10, 65_536, usize::MAX] {
+            let mut v = Vec::new();
+            push_decimal(&mut v, n);
+            assert_eq!(v, n.to_string().into_bytes());
+        }
+    }
+}
