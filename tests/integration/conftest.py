@@ -36,8 +36,9 @@ from urllib.parse import quote
 import pytest
 
 # The body reader (Content-Length or chunked) and the proxies' reply relay are the
-# ones the credential fakes use.
-from fake_metadata import read_body, relay_reply
+# ones the credential fakes and relays use.
+from fake_http import read_body
+from relays import relay_reply
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 10.0  # seconds to wait for "listening on"

@@ -21,8 +21,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 # Run as a script, this file's directory is on sys.path: the agent runner and the
-# loopback set-up are the ones fake_metadata.py's own in-namespace runner uses.
-from fake_metadata import loopback_up, run_agent
+# loopback set-up are the ones netns_fakes.py, the credential tests' in-namespace
+# runner, uses.
+from netns_fakes import loopback_up, run_agent
 
 
 STS_OK = (

@@ -5,7 +5,7 @@ import json
 import time
 
 from conftest import free_port, hang, respond, unique, wait_until
-from fake_metadata import RecordingProxy, auth_scope
+from relays import RecordingProxy, auth_scope
 from test_roles import RoleWorld
 
 SUMMARY = "prefetch done:"

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, quote
 import pytest
 
 from conftest import unique
-from fake_metadata import RecordingProxy, auth_scope, sts_credentials
+from relays import RecordingProxy, auth_scope, sts_credentials
 
 SESSION_NAME = "secrets-manager-agent"
 MAX_ROLES = 20  # the registry's default (no config key yet)

@@ -56,7 +56,7 @@ from conftest import (
     stop_all,
     unique,
 )
-from fake_metadata import Acceptor, pump_socket
+from relays import Acceptor, pump_socket
 
 IN_ROOT_BIN = "/secrets-manager-agent"
 NOBODY = "65534:65534"
