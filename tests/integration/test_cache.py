@@ -1,14 +1,14 @@
-"""Cache semantics against moto, counting upstream calls through a proxy."""
+"""Cache semantics against moto, counting upstream calls through a proxy.
+Time moves by the agent's test clock (Agent.advance), not by sleeping."""
 
 import json
-import time
 
 import pytest
 
 from conftest import unique
 
-TTL = 1
-PAST_TTL = 2.5  # sleep this long to be sure a TTL-1 entry has expired
+TTL = 300
+PAST_TTL = TTL + 1  # the clock moves this far to step past a TTL
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def test_expired_and_updated_upstream_gets_new_value(agent, moto, counting_proxy
     ag = start(agent, moto, counting_proxy, ttl_seconds=TTL)
     assert value(ag, name)["SecretString"] == "v1"
     v2 = sm.put_secret_value(SecretId=name, SecretString="v2")["VersionId"]
-    time.sleep(PAST_TTL)
+    ag.advance(PAST_TTL)
     doc = value(ag, name)
     assert (doc["SecretString"], doc["VersionId"]) == ("v2", v2)
     assert counting_proxy.count("GetSecretValue") == 2
@@ -64,9 +64,9 @@ def test_expired_and_updated_upstream_gets_new_value(agent, moto, counting_proxy
 def test_expired_but_unchanged_only_describes(agent, moto, counting_proxy, sm):
     name = unique("same")
     sm.create_secret(Name=name, SecretString="v1")
-    ag = start(agent, moto, counting_proxy, ttl_seconds=2)  # 2 s: room for the immediate third request
+    ag = start(agent, moto, counting_proxy, ttl_seconds=TTL)
     first = value(ag, name)
-    time.sleep(3.5)
+    ag.advance(PAST_TTL)
     second = value(ag, name)
     assert second == first
     assert counting_proxy.count("GetSecretValue") == 1
@@ -83,7 +83,7 @@ def test_expired_version_id_entry_still_exists(agent, moto, counting_proxy, sm):
     ag = start(agent, moto, counting_proxy, ttl_seconds=TTL)
     assert value(ag, name, versionId=v1)["SecretString"] == "v1"
     sm.put_secret_value(SecretId=name, SecretString="v2")  # v1 still exists (AWSPREVIOUS)
-    time.sleep(PAST_TTL)
+    ag.advance(PAST_TTL)
     doc = value(ag, name, versionId=v1)
     assert (doc["VersionId"], doc["SecretString"]) == (v1, "v1")
     assert counting_proxy.count("GetSecretValue") == 1
@@ -97,7 +97,7 @@ def test_expired_previous_stage_moved(agent, moto, counting_proxy, sm):
     ag = start(agent, moto, counting_proxy, ttl_seconds=TTL)
     assert value(ag, name, versionStage="AWSPREVIOUS")["SecretString"] == "v1"
     sm.put_secret_value(SecretId=name, SecretString="v3")  # AWSPREVIOUS is now v2
-    time.sleep(PAST_TTL)
+    ag.advance(PAST_TTL)
     assert value(ag, name, versionStage="AWSPREVIOUS")["SecretString"] == "v2"
     assert counting_proxy.count("GetSecretValue") == 2
 
@@ -181,3 +181,34 @@ def test_upstream_requests_are_well_formed(agent, moto, counting_proxy, sm):
     assert json.loads(body)["SecretId"] == name
     ua = h.get("user-agent", "")
     assert "secrets-manager-agent" in ua.lower() and "0.1.0" in ua, ua
+
+
+def test_within_the_ttl_the_clock_changes_nothing(agent, moto, counting_proxy, sm):
+    """The counterpart of the tests above: a step that stays inside the TTL is
+    still a hit, so the step past it is what made them call upstream."""
+    name = unique("inside")
+    sm.create_secret(Name=name, SecretString="v1")
+    ag = start(agent, moto, counting_proxy, ttl_seconds=TTL)
+    assert value(ag, name)["SecretString"] == "v1"
+    sm.put_secret_value(SecretId=name, SecretString="v2")
+    ag.advance(TTL / 2)
+    assert value(ag, name)["SecretString"] == "v1"
+    assert counting_proxy.count("GetSecretValue") == 1
+    assert counting_proxy.count("DescribeSecret") == 0
+
+
+def test_the_test_clock_takes_the_token_and_a_step(agent, fake_upstream):
+    ag = agent(upstream=fake_upstream.url)
+    assert ag.get("/test/clock?advance=1", method="POST", token=False)[0] == 403
+    assert ag.get("/test/clock?advance=1")[0] == 405, "a POST, not a GET"
+    for bad in ["", "?advance=-1", "?advance=soon", "?advance=1e12"]:
+        status, _, body = ag.get("/test/clock" + bad, method="POST")
+        assert status == 400 and b"advance=" in body, (bad, status, body)
+    assert ag.advance(10) >= 10
+    assert ag.advance(5) >= 15, "the steps add up"
+
+
+def test_without_sma_test_clock_there_is_no_such_route(agent, fake_upstream):
+    ag = agent(upstream=fake_upstream.url, env={"SMA_TEST_CLOCK": None})
+    assert ag.get("/test/clock?advance=1", method="POST")[0] == 405
+    assert ag.get("/test/clock?advance=1")[0] == 404
