@@ -65,8 +65,10 @@ fn refresher<U: Upstream, C: Clock>(shared: &Shared<U, C>, rx: &Mutex<Receiver<K
     loop {
         let next = lock(rx).recv();
         let Ok(key) = next else { return };
-        metrics::cache(CacheEvent::Refresh);
         shared.refresh_ahead(&key);
+        // Counted once done, calls to AWS and the cache's update included:
+        // a reader of `/metrics` (a test, too) knows the refresh is over.
+        metrics::cache(CacheEvent::Refresh);
         secrets_manager_agent_os::stack::release_unused();
     }
 }

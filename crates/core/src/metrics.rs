@@ -44,7 +44,7 @@ pub enum CacheEvent {
     /// Answered with an expired value (a refresh was running, or upstream
     /// failed transiently).
     Stale,
-    /// A background refresh ahead of expiry ran (one entry or a batch).
+    /// A background refresh ahead of expiry finished (one entry or a batch).
     Refresh,
     /// An entry was dropped for room.
     Eviction,
@@ -65,7 +65,7 @@ const CACHE_EVENTS: [(&str, &str); 5] = [
     ),
     (
         "cache_refreshes_total",
-        "Background refreshes run ahead of expiry.",
+        "Background refreshes ahead of expiry, counted when done.",
     ),
     ("cache_evictions_total", "Entries dropped to make room."),
 ];
