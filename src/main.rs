@@ -286,10 +286,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn report(result: Result<(), String>) -> ExitCode {
+fn report(result: Result<(), agent::Error>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
+        Err(e) => {
+            let message = e.to_string();
             // Logged too when the log is a file; on stderr once is enough.
             if logger::logs_to_file() {
                 log::error!("{message}");
