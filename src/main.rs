@@ -103,7 +103,7 @@ fn ask_agent(
 }
 
 /// The agent's end: status 0 after a signal or Lambda's SHUTDOWN, else the
-/// error, once on stderr and in the log file if any.
+/// error, once on stderr (in the log's format) and in the log file if any.
 fn report(result: Result<(), agent::Error>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -114,7 +114,7 @@ fn report(result: Result<(), agent::Error>) -> ExitCode {
             }
             // Start-up errors can quote upstream text (an STS error message):
             // one line, escaped, like every log line.
-            eprintln!("{NAME}: error: {}", logger::one_line(&message));
+            eprint!("{}", logger::fatal_line(NAME, &message));
             ExitCode::from(1)
         }
     }

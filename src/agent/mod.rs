@@ -600,9 +600,9 @@ fn build_api(
     )
 }
 
-/// The start-up lines: settings to the log, and the listening address to
-/// stdout (scripts and tests wait for it; with `http_port = 0` it is the
-/// only place the port is told).
+/// The start-up lines: settings to the log, and the listening addresses to
+/// stdout (scripts and tests wait for them; with `http_port = 0` it is the
+/// only place the port is told), as JSON objects when the log is JSON.
 fn announce(
     config: &Config,
     place: &Place,
@@ -625,29 +625,29 @@ fn announce(
         );
     }
     log::info!("listening on http://{address}");
-    let mut stdout = std::io::stdout();
-    let _ = writeln!(stdout, "{NAME} {VERSION} listening on http://{address}");
+    let tell = |url: &str, what: &str| {
+        let line = logger::announcement(
+            module_path!(),
+            format_args!("{NAME} {VERSION} {what} on {url}"),
+            url,
+        );
+        let _ = std::io::stdout().write_all(line.as_bytes());
+    };
+    tell(&format!("http://{address}"), "listening");
     if let Some(path) = &config.unix_socket_path {
         log::info!(
             "listening on unix socket {} (mode {:o})",
             path.display(),
             config.unix_socket_mode
         );
-        let _ = writeln!(
-            stdout,
-            "{NAME} {VERSION} listening on unix:{}",
-            path.display()
-        );
+        tell(&format!("unix:{}", path.display()), "listening");
     }
     if let Some(metrics) = metrics {
         let address = metrics.local_addr().map_err(Error::LocalAddress)?;
         log::info!("metrics on http://{address}/metrics, without a token: it serves /metrics and /ping only");
-        let _ = writeln!(
-            stdout,
-            "{NAME} {VERSION} metrics on http://{address}/metrics"
-        );
+        tell(&format!("http://{address}/metrics"), "metrics");
     }
-    let _ = stdout.flush();
+    let _ = std::io::stdout().flush();
     Ok(())
 }
 
