@@ -15,13 +15,17 @@
 //! (`timestamp`, `level`, `target`, `message`, and the event's fields, such
 //! as `secret_id`, `status` and `duration_ms` on a failed request), for
 //! pipelines that parse logs; the message is made safe the same way first.
+//! Then the lines the agent writes outside the log take that form too: the
+//! addresses it announces on stdout ([`announcement`]) and the error it
+//! stops on ([`fatal_line`]), so that a collector reading both streams reads
+//! only JSON.
 //!
 //! Other crates (rustls, ureq) log through the same facade but only at WARN and
 //! above: their debug output includes request headers, and those carry
 //! credentials. Our own call sites never format a secret value or the token.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -54,10 +58,60 @@ struct Logger {
 }
 
 static TO_FILE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Whether log lines go to a file (so a fatal error must also reach stderr).
 pub fn logs_to_file() -> bool {
     TO_FILE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Whether the logger writes JSON (`log_format = "json"`); false before
+/// [`init`], when the format is not known yet.
+fn logs_json() -> bool {
+    JSON.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A line for stdout that tells where the agent listens: `message` as it is
+/// in text mode (scripts match it), and in JSON mode an INFO event of
+/// `target` with the address as the field `address`.
+pub fn announcement(target: &str, message: fmt::Arguments, address: &str) -> String {
+    announcement_as(logs_json(), target, message, address)
+}
+
+fn announcement_as(json: bool, target: &str, message: fmt::Arguments, address: &str) -> String {
+    if !json {
+        return format!("{message}\n");
+    }
+    let fields: [(&str, log::kv::Value); 1] = [("address", address.into())];
+    json_line(
+        &Record::builder()
+            .level(Level::Info)
+            .target(target)
+            .args(message)
+            .key_values(&fields)
+            .build(),
+    )
+}
+
+/// The line on stderr for the error that ends the process (`name` is the
+/// program's): `{name}: error: {message}` in text mode, the message made one
+/// line; in JSON mode an ERROR event of this crate. Written whatever the
+/// level, even `NONE`: it is the only word of why the process ended.
+pub fn fatal_line(name: &str, message: &str) -> String {
+    fatal_line_as(logs_json(), name, message)
+}
+
+fn fatal_line_as(json: bool, name: &str, message: &str) -> String {
+    if !json {
+        return format!("{name}: error: {}\n", one_line(message));
+    }
+    json_line(
+        &Record::builder()
+            .level(Level::Error)
+            .target(env!("CARGO_CRATE_NAME"))
+            .args(format_args!("{message}"))
+            .build(),
+    )
 }
 
 /// Installs the global logger, writing text lines or (`json`) JSON objects.
@@ -81,6 +135,7 @@ pub fn init(level: LevelFilter, to_file: bool, json: bool) -> io::Result<()> {
     // Only fails if a logger is already set, which `main` never does twice.
     let _ = log::set_boxed_logger(Box::new(logger));
     TO_FILE.store(to_file, std::sync::atomic::Ordering::Relaxed);
+    JSON.store(json, std::sync::atomic::Ordering::Relaxed);
     log::set_max_level(level);
     Ok(())
 }
@@ -293,6 +348,52 @@ mod tests {
         assert_eq!(doc["status"], 404);
         let stamp = doc["timestamp"].as_str().unwrap();
         assert!(stamp.len() == 24 && stamp.ends_with('Z'), "{stamp}");
+    }
+
+    #[test]
+    fn announcements_are_plain_or_json_with_the_address() {
+        let target = "secrets_manager_agent::agent";
+        let address = "http://127.0.0.1:2773";
+        let message = format_args!("secrets-manager-agent 0.1.0 listening on {address}");
+        assert_eq!(
+            announcement_as(false, target, message, address),
+            "secrets-manager-agent 0.1.0 listening on http://127.0.0.1:2773\n"
+        );
+        let line = announcement_as(true, target, message, address);
+        assert!(line.ends_with("}\n") && line.matches('\n').count() == 1);
+        // The fields in a log line's order, the address last.
+        let at: Vec<usize> = ["timestamp", "level", "target", "message", "address"]
+            .iter()
+            .map(|key| line.find(&format!("\"{key}\":")).unwrap())
+            .collect();
+        assert!(at[0] == 1 && at.windows(2).all(|w| w[0] < w[1]), "{line}");
+        let doc: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(doc.as_object().unwrap().len(), 5, "{line}");
+        assert_eq!(doc["level"], "INFO");
+        assert_eq!(doc["target"], target);
+        assert_eq!(
+            doc["message"],
+            "secrets-manager-agent 0.1.0 listening on http://127.0.0.1:2773"
+        );
+        assert_eq!(doc["address"], address);
+    }
+
+    #[test]
+    fn fatal_lines_are_one_line_in_either_format() {
+        let why = "cannot listen on 127.0.0.1:2773: in use\nFORGED";
+        assert_eq!(
+            fatal_line_as(false, "agent", why),
+            "agent: error: cannot listen on 127.0.0.1:2773: in use\\nFORGED\n"
+        );
+        let line = fatal_line_as(true, "agent", why);
+        assert_eq!(line.matches('\n').count(), 1, "{line}");
+        let doc: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(doc["level"], "ERROR");
+        assert_eq!(doc["target"], "secrets_manager_agent");
+        assert_eq!(
+            doc["message"],
+            "cannot listen on 127.0.0.1:2773: in use\\nFORGED"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! waiting for the next event. What the agent does on each event is
 //! `agent::run_lambda`'s business.
 
+use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -27,6 +28,63 @@ struct EventBody {
     event_type: String,
 }
 
+/// Why talking to the Extensions API failed. Lambda ends an extension that
+/// fails to register or to wait for its events, so each ends the agent.
+#[derive(Debug)]
+pub enum Error {
+    /// The register call found no API at `runtime_api`.
+    Register {
+        runtime_api: String,
+        source: ureq::Error,
+    },
+    /// The register call was answered with `status`, not 200.
+    Refused {
+        status: u16,
+        body: String,
+    },
+    NoIdentifier,
+    /// `event/next` failed before an answer.
+    NextEvent(ureq::Error),
+    /// `event/next` answered `status`, not 200.
+    EventStatus {
+        status: u16,
+        body: String,
+    },
+    /// An event's body could not be read or is not the JSON Lambda sends.
+    Unreadable(Box<dyn std::error::Error + Send + Sync>),
+    UnknownEvent(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Register {
+                runtime_api,
+                source,
+            } => write!(
+                f,
+                "cannot register with the Lambda Extensions API at {runtime_api}: {source}"
+            ),
+            Error::Refused { status, body } => write!(
+                f,
+                "Lambda Extensions API refused the registration ({status}): {body}"
+            ),
+            Error::NoIdentifier => {
+                f.write_str("the Extensions API answered no Lambda-Extension-Identifier")
+            }
+            Error::NextEvent(e) => write!(f, "waiting for the next Lambda event failed: {e}"),
+            Error::EventStatus { status, body } => write!(
+                f,
+                "the Extensions API answered {status} to event/next: {body}"
+            ),
+            Error::Unreadable(why) => write!(f, "unreadable Lambda event: {why}"),
+            Error::UnknownEvent(other) => write!(f, "unexpected Lambda event type {other}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
 /// A registered extension.
 pub struct Extension {
     agent: ureq::Agent,
@@ -36,7 +94,7 @@ pub struct Extension {
 
 impl Extension {
     /// Registers as `name` (Lambda requires the file name under `/opt/extensions`).
-    pub fn register(runtime_api: &str, name: &str) -> Result<Extension, String> {
+    pub fn register(runtime_api: &str, name: &str) -> Result<Extension, Error> {
         // `event/next` blocks until the next event, for as long as the
         // function is idle: no timeout on the call itself.
         let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -52,49 +110,46 @@ impl Extension {
             .header("Lambda-Extension-Name", name)
             .header("Content-Type", "application/json")
             .send(r#"{"events":["INVOKE","SHUTDOWN"]}"#)
-            .map_err(|e| {
-                format!("cannot register with the Lambda Extensions API at {runtime_api}: {e}")
+            .map_err(|source| Error::Register {
+                runtime_api: runtime_api.to_string(),
+                source,
             })?;
         let status = response.status().as_u16();
         if status != 200 {
             let body = response.body_mut().read_to_string().unwrap_or_default();
-            return Err(format!(
-                "Lambda Extensions API refused the registration ({status}): {body}"
-            ));
+            return Err(Error::Refused { status, body });
         }
         let id = response
             .headers()
             .get("Lambda-Extension-Identifier")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
-            .ok_or("the Extensions API answered no Lambda-Extension-Identifier")?;
+            .ok_or(Error::NoIdentifier)?;
         Ok(Extension { agent, base, id })
     }
 
     /// Blocks until Lambda sends the next event.
-    pub fn next_event(&self) -> Result<Event, String> {
+    pub fn next_event(&self) -> Result<Event, Error> {
         let mut response = self
             .agent
             .get(&format!("{}/event/next", self.base))
             .header("Lambda-Extension-Identifier", &self.id)
             .call()
-            .map_err(|e| format!("waiting for the next Lambda event failed: {e}"))?;
+            .map_err(Error::NextEvent)?;
         let status = response.status().as_u16();
         let body = response
             .body_mut()
             .read_to_string()
-            .map_err(|e| format!("unreadable Lambda event: {e}"))?;
+            .map_err(|e| Error::Unreadable(e.into()))?;
         if status != 200 {
-            return Err(format!(
-                "the Extensions API answered {status} to event/next: {body}"
-            ));
+            return Err(Error::EventStatus { status, body });
         }
         let event: EventBody =
-            serde_json::from_str(&body).map_err(|e| format!("unreadable Lambda event: {e}"))?;
+            serde_json::from_str(&body).map_err(|e| Error::Unreadable(e.into()))?;
         match event.event_type.as_str() {
             "INVOKE" => Ok(Event::Invoke),
             "SHUTDOWN" => Ok(Event::Shutdown),
-            other => Err(format!("unexpected Lambda event type {other}")),
+            other => Err(Error::UnknownEvent(other.to_string())),
         }
     }
 }

@@ -8,9 +8,12 @@
 //! last the listening socket, so that "listening" is printed only by an agent
 //! that can serve.
 
+mod error;
 pub mod lambda;
 pub mod prefetch;
 pub mod region;
+
+pub use error::{Cause, Error};
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
@@ -49,7 +52,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 type Api = api::Api<Roles<Clients>>;
 
 /// Serves until SIGTERM or SIGINT.
-pub fn run(config_path: Option<&Path>) -> Result<(), String> {
+pub fn run(config_path: Option<&Path>) -> Result<(), Error> {
     let config = load_config(config_path)?;
     init_logging(&config, config.log_to_file)?;
     let running = Running::new();
@@ -66,15 +69,14 @@ pub fn run(config_path: Option<&Path>) -> Result<(), String> {
 /// function's own init code can read secrets, unless the function uses
 /// SnapStart: then it starts at the first INVOKE, after the snapshot, so a
 /// snapshot never holds a cached secret (or a token).
-pub fn run_lambda(config_path: Option<&Path>, argv0: &str) -> Result<(), String> {
+pub fn run_lambda(config_path: Option<&Path>, argv0: &str) -> Result<(), Error> {
     let config = load_config(config_path)?;
     // Lambda collects stderr into CloudWatch; the function's directory is
     // read-only, so a log file is neither possible nor wanted.
     init_logging(&config, false)?;
     let running = Running::new();
     exit_on_signals(running.clone())?;
-    let runtime_api = env::var("AWS_LAMBDA_RUNTIME_API")
-        .ok_or("AWS_LAMBDA_RUNTIME_API is not set: lambda-extension only runs inside AWS Lambda")?;
+    let runtime_api = env::var("AWS_LAMBDA_RUNTIME_API").ok_or(Error::NoRuntimeApi)?;
     let extension = lambda::Extension::register(&runtime_api, &lambda::extension_name(argv0))?;
     let snap_start = env::var("AWS_LAMBDA_INITIALIZATION_TYPE").as_deref() == Some("snap-start");
     let mut serving = false;
@@ -105,7 +107,7 @@ pub fn run_lambda(config_path: Option<&Path>, argv0: &str) -> Result<(), String>
 
 /// Lambda mode: the server runs on its own thread while the main thread
 /// waits for the Extensions API's events.
-fn serve_in_background(agent: Agent) -> Result<(), String> {
+fn serve_in_background(agent: Agent) -> Result<(), Error> {
     std::thread::Builder::new()
         .name("server".into())
         .spawn(move || {
@@ -115,7 +117,7 @@ fn serve_in_background(agent: Agent) -> Result<(), String> {
             }
         })
         .map(drop)
-        .map_err(|e| format!("cannot start the server thread: {e}"))
+        .map_err(Error::ServerThread)
 }
 
 /// What the exit paths (a signal, Lambda's SHUTDOWN) clean up before the
@@ -148,26 +150,19 @@ impl Running {
 
 /// The config file, then AWS's Lambda extension's variables for what it
 /// leaves unset (docs/configuration.md, "Environment variables").
-fn load_config(path: Option<&Path>) -> Result<Config, String> {
-    Config::load_with_env(path, env::var).map_err(|e| e.to_string())
+fn load_config(path: Option<&Path>) -> Result<Config, Error> {
+    Config::load_with_env(path, env::var).map_err(Error::Config)
 }
 
-fn init_logging(config: &Config, to_file: bool) -> Result<(), String> {
-    logger::init(config.log_level.to_filter(), to_file, config.log_json).map_err(|e| {
-        format!(
-            "cannot open the log file {}/{}: {e} (set log_to_file = false to log to stderr)",
-            logger::LOG_DIR,
-            logger::LOG_FILE
-        )
-    })
+fn init_logging(config: &Config, to_file: bool) -> Result<(), Error> {
+    logger::init(config.log_level.to_filter(), to_file, config.log_json).map_err(Error::LogFile)
 }
 
 /// SIGTERM/SIGINT wipe the cache and end the process with status 0. The
 /// signals are blocked before any other thread exists, so every thread
 /// inherits the mask and only the waiting thread takes them.
-fn exit_on_signals(running: Running) -> Result<(), String> {
-    let failed = |e: std::io::Error| format!("cannot set up signal handling: {e}");
-    os::signals::block_termination().map_err(failed)?;
+fn exit_on_signals(running: Running) -> Result<(), Error> {
+    os::signals::block_termination().map_err(Error::Signals)?;
     std::thread::Builder::new()
         .name("signals".into())
         .stack_size(64 * 1024)
@@ -178,7 +173,7 @@ fn exit_on_signals(running: Running) -> Result<(), String> {
             log::logger().flush();
             std::process::exit(0);
         })
-        .map_err(failed)?;
+        .map_err(Error::Signals)?;
     Ok(())
 }
 
@@ -193,18 +188,18 @@ struct Agent {
 }
 
 /// Everything up to the listening socket.
-fn start(config: &Config, running: &Running) -> Result<Agent, String> {
+fn start(config: &Config, running: &Running) -> Result<Agent, Error> {
     prepare_process();
     for (level, line) in unserved_settings(config) {
         log::log!(level, "{line}");
     }
-    let (token, token_var) =
-        Token::from_env(&config.ssrf_env_variables).map_err(|e| e.to_string())?;
-    let tuning = Tuning::from_env(env::var).map_err(|e| e.to_string())?;
+    let (token, token_var) = Token::from_env(&config.ssrf_env_variables).map_err(Error::Token)?;
+    let tuning = Tuning::from_env(env::var).map_err(Error::Tuning)?;
     let place = Place::find(config)?;
-    let transports = Transports::new(&tuning, transport::roots_from_env()?);
+    let roots = transport::roots_from_env().map_err(|e| Error::CaBundle(e.into()))?;
+    let transports = Transports::new(&tuning, roots);
     let transport = transports.base.clone();
-    let timing = refresh::Timing::from_env().map_err(|e| e.to_string())?;
+    let timing = refresh::Timing::from_env().map_err(|e| Error::RefreshTiming(e.into()))?;
     let credentials = credentials_provider(config, &place, &transport, timing)?;
     let client = Arc::new(Client::new(
         transport.clone(),
@@ -230,26 +225,25 @@ fn start(config: &Config, running: &Running) -> Result<Agent, String> {
     running.set(api.clone());
     let address = SocketAddr::from((config.bind_address, config.http_port));
     let listener = server::bind(config.bind_address, config.http_port)
-        .map_err(|e| format!("cannot listen on {address}: {e}"))?;
-    let tcp_address = listener.local_addr().map_err(|e| e.to_string())?;
+        .map_err(|source| Error::Listen { address, source })?;
+    let tcp_address = listener.local_addr().map_err(Error::LocalAddress)?;
     let mut listeners = vec![Listener::Tcp(listener)];
     if let Some(path) = &config.unix_socket_path {
         let gid = config
             .unix_socket_group
             .as_deref()
             .map(socket::group_id)
-            .transpose()?;
-        listeners.push(Listener::Unix(socket::bind_unix(
-            path,
-            config.unix_socket_mode,
-            gid,
-        )?));
+            .transpose()
+            .map_err(|e| Error::UnixSocket(e.into()))?;
+        let unix = socket::bind_unix(path, config.unix_socket_mode, gid)
+            .map_err(|e| Error::UnixSocket(e.into()))?;
+        listeners.push(Listener::Unix(unix));
         running.set_socket(path.clone());
     }
     let metrics = match config.metrics_address {
         Some(address) => Some(
             TcpListener::bind(address)
-                .map_err(|e| format!("cannot listen on {address} for metrics: {e}"))?,
+                .map_err(|source| Error::MetricsListen { address, source })?,
         ),
         None => None,
     };
@@ -421,7 +415,7 @@ struct Place {
 }
 
 impl Place {
-    fn find(config: &Config) -> Result<Place, String> {
+    fn find(config: &Config) -> Result<Place, Error> {
         let profile_name = env::var("AWS_PROFILE").unwrap_or_else(|| "default".into());
         let profiles = Arc::new(Profiles::from_env());
         let imds = Arc::new(Imds::from_env());
@@ -432,13 +426,14 @@ impl Place {
             profiles.region(&profile_name),
             || imds.region(),
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(Error::Region)?;
         let profile_endpoint = profiles
             .get(&profile_name)
             .and_then(|p| p.get("endpoint_url"))
             .map(String::as_str);
         let resolve = |service| {
-            endpoint::resolve(service, &region, profile_endpoint).map_err(|e| e.to_string())
+            endpoint::resolve(service, &region, profile_endpoint)
+                .map_err(|e| Error::Endpoint(e.into()))
         };
         let endpoint = resolve(endpoint::SECRETS_MANAGER)?;
         let ssm_endpoint = resolve(endpoint::SSM)?;
@@ -461,7 +456,7 @@ fn credentials_provider(
     place: &Place,
     transport: &Transport,
     timing: refresh::Timing,
-) -> Result<Arc<dyn ProvideCredentials>, String> {
+) -> Result<Arc<dyn ProvideCredentials>, Error> {
     if let Some(path) = &config.credentials_file_path {
         return Ok(Arc::new(CredentialsFile::new(
             path.clone(),
@@ -485,7 +480,7 @@ fn validate_credentials(
     client: &Arc<Client>,
     sts_endpoint: &str,
     ignore_transient: bool,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     match Sts::new(client.clone(), sts_endpoint.to_string()).get_caller_identity() {
         Ok(arn) => {
             log::info!("credentials validated: calling as {arn}");
@@ -495,9 +490,7 @@ fn validate_credentials(
             log::warn!("could not validate credentials ({e}); starting anyway because ignore_transient_errors is on");
             Ok(())
         }
-        Err(e) => Err(format!(
-            "credentials check (STS GetCallerIdentity) failed: {e} (set validate_credentials = false to skip it)"
-        )),
+        Err(e) => Err(Error::CredentialsCheck(e.into())),
     }
 }
 
@@ -607,16 +600,16 @@ fn build_api(
     )
 }
 
-/// The start-up lines: settings to the log, and the listening address to
-/// stdout (scripts and tests wait for it; with `http_port = 0` it is the
-/// only place the port is told).
+/// The start-up lines: settings to the log, and the listening addresses to
+/// stdout (scripts and tests wait for them; with `http_port = 0` it is the
+/// only place the port is told), as JSON objects when the log is JSON.
 fn announce(
     config: &Config,
     place: &Place,
     token_var: &str,
     address: SocketAddr,
     metrics: Option<&TcpListener>,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     log::info!(
         "{NAME} {VERSION}: region {}, endpoint {}, token from {token_var}, ttl {}s, cache size {}, max_conn {}",
         place.region,
@@ -632,34 +625,34 @@ fn announce(
         );
     }
     log::info!("listening on http://{address}");
-    let mut stdout = std::io::stdout();
-    let _ = writeln!(stdout, "{NAME} {VERSION} listening on http://{address}");
+    let tell = |url: &str, what: &str| {
+        let line = logger::announcement(
+            module_path!(),
+            format_args!("{NAME} {VERSION} {what} on {url}"),
+            url,
+        );
+        let _ = std::io::stdout().write_all(line.as_bytes());
+    };
+    tell(&format!("http://{address}"), "listening");
     if let Some(path) = &config.unix_socket_path {
         log::info!(
             "listening on unix socket {} (mode {:o})",
             path.display(),
             config.unix_socket_mode
         );
-        let _ = writeln!(
-            stdout,
-            "{NAME} {VERSION} listening on unix:{}",
-            path.display()
-        );
+        tell(&format!("unix:{}", path.display()), "listening");
     }
     if let Some(metrics) = metrics {
-        let address = metrics.local_addr().map_err(|e| e.to_string())?;
+        let address = metrics.local_addr().map_err(Error::LocalAddress)?;
         log::info!("metrics on http://{address}/metrics, without a token: it serves /metrics and /ping only");
-        let _ = writeln!(
-            stdout,
-            "{NAME} {VERSION} metrics on http://{address}/metrics"
-        );
+        tell(&format!("http://{address}/metrics"), "metrics");
     }
-    let _ = stdout.flush();
+    let _ = std::io::stdout().flush();
     Ok(())
 }
 
 /// Serves until the process ends.
-fn serve(agent: Agent) -> Result<(), String> {
+fn serve(agent: Agent) -> Result<(), Error> {
     let Agent {
         listeners,
         metrics,
@@ -670,7 +663,7 @@ fn serve(agent: Agent) -> Result<(), String> {
         serve_metrics(metrics, &settings, api.clone())?;
     }
     server::run(listeners, settings, move |request| api.reply(request))
-        .map_err(|e| format!("server stopped: {e}"))
+        .map_err(|e| Error::Server(e.into()))
 }
 
 /// The metrics listener, on a thread of its own: `/metrics` and `/ping`,
@@ -679,7 +672,7 @@ fn serve_metrics(
     listener: TcpListener,
     api_settings: &server::Settings,
     api: Arc<Api>,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let settings = server::Settings {
         client_timeout: api_settings.client_timeout,
         max_conn: 8,
@@ -697,7 +690,7 @@ fn serve_metrics(
             }
         })
         .map(drop)
-        .map_err(|e| format!("cannot start the metrics listener: {e}"))
+        .map_err(Error::MetricsThread)
 }
 
 #[cfg(test)]

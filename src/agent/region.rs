@@ -26,13 +26,14 @@ impl std::error::Error for NoRegion {}
 
 /// Walks the chain, strongest first. `env` reads a variable (trimmed, blank
 /// as unset); `profile_region` is the region of profile `profile`; `imds` is
-/// asked only when nothing before it answered.
-pub fn resolve(
+/// asked only when nothing before it answered; its error is told in
+/// [`NoRegion`].
+pub fn resolve<E: fmt::Display>(
     config: Option<&str>,
     env: impl Fn(&str) -> Option<String>,
     profile: &str,
     profile_region: Option<String>,
-    imds: impl FnOnce() -> Result<String, String>,
+    imds: impl FnOnce() -> Result<String, E>,
 ) -> Result<String, NoRegion> {
     let found = config
         .map(str::to_string)
@@ -44,7 +45,7 @@ pub fn resolve(
     }
     imds().map_err(|why| NoRegion {
         profile: profile.to_string(),
-        imds: why,
+        imds: why.to_string(),
     })
 }
 
@@ -53,7 +54,7 @@ mod tests {
     use super::*;
     use secrets_manager_agent_core::env::fake as env;
 
-    fn no_imds() -> Result<String, String> {
+    fn no_imds() -> Result<String, &'static str> {
         panic!("IMDS must not be asked when an earlier step answers")
     }
 
@@ -88,7 +89,7 @@ mod tests {
         let asked = std::cell::Cell::new(false);
         let imds = || {
             asked.set(true);
-            Ok("ap-south-1".to_string())
+            Ok::<_, &str>("ap-south-1".to_string())
         };
         assert_eq!(
             resolve(None, env(&[]), "default", None, imds),
@@ -99,7 +100,7 @@ mod tests {
 
     #[test]
     fn nothing_found_names_every_place_to_set_it() {
-        let e = resolve(None, env(&[]), "dev", None, || Err("not on EC2".into())).unwrap_err();
+        let e = resolve(None, env(&[]), "dev", None, || Err("not on EC2")).unwrap_err();
         let text = e.to_string();
         assert!(text.contains("AWS_REGION"), "{text}");
         assert!(text.contains("profile dev"), "{text}");

@@ -2,11 +2,12 @@
 upstream data cannot forge log lines."""
 
 import re
+import socket
 import time
 
 import pytest
 
-from conftest import error, unique
+from conftest import error, free_port, unique
 
 LOG = "logs/secrets_manager_agent.log"
 
@@ -153,3 +154,37 @@ def test_json_lines_are_objects_with_fields_and_no_secrets(agent, fake_upstream)
     assert failed[0]["status"] == 400 and isinstance(failed[0]["duration_ms"], int), failed
     assert "ResourceNotFoundException" in failed[0]["message"] and "\n" not in failed[0]["message"]
     assert secret_value not in ag.stderr and ag.token not in ag.stderr
+
+
+def test_json_mode_writes_only_json_on_both_streams(agent, fake_upstream, tmp_path):
+    """With log_format = "json" a collector reading stdout and stderr reads only JSON
+    objects: the `listening on` announcements carry their address as a field, and the
+    error an agent stops on is an object too."""
+    import json
+
+    sock = tmp_path / "agent.sock"
+    metrics = free_port()
+    ag = agent(fake_upstream.url, config={"log_level": "DEBUG", "log_to_file": False, "log_format": "json",
+                                          "unix_socket_path": str(sock), "metrics_address": f"127.0.0.1:{metrics}"})
+    ag.secret(unique("json"))
+    ag.stop()
+    out = [json.loads(l) for l in ag.stdout.split("\n") if l]
+    err = [json.loads(l) for l in ag.stderr.split("\n") if l]
+    assert len(err) >= 3, ag.stderr
+    for doc in out + err:
+        assert list(doc)[:4] == ["timestamp", "level", "target", "message"], doc
+    assert [d["address"] for d in out] == [f"http://127.0.0.1:{ag.port}", f"unix:{sock}",
+                                           f"http://127.0.0.1:{metrics}/metrics"], out
+    first = out[0]
+    assert first["level"] == "INFO" and first["target"] == "secrets_manager_agent::agent", first
+    assert first["message"] == f"secrets-manager-agent 0.1.0 listening on http://127.0.0.1:{ag.port}", first
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        rc, out, err = agent.run_expect_exit(fake_upstream.url, config={"log_format": "json", "log_to_file": False,
+                                                                         "http_port": port})
+    assert rc == 1 and out == "", (rc, out, err)
+    docs = [json.loads(l) for l in err.split("\n") if l]
+    assert docs[-1]["level"] == "ERROR" and f"cannot listen on 127.0.0.1:{port}" in docs[-1]["message"], docs
