@@ -90,6 +90,7 @@ impl Config {
         Ok(config)
     }
 
+    /// The text of a config file alone, without the extension's variables.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse_found(text).map(|(config, _)| config)
     }

@@ -14,6 +14,7 @@ use super::error::{invalid, ConfigError};
 use super::prefetch::{set_prefetch, Prefetch};
 use super::Config;
 
+/// `log_level`: the least severe event logged; `None` logs nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
     Debug,
