@@ -202,7 +202,8 @@ fn start(config: &Config, running: &Running) -> Result<Agent, String> {
         Token::from_env(&config.ssrf_env_variables).map_err(|e| e.to_string())?;
     let tuning = Tuning::from_env(env::var).map_err(|e| e.to_string())?;
     let place = Place::find(config)?;
-    let transports = Transports::new(&tuning, transport::roots_from_env()?);
+    let roots = transport::roots_from_env().map_err(|e| e.to_string())?;
+    let transports = Transports::new(&tuning, roots);
     let transport = transports.base.clone();
     let timing = refresh::Timing::from_env().map_err(|e| e.to_string())?;
     let credentials = credentials_provider(config, &place, &transport, timing)?;
@@ -430,7 +431,7 @@ impl Place {
             env::var,
             &profile_name,
             profiles.region(&profile_name),
-            || imds.region(),
+            || imds.region().map_err(|e| e.to_string()),
         )
         .map_err(|e| e.to_string())?;
         let profile_endpoint = profiles
