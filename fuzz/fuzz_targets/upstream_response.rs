@@ -460,7 +460,7 @@ fn check_sts_credentials(body: &[u8], markers: &[String]) {
             );
             check_credentials(&c, &secrets, markers);
         }
-        Err(why) => check_error_hides(&why, &secrets, markers),
+        Err(why) => check_error_hides(&why.to_string(), &secrets, markers),
     }
 }
 
@@ -481,6 +481,7 @@ fn check_json_credentials(body: &[u8], markers: &[String]) {
             check_credentials(&c, &secrets, markers);
         }
         Err(why) => {
+            let why = why.to_string();
             if fields.is_none() {
                 // Not the JSON shape: the message says where, and quotes nothing.
                 for m in markers {

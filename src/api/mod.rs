@@ -386,9 +386,9 @@ pub fn upstream_error(e: &UpstreamError) -> Response {
 }
 
 /// `{"__type":code,"message":message}` (no `message` when `None`). A struct
-/// rather than `serde_json::json!`: with `aws::error::json_members` reading
-/// JSON answers, the binary holds no `serde_json::Value` (`make static`:
-/// 8,192 bytes less for this, 16,384 for both).
+/// rather than `serde_json::json!`: nothing else in the agent builds a
+/// `serde_json::Value`, and this keeps it out of the binary (`make static`:
+/// 8,192 bytes less).
 fn error_body(code: &str, message: Option<&str>) -> String {
     #[derive(serde::Serialize)]
     struct Body<'a> {

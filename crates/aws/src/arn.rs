@@ -1,15 +1,54 @@
 //! IAM role ARNs, checked before anything is sent to AWS: a per-request
-//! `roleArn` today, the config file's role entries later. Pure and free of
-//! imports so that any layer (the config file's checks included) may use it.
+//! `roleArn` today, the config file's role entries later. Pure, and it uses
+//! only `std`, so that any layer (the config file's checks included) may use it.
+
+use std::fmt;
+
+/// What is wrong with a role ARN. The value itself is never quoted: the
+/// caller decides whether to show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleArnError {
+    TooLong,
+    NotAnArn,
+    NoArnPrefix,
+    Partition,
+    NotIam,
+    HasRegion,
+    Account,
+    NotARole,
+    RoleName,
+    RolePath,
+}
+
+impl fmt::Display for RoleArnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self {
+            RoleArnError::TooLong => "longer than 2048 characters",
+            RoleArnError::NotAnArn => "not an ARN",
+            RoleArnError::NoArnPrefix => "does not start with `arn:`",
+            RoleArnError::Partition => "invalid partition",
+            RoleArnError::NotIam => "not an IAM ARN",
+            RoleArnError::HasRegion => "IAM ARNs have no region",
+            RoleArnError::Account => "the account must be 12 digits",
+            RoleArnError::NotARole => "not a role",
+            RoleArnError::RoleName => "the role name must be 1-64 of A-Z a-z 0-9 + = , . @ _ -",
+            RoleArnError::RolePath => "invalid role path",
+        };
+        write!(
+            f,
+            "{what} (expected arn:PARTITION:iam::ACCOUNT:role/[PATH/]NAME)"
+        )
+    }
+}
+
+impl std::error::Error for RoleArnError {}
 
 /// Checks that `arn` names an IAM role:
 /// `arn:PARTITION:iam::ACCOUNT:role/[PATH/]NAME`, with a 12-digit account and
-/// IAM's character sets for path and name. The error says what is wrong,
-/// without quoting the value (the caller decides whether to show it).
-pub fn check_role_arn(arn: &str) -> Result<(), String> {
-    const SHAPE: &str = "expected arn:PARTITION:iam::ACCOUNT:role/[PATH/]NAME";
+/// IAM's character sets for path and name.
+pub fn check_role_arn(arn: &str) -> Result<(), RoleArnError> {
     if arn.len() > 2048 {
-        return Err(format!("longer than 2048 characters ({SHAPE})"));
+        return Err(RoleArnError::TooLong);
     }
     let mut parts = arn.splitn(6, ':');
     let (Some(prefix), Some(partition), Some(service), Some(region), Some(account), Some(resource)) = (
@@ -20,34 +59,32 @@ pub fn check_role_arn(arn: &str) -> Result<(), String> {
         parts.next(),
         parts.next(),
     ) else {
-        return Err(format!("not an ARN ({SHAPE})"));
+        return Err(RoleArnError::NotAnArn);
     };
     if prefix != "arn" {
-        return Err(format!("does not start with `arn:` ({SHAPE})"));
+        return Err(RoleArnError::NoArnPrefix);
     }
     if !is_partition(partition) {
-        return Err(format!("invalid partition ({SHAPE})"));
+        return Err(RoleArnError::Partition);
     }
     if service != "iam" {
-        return Err(format!("not an IAM ARN ({SHAPE})"));
+        return Err(RoleArnError::NotIam);
     }
     if !region.is_empty() {
-        return Err(format!("IAM ARNs have no region ({SHAPE})"));
+        return Err(RoleArnError::HasRegion);
     }
     if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("the account must be 12 digits ({SHAPE})"));
+        return Err(RoleArnError::Account);
     }
     let Some(path_and_name) = resource.strip_prefix("role/") else {
-        return Err(format!("not a role ({SHAPE})"));
+        return Err(RoleArnError::NotARole);
     };
     let (path, name) = match path_and_name.rsplit_once('/') {
         Some((path, name)) => (Some(path), name),
         None => (None, path_and_name),
     };
     if name.is_empty() || name.len() > 64 || !name.bytes().all(is_name_byte) {
-        return Err(format!(
-            "the role name must be 1-64 of A-Z a-z 0-9 + = , . @ _ - ({SHAPE})"
-        ));
+        return Err(RoleArnError::RoleName);
     }
     // IAM paths are `/` or `/segment/.../`; in the ARN the leading `/` is
     // the one after `role`, so what is left holds non-empty segments.
@@ -57,7 +94,7 @@ pub fn check_role_arn(arn: &str) -> Result<(), String> {
                 .split('/')
                 .any(|s| s.is_empty() || !s.bytes().all(is_path_byte))
         {
-            return Err(format!("invalid role path ({SHAPE})"));
+            return Err(RoleArnError::RolePath);
         }
     }
     Ok(())
@@ -128,10 +165,10 @@ mod tests {
             ("arn::iam::123456789012:role/reader", "partition"),
             ("ARN:aws:iam::123456789012:role/reader", "arn:"),
         ] {
-            let e = check_role_arn(arn).expect_err(arn);
+            let e = check_role_arn(arn).expect_err(arn).to_string();
             assert!(e.contains(why), "{arn}: {e}");
         }
         let long = format!("arn:aws:iam::123456789012:role/{}", "a".repeat(65));
-        assert!(check_role_arn(&long).unwrap_err().contains("role name"));
+        assert_eq!(check_role_arn(&long), Err(RoleArnError::RoleName));
     }
 }

@@ -6,6 +6,9 @@
 use std::fmt;
 use std::time::Duration;
 
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum UpstreamError {
     /// AWS answered with a non-2xx status.
@@ -143,6 +146,35 @@ impl fmt::Display for UpstreamError {
 
 impl std::error::Error for UpstreamError {}
 
+/// The members of a JSON error document that say what went wrong: the AWS
+/// JSON protocols send `__type` and `message`, other services and proxies
+/// `code`, `Code`, `Message` or `errorMessage`. Each is kept as written, so
+/// that a member of another type is skipped (as if absent) rather than making
+/// the whole document unreadable.
+#[derive(Deserialize, Default)]
+struct JsonError<'a> {
+    #[serde(rename = "__type", borrow)]
+    type_name: Option<&'a RawValue>,
+    #[serde(borrow)]
+    code: Option<&'a RawValue>,
+    #[serde(rename = "Code", borrow)]
+    code_capitalised: Option<&'a RawValue>,
+    #[serde(borrow)]
+    message: Option<&'a RawValue>,
+    #[serde(rename = "Message", borrow)]
+    message_capitalised: Option<&'a RawValue>,
+    #[serde(rename = "errorMessage", borrow)]
+    error_message: Option<&'a RawValue>,
+}
+
+/// The first of `members` that is a JSON string, unescaped.
+fn first_string(members: &[Option<&RawValue>]) -> Option<String> {
+    members
+        .iter()
+        .flatten()
+        .find_map(|raw| serde_json::from_str(raw.get()).ok())
+}
+
 /// Builds a `Service` error from a non-2xx answer. JSON bodies (the AWS JSON
 /// protocols) give `__type`/`message`; XML bodies (STS, proxies, some emulators)
 /// give `<Code>`/`<Message>`; anything else keeps the status as `UnknownError`.
@@ -152,30 +184,17 @@ pub fn service_error(
     retry_after: Option<Duration>,
     body: &[u8],
 ) -> UpstreamError {
-    const KEYS: [&str; 6] = [
-        "__type",
-        "code",
-        "Code",
-        "message",
-        "Message",
-        "errorMessage",
-    ];
-    let mut json = json_members(body, &KEYS).unwrap_or_default();
+    // Not one JSON object (a duplicated member included): no JSON members.
+    let json: JsonError = serde_json::from_slice(body).unwrap_or_default();
     let text = String::from_utf8_lossy(body);
-    let mut from_json = |keys: std::ops::Range<usize>| {
-        json.get_mut(keys)?.iter_mut().find_map(|m| match m.take() {
-            Some(Member::Str(s)) => Some(s),
-            _ => None,
-        })
-    };
     let code = error_type_header
         .map(str::to_string)
-        .or_else(|| from_json(0..3))
+        .or_else(|| first_string(&[json.type_name, json.code, json.code_capitalised]))
         .or_else(|| xml_element(&text, "Code"))
         .map(|c| clean_code(&c))
         .filter(|c| !c.is_empty())
         .unwrap_or_else(|| "UnknownError".to_string());
-    let message = from_json(3..6)
+    let message = first_string(&[json.message, json.message_capitalised, json.error_message])
         .or_else(|| xml_element(&text, "Message"))
         .unwrap_or_default();
     UpstreamError::Service {
@@ -197,100 +216,6 @@ pub fn json_error(e: &serde_json::Error) -> String {
         serde_json::error::Category::Eof => "cut short",
     };
     format!("{kind} (line {}, column {})", e.line(), e.column())
-}
-
-/// A top-level member of a JSON object, as far as [`json_members`] reads it.
-#[derive(Debug, PartialEq)]
-pub enum Member {
-    Str(String),
-    /// An integer within `i64` (what `serde_json::Value::as_i64` accepts).
-    Int(i64),
-    /// Anything else: a float, a larger integer, `true`, `null`, an array, an object.
-    Other,
-}
-
-/// The values of `keys` among the top-level members of the JSON object in
-/// `body` (`None` per key absent), or `None` when `body` is not one JSON
-/// object. Reads what `serde_json::Value` would, the last of duplicate keys
-/// winning, with the same checks (every number and string is parsed), but
-/// keeps only these members. With `api`'s error bodies serialized from a
-/// struct, the binary holds no `Value`: 16,384 bytes less (`make static`).
-pub fn json_members(body: &[u8], keys: &[&str]) -> Option<Vec<Option<Member>>> {
-    use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
-
-    struct Object<'k>(&'k [&'k str]);
-    impl<'de> DeserializeSeed<'de> for Object<'_> {
-        type Value = Vec<Option<Member>>;
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_any(self)
-        }
-    }
-    impl<'de> Visitor<'de> for Object<'_> {
-        type Value = Vec<Option<Member>>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut found: Vec<Option<Member>> = self.0.iter().map(|_| None).collect();
-            while let Some(key) = map.next_key::<String>()? {
-                let value = map.next_value::<Member>()?;
-                if let Some(i) = self.0.iter().position(|k| *k == key) {
-                    found[i] = Some(value);
-                }
-            }
-            Ok(found)
-        }
-        // Any other document fails (serde's default `visit_*`): not an object,
-        // so none of the keys, as with `Value`.
-    }
-
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let found = Object(keys).deserialize(&mut de).ok()?;
-    de.end().ok()?;
-    Some(found)
-}
-
-/// Reads any JSON value into a [`Member`], nested ones to their end.
-struct MemberVisitor;
-
-impl<'de> serde::Deserialize<'de> for Member {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(MemberVisitor)
-    }
-}
-impl<'de> serde::de::Visitor<'de> for MemberVisitor {
-    type Value = Member;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Member, E> {
-        Ok(Member::Str(s.to_string()))
-    }
-    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Member, E> {
-        Ok(Member::Int(n))
-    }
-    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Member, E> {
-        Ok(i64::try_from(n).map_or(Member::Other, Member::Int))
-    }
-    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Member, E> {
-        Ok(Member::Other)
-    }
-    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Member, E> {
-        Ok(Member::Other)
-    }
-    fn visit_unit<E: serde::de::Error>(self) -> Result<Member, E> {
-        Ok(Member::Other)
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Member, A::Error> {
-        while seq.next_element::<Member>()?.is_some() {}
-        Ok(Member::Other)
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Member, A::Error> {
-        while map.next_key::<String>()?.is_some() {
-            map.next_value::<Member>()?;
-        }
-        Ok(Member::Other)
-    }
 }
 
 /// `aws.protocol#ResourceNotFoundException:http://...` → `ResourceNotFoundException`.
@@ -327,39 +252,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn json_members_reads_what_value_would() {
-        let keys = ["a", "b", "n"];
-        let read = |body: &str| json_members(body.as_bytes(), &keys);
-        let got = read(r#"{"a":"x\"y","n":-3,"z":[1,{"a":"no"}],"b":{"c":null}}"#).unwrap();
-        assert_eq!(
-            got,
-            vec![
-                Some(Member::Str("x\"y".into())),
-                Some(Member::Other),
-                Some(Member::Int(-3))
-            ]
+    fn json_members_of_other_types_are_skipped() {
+        let e = service_error(
+            400,
+            None,
+            None,
+            br#"{"__type":7,"code":"Bad\"Thing","message":null,"Message":"m\u00e9","x":[1e999]}"#,
         );
-        // The last of duplicate keys wins, whatever its type.
-        let got = read(r#"{"a":"first","a":1.5,"n":9223372036854775808}"#).unwrap();
-        assert_eq!(got, vec![Some(Member::Other), None, Some(Member::Other)]);
-        assert_eq!(read(r#"{"n":1}"#).unwrap()[2], Some(Member::Int(1)));
-        // Not one JSON object: nothing.
+        assert_eq!(e, UpstreamError::service(400, "Bad\"Thing", "m\u{e9}"));
+        // Not one JSON object: the XML rule, then `UnknownError`.
         for body in [
             "[1]",
             "\"a\"",
-            "1",
-            "null",
-            "{\"a\":1} x",
-            "{\"a\":",
-            "{\"a\":1e999}",
+            "{\"code\":\"A\"} x",
+            "{\"code\":",
+            "{\"code\":\"A\",\"code\":\"B\"}",
             "",
         ] {
-            assert_eq!(read(body), None, "{body}");
-        }
-        for body in [r#"{"a":1e999}"#, r#"{"x":[1e999]}"#, r#"{"a":"\ud800"}"#] {
             assert_eq!(
-                read(body).is_some(),
-                serde_json::from_str::<serde_json::Value>(body).is_ok(),
+                service_error(500, None, None, body.as_bytes()),
+                UpstreamError::service(500, "UnknownError", ""),
                 "{body}"
             );
         }

@@ -1,6 +1,7 @@
 //! The HTTPS client every AWS call goes through: TLS set-up, timeouts, the
 //! User-Agent, and turning transport failures into [`UpstreamError`]s.
 
+use std::fmt;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -213,31 +214,58 @@ fn crypto_provider() -> rustls::crypto::CryptoProvider {
 #[cfg(not(any(feature = "aws-lc", feature = "ring")))]
 compile_error!("enable a TLS crypto provider: feature `aws-lc` (default) or `ring`");
 
-/// The trust roots for AWS APIs: Mozilla's, compiled in (scratch containers
-/// have no CA files), or the PEM bundle named by `AWS_CA_BUNDLE` instead, for
-/// networks whose proxy re-signs TLS.
-pub fn roots_from_env() -> Result<RootCerts, String> {
-    match secrets_manager_agent_core::env::var("AWS_CA_BUNDLE") {
-        None => Ok(RootCerts::WebPki),
-        Some(path) => {
-            let pem = std::fs::read(&path)
-                .map_err(|e| format!("cannot read AWS_CA_BUNDLE={path}: {e}"))?;
-            roots_from_pem(&pem).map_err(|why| format!("AWS_CA_BUNDLE={path}: {why}"))
+/// Why the `AWS_CA_BUNDLE` file gives no trust roots; each names the file.
+#[derive(Debug)]
+pub enum CaBundleError {
+    Read { path: String, error: io::Error },
+    NotPem { path: String, error: ureq::Error },
+    NoCertificates { path: String },
+}
+
+impl fmt::Display for CaBundleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CaBundleError::Read { path, error } => write!(
+                f,
+                "cannot read AWS_CA_BUNDLE={path}: {error} (name a readable PEM file, or unset it to trust the built-in roots)"
+            ),
+            CaBundleError::NotPem { path, error } => {
+                write!(f, "AWS_CA_BUNDLE={path}: not a PEM bundle: {error}")
+            }
+            CaBundleError::NoCertificates { path } => write!(
+                f,
+                "AWS_CA_BUNDLE={path}: no certificates in the bundle (it needs `-----BEGIN CERTIFICATE-----` blocks)"
+            ),
         }
     }
 }
 
-fn roots_from_pem(pem: &[u8]) -> Result<RootCerts, String> {
+impl std::error::Error for CaBundleError {}
+
+/// The trust roots for AWS APIs: Mozilla's, compiled in (scratch containers
+/// have no CA files), or the PEM bundle named by `AWS_CA_BUNDLE` instead, for
+/// networks whose proxy re-signs TLS.
+pub fn roots_from_env() -> Result<RootCerts, CaBundleError> {
+    match secrets_manager_agent_core::env::var("AWS_CA_BUNDLE") {
+        None => Ok(RootCerts::WebPki),
+        Some(path) => match std::fs::read(&path) {
+            Ok(pem) => roots_from_pem(&pem, path),
+            Err(error) => Err(CaBundleError::Read { path, error }),
+        },
+    }
+}
+
+fn roots_from_pem(pem: &[u8], path: String) -> Result<RootCerts, CaBundleError> {
     let mut certs = Vec::new();
     for item in ureq::tls::parse_pem(pem) {
         match item {
             Ok(ureq::tls::PemItem::Certificate(cert)) => certs.push(cert),
             Ok(_) => {}
-            Err(e) => return Err(format!("not a PEM bundle: {e}")),
+            Err(error) => return Err(CaBundleError::NotPem { path, error }),
         }
     }
     if certs.is_empty() {
-        return Err("no certificates in the bundle".into());
+        return Err(CaBundleError::NoCertificates { path });
     }
     Ok(RootCerts::new_with_certs(&certs))
 }
@@ -291,10 +319,17 @@ mod tests {
 
     #[test]
     fn ca_bundles_need_certificates() {
-        assert!(roots_from_pem(b"").unwrap_err().contains("no certificates"));
-        assert!(roots_from_pem(b"hello").is_err());
+        let read = |pem: &[u8]| roots_from_pem(pem, "ca.pem".into()).map(|_| ());
+        let e = read(b"").unwrap_err();
+        assert!(matches!(e, CaBundleError::NoCertificates { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("AWS_CA_BUNDLE=ca.pem: no certificates in the bundle"),
+            "{e}"
+        );
+        assert!(read(b"hello").is_err());
         let bogus = b"-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n";
-        assert!(roots_from_pem(bogus).is_err());
+        assert!(matches!(read(bogus), Err(CaBundleError::NotPem { .. })));
     }
 
     #[cfg(feature = "aws-lc")]

@@ -50,7 +50,7 @@ impl CredentialsFile {
             );
         }
         let text = fs::read_to_string(&self.path).map_err(|e| e.to_string())?;
-        let sections = ini::parse(&text)?;
+        let sections = ini::parse(&text).map_err(|e| e.to_string())?;
         let section = sections
             .get(&self.profile)
             .ok_or_else(|| format!("no [{}] section", self.profile))?;

@@ -6,9 +6,11 @@
 //! that times out usually means a container one network hop too far (the
 //! instance's hop limit), and falling back would only hide that.
 
+use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::json::JsonCredentialsError;
 use crate::identity::{Credentials, CredentialsError, ProvideCredentials};
 use crate::transport::{Timeouts, Transport};
 use crate::UpstreamError;
@@ -23,11 +25,76 @@ const CREDENTIALS_PATH: &str = "/latest/meta-data/iam/security-credentials/";
 pub struct Imds {
     transport: Transport,
     endpoint: String,
-    /// Why IMDS is not to be used at all (`AWS_EC2_METADATA_DISABLED`).
-    disabled: Option<String>,
+    /// IMDS is not to be used at all (`AWS_EC2_METADATA_DISABLED`).
+    disabled: bool,
     v1_disabled: bool,
     token: Mutex<Token>,
 }
+
+/// Why IMDS gave no answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ImdsError {
+    Disabled,
+    TokenRefusedTwice {
+        path: String,
+    },
+    EmptyToken,
+    /// The token request was refused with this status and IMDSv1 is forbidden.
+    V1Disabled(u16),
+    TokenTimeout {
+        endpoint: String,
+    },
+    Timeout {
+        path: String,
+    },
+    Unreachable {
+        endpoint: String,
+        why: String,
+    },
+    NoRole,
+    Upstream {
+        path: String,
+        error: UpstreamError,
+    },
+    EmptyRegion,
+    Credentials {
+        role: String,
+        error: JsonCredentialsError,
+    },
+}
+
+impl fmt::Display for ImdsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = TIMEOUT.as_secs();
+        match self {
+            ImdsError::Disabled => f.write_str("disabled by AWS_EC2_METADATA_DISABLED"),
+            ImdsError::TokenRefusedTwice { path } => {
+                write!(f, "GET {path}: the token was refused twice")
+            }
+            ImdsError::EmptyToken => {
+                f.write_str("the IMDSv2 token request answered an empty token")
+            }
+            ImdsError::V1Disabled(status) => write!(
+                f,
+                "the IMDSv2 token request was refused ({status}) and AWS_EC2_METADATA_V1_DISABLED forbids IMDSv1"
+            ),
+            ImdsError::TokenTimeout { endpoint } => write!(
+                f,
+                "token request to {endpoint} timed out after {secs} s (inside a container? the instance's metadata hop limit may be 1)"
+            ),
+            ImdsError::Timeout { path } => write!(f, "GET {path} timed out after {secs} s"),
+            ImdsError::Unreachable { endpoint, why } => {
+                write!(f, "cannot reach {endpoint} ({why}; not on EC2?)")
+            }
+            ImdsError::NoRole => f.write_str("no IAM role is attached to this instance"),
+            ImdsError::Upstream { path, error } => write!(f, "GET {path}: {error}"),
+            ImdsError::EmptyRegion => f.write_str("IMDS answered an empty region"),
+            ImdsError::Credentials { role, error } => write!(f, "role {role}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for ImdsError {}
 
 enum Token {
     Unknown,
@@ -48,8 +115,7 @@ impl Imds {
                 _ => "http://169.254.169.254".into(),
             },
         };
-        let disabled = env::flag("AWS_EC2_METADATA_DISABLED")
-            .then(|| "disabled by AWS_EC2_METADATA_DISABLED".to_string());
+        let disabled = env::flag("AWS_EC2_METADATA_DISABLED");
         Imds {
             transport: Transport::without_proxy(Timeouts {
                 connect: TIMEOUT,
@@ -64,9 +130,9 @@ impl Imds {
 
     /// GETs a metadata path (IMDSv2 token attached), renewing the token once
     /// if IMDS says it is no longer valid.
-    pub fn get(&self, path: &str) -> Result<String, String> {
-        if let Some(why) = &self.disabled {
-            return Err(why.clone());
+    pub fn get(&self, path: &str) -> Result<String, ImdsError> {
+        if self.disabled {
+            return Err(ImdsError::Disabled);
         }
         for attempt in 0..2 {
             let token = self.token()?;
@@ -82,11 +148,13 @@ impl Imds {
                 Err(e) => return Err(self.explain(path, e)),
             }
         }
-        Err(format!("GET {path}: the token was refused twice"))
+        Err(ImdsError::TokenRefusedTwice {
+            path: path.to_string(),
+        })
     }
 
     /// The session token, or `None` for IMDSv1.
-    fn token(&self) -> Result<Option<String>, String> {
+    fn token(&self) -> Result<Option<String>, ImdsError> {
         let mut token = lock(&self.token);
         match &*token {
             Token::Session { value, renew_at } if Instant::now() < *renew_at => {
@@ -104,7 +172,7 @@ impl Imds {
             Ok(body) => {
                 let value = String::from_utf8_lossy(&body).trim().to_string();
                 if value.is_empty() {
-                    return Err("the IMDSv2 token request answered an empty token".into());
+                    return Err(ImdsError::EmptyToken);
                 }
                 *token = Token::Session {
                     value: value.clone(),
@@ -123,38 +191,36 @@ impl Imds {
                 Ok(None)
             }
             Err(UpstreamError::Service { status, .. }) if (403..=405).contains(&status) => {
-                Err(format!(
-                    "the IMDSv2 token request was refused ({status}) and AWS_EC2_METADATA_V1_DISABLED forbids IMDSv1"
-                ))
+                Err(ImdsError::V1Disabled(status))
             }
             Err(e) => Err(self.explain("/latest/api/token", e)),
         }
     }
 
-    fn explain(&self, path: &str, e: UpstreamError) -> String {
+    fn explain(&self, path: &str, e: UpstreamError) -> ImdsError {
+        let path = path.to_string();
         match e {
-            UpstreamError::Timeout if path.ends_with("/api/token") => format!(
-                "token request to {} timed out after {} s (inside a container? the instance's metadata hop limit may be 1)",
-                self.endpoint,
-                TIMEOUT.as_secs()
-            ),
-            UpstreamError::Timeout => format!("GET {path} timed out after {} s", TIMEOUT.as_secs()),
-            UpstreamError::Connection(why) => {
-                format!("cannot reach {} ({why}; not on EC2?)", self.endpoint)
-            }
+            UpstreamError::Timeout if path.ends_with("/api/token") => ImdsError::TokenTimeout {
+                endpoint: self.endpoint.clone(),
+            },
+            UpstreamError::Timeout => ImdsError::Timeout { path },
+            UpstreamError::Connection(why) => ImdsError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                why,
+            },
             UpstreamError::Service { status: 404, .. } if path == CREDENTIALS_PATH => {
-                "no IAM role is attached to this instance".to_string()
+                ImdsError::NoRole
             }
-            other => format!("GET {path}: {other}"),
+            error => ImdsError::Upstream { path, error },
         }
     }
 
     /// The instance's region, from `placement/region`.
-    pub fn region(&self) -> Result<String, String> {
+    pub fn region(&self) -> Result<String, ImdsError> {
         let region = self.get("/latest/meta-data/placement/region")?;
         let region = region.trim();
         if region.is_empty() {
-            return Err("IMDS answered an empty region".into());
+            return Err(ImdsError::EmptyRegion);
         }
         Ok(region.to_string())
     }
@@ -169,15 +235,18 @@ impl ImdsProvider {
         ImdsProvider { imds }
     }
 
-    fn fetch(&self) -> Result<Credentials, String> {
+    fn fetch(&self) -> Result<Credentials, ImdsError> {
         let roles = self.imds.get(CREDENTIALS_PATH)?;
         let role = roles
             .lines()
             .map(str::trim)
             .find(|l| !l.is_empty())
-            .ok_or("no IAM role is attached to this instance")?;
+            .ok_or(ImdsError::NoRole)?;
         let body = self.imds.get(&format!("{CREDENTIALS_PATH}{role}"))?;
-        super::json::from_json(body.as_bytes(), SOURCE).map_err(|e| format!("role {role}: {e}"))
+        super::json::from_json(body.as_bytes(), SOURCE).map_err(|error| ImdsError::Credentials {
+            role: role.to_string(),
+            error,
+        })
     }
 }
 
@@ -185,6 +254,6 @@ impl ProvideCredentials for ImdsProvider {
     fn credentials(&self) -> Result<Arc<Credentials>, CredentialsError> {
         self.fetch()
             .map(Arc::new)
-            .map_err(|why| CredentialsError::new(SOURCE, why))
+            .map_err(|why| CredentialsError::new(SOURCE, why.to_string()))
     }
 }

@@ -5,6 +5,7 @@
 //! section: which keys make static credentials.
 
 use std::collections::HashMap;
+use std::fmt;
 
 use crate::identity::Credentials;
 
@@ -24,9 +25,35 @@ pub fn static_keys(section: &Section, source: &str) -> Option<Credentials> {
     })
 }
 
+/// The first line that is neither a section, a setting, a comment nor blank
+/// (numbered from 1), and what it looks like instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IniError {
+    UnclosedSection(usize),
+    NotASetting(usize),
+    OutsideSection(usize),
+}
+
+impl fmt::Display for IniError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IniError::UnclosedSection(n) => {
+                write!(f, "line {n}: unclosed section header (close it with `]`)")
+            }
+            IniError::NotASetting(n) => write!(f, "line {n}: expected `key = value`"),
+            IniError::OutsideSection(n) => write!(
+                f,
+                "line {n}: setting outside a [section] (add a section header above it)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for IniError {}
+
 /// Parses `text`; `Err` names the first line that is neither a section, a
 /// setting, a comment nor blank.
-pub fn parse(text: &str) -> Result<Sections, String> {
+pub fn parse(text: &str) -> Result<Sections, IniError> {
     let mut sections = Sections::new();
     let mut current: Option<String> = None;
     for (n, raw) in text.lines().enumerate() {
@@ -40,18 +67,14 @@ pub fn parse(text: &str) -> Result<Sections, String> {
         if let Some(name) = line.strip_prefix('[') {
             let name = name
                 .strip_suffix(']')
-                .ok_or_else(|| format!("line {}: unclosed section header", n + 1))?;
+                .ok_or(IniError::UnclosedSection(n + 1))?;
             let name = name.trim().to_string();
             sections.entry(name.clone()).or_default();
             current = Some(name);
             continue;
         }
-        let (key, value) = line
-            .split_once('=')
-            .ok_or_else(|| format!("line {}: expected `key = value`", n + 1))?;
-        let section = current
-            .as_ref()
-            .ok_or_else(|| format!("line {}: setting outside a [section]", n + 1))?;
+        let (key, value) = line.split_once('=').ok_or(IniError::NotASetting(n + 1))?;
+        let section = current.as_ref().ok_or(IniError::OutsideSection(n + 1))?;
         let value = strip_comment(value.trim());
         sections
             .entry(section.clone())
@@ -107,8 +130,12 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        assert!(parse("[default\n").unwrap_err().contains("line 1"));
-        assert!(parse("key = v\n").unwrap_err().contains("outside"));
-        assert!(parse("[a]\njunk\n").unwrap_err().contains("line 2"));
+        assert_eq!(parse("[default\n"), Err(IniError::UnclosedSection(1)));
+        assert_eq!(parse("key = v\n"), Err(IniError::OutsideSection(1)));
+        assert_eq!(parse("[a]\njunk\n"), Err(IniError::NotASetting(2)));
+        assert_eq!(
+            IniError::NotASetting(2).to_string(),
+            "line 2: expected `key = value`"
+        );
     }
 }

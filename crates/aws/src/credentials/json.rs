@@ -1,7 +1,10 @@
 //! The credentials JSON that the container endpoint, IMDS and
 //! `credential_process` answer with.
 
+use std::fmt;
+
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::identity::Credentials;
 
@@ -9,7 +12,11 @@ use crate::identity::Credentials;
 /// `credential_process` (which says `SessionToken` where the others say `Token`).
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct JsonCredentials {
+pub(crate) struct JsonCredentials {
+    /// `credential_process`'s format version, kept as written (only the JSON
+    /// number `1` is valid) so that any value reads: the other sources send
+    /// none, and a stray one must not break their answers.
+    pub(crate) version: Option<Box<RawValue>>,
     code: Option<String>,
     message: Option<String>,
     access_key_id: Option<String>,
@@ -19,35 +26,79 @@ struct JsonCredentials {
     expiration: Option<String>,
 }
 
-pub fn from_json(body: &[u8], source: &str) -> Result<Credentials, String> {
-    let parsed: JsonCredentials = serde_json::from_slice(body).map_err(|e| {
-        format!(
-            "answer is not credentials JSON: {}",
-            crate::error::json_error(&e)
-        )
-    })?;
-    if let Some(code) = parsed.code.filter(|c| c != "Success") {
-        let message = parsed.message.unwrap_or_default();
-        return Err(format!("answered {code}: {message}"));
+/// Why an answer gave no credentials. Never quotes the answer's secret parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonCredentialsError {
+    /// Not the JSON shape: where it went wrong ([`crate::error::json_error`]).
+    NotJson(String),
+    /// The source answered an error code (`Code` other than `Success`).
+    Refused {
+        code: String,
+        message: String,
+    },
+    MissingKeys,
+    /// The `Expiration` that cannot be read, and why.
+    Expiration(String),
+}
+
+impl fmt::Display for JsonCredentialsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JsonCredentialsError::NotJson(why) => {
+                write!(f, "answer is not credentials JSON: {why}")
+            }
+            JsonCredentialsError::Refused { code, message } => {
+                write!(f, "answered {code}: {message}")
+            }
+            JsonCredentialsError::MissingKeys => {
+                f.write_str("answer lacks AccessKeyId or SecretAccessKey")
+            }
+            JsonCredentialsError::Expiration(why) => f.write_str(why),
+        }
     }
-    let non_empty = |v: Option<String>| v.filter(|v| !v.is_empty());
-    let (Some(access_key_id), Some(secret_access_key)) = (
-        non_empty(parsed.access_key_id),
-        non_empty(parsed.secret_access_key),
-    ) else {
-        return Err("answer lacks AccessKeyId or SecretAccessKey".into());
-    };
-    let expiry = secrets_manager_agent_core::iso8601::parse_field(
-        "Expiration",
-        parsed.expiration.as_deref(),
-    )?;
-    Ok(Credentials {
-        access_key_id,
-        secret_access_key,
-        session_token: non_empty(parsed.token),
-        expiry,
-        source: source.to_string(),
-    })
+}
+
+impl std::error::Error for JsonCredentialsError {}
+
+pub fn from_json(body: &[u8], source: &str) -> Result<Credentials, JsonCredentialsError> {
+    parse(body)?.into_credentials(source)
+}
+
+/// The answer's members, before any check of their values.
+pub(crate) fn parse(body: &[u8]) -> Result<JsonCredentials, JsonCredentialsError> {
+    serde_json::from_slice(body)
+        .map_err(|e| JsonCredentialsError::NotJson(crate::error::json_error(&e)))
+}
+
+impl JsonCredentials {
+    pub(crate) fn into_credentials(
+        self,
+        source: &str,
+    ) -> Result<Credentials, JsonCredentialsError> {
+        if let Some(code) = self.code.filter(|c| c != "Success") {
+            let message = self.message.unwrap_or_default();
+            return Err(JsonCredentialsError::Refused { code, message });
+        }
+        let non_empty = |v: Option<String>| v.filter(|v| !v.is_empty());
+        let (Some(access_key_id), Some(secret_access_key)) = (
+            non_empty(self.access_key_id),
+            non_empty(self.secret_access_key),
+        ) else {
+            return Err(JsonCredentialsError::MissingKeys);
+        };
+        let expiry = secrets_manager_agent_core::iso8601::parse_field(
+            "Expiration",
+            self.expiration.as_deref(),
+        )
+        .map_err(JsonCredentialsError::Expiration)?;
+        Ok(Credentials {
+            access_key_id,
+            secret_access_key,
+            session_token: non_empty(self.token),
+            expiry,
+            source: source.to_string(),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -72,10 +123,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.session_token.as_deref(), Some("X"));
-        assert!(from_json(br#"{"Code":"Failure","Message":"no"}"#, "imds")
-            .unwrap_err()
-            .contains("Failure"));
-        assert!(from_json(br#"{"AccessKeyId":"A"}"#, "x").is_err());
+        assert_eq!(
+            from_json(br#"{"Code":"Failure","Message":"no"}"#, "imds")
+                .unwrap_err()
+                .to_string(),
+            "answered Failure: no"
+        );
+        assert_eq!(
+            from_json(br#"{"AccessKeyId":"A"}"#, "x").unwrap_err(),
+            JsonCredentialsError::MissingKeys
+        );
         assert!(from_json(
             br#"{"AccessKeyId":"A","SecretAccessKey":"S","Expiration":"soon"}"#,
             "x"

@@ -96,7 +96,7 @@ impl Profiles {
 
 fn read(path: &Path) -> Result<Option<ini::Sections>, String> {
     match std::fs::read_to_string(path) {
-        Ok(text) => ini::parse(&text).map(Some),
+        Ok(text) => ini::parse(&text).map(Some).map_err(|e| e.to_string()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e.to_string()),
     }

@@ -2,19 +2,57 @@
 //! exchanged at STS for role credentials. The token file is re-read at every
 //! refresh because the kubelet rotates it.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::Context;
 use crate::identity::{Credentials, CredentialsError, ProvideCredentials};
 use crate::sts;
+use crate::UpstreamError;
+use secrets_manager_agent_core::env::TokenFileError;
 
 const SOURCE: &str = "web identity";
+
+/// Why web identity gave no credentials.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WebIdentityError {
+    NotSet,
+    NoRoleArn,
+    NoTokenFile,
+    TokenFile(TokenFileError),
+    Sts {
+        role_arn: String,
+        error: UpstreamError,
+    },
+}
+
+impl fmt::Display for WebIdentityError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WebIdentityError::NotSet => {
+                f.write_str("AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN are not set")
+            }
+            WebIdentityError::NoRoleArn => f.write_str(
+                "AWS_WEB_IDENTITY_TOKEN_FILE is set but AWS_ROLE_ARN is not (set both, or neither)",
+            ),
+            WebIdentityError::NoTokenFile => f.write_str(
+                "AWS_ROLE_ARN is set but AWS_WEB_IDENTITY_TOKEN_FILE is not (set both, or neither)",
+            ),
+            WebIdentityError::TokenFile(e) => e.fmt(f),
+            WebIdentityError::Sts { role_arn, error } => {
+                write!(f, "AssumeRoleWithWebIdentity for {role_arn}: {error}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for WebIdentityError {}
 
 pub struct WebIdentity {
     ctx: Arc<Context>,
     /// (token file, role ARN, session name), or why they are not set.
-    settings: Result<(PathBuf, String, Option<String>), String>,
+    settings: Result<(PathBuf, String, Option<String>), WebIdentityError>,
 }
 
 impl WebIdentity {
@@ -24,13 +62,9 @@ impl WebIdentity {
             (Some(file), Some(role)) => {
                 Ok((PathBuf::from(file), role, get("AWS_ROLE_SESSION_NAME")))
             }
-            (Some(_), None) => {
-                Err("AWS_WEB_IDENTITY_TOKEN_FILE is set but AWS_ROLE_ARN is not".into())
-            }
-            (None, Some(_)) => {
-                Err("AWS_ROLE_ARN is set but AWS_WEB_IDENTITY_TOKEN_FILE is not".into())
-            }
-            (None, None) => Err("AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN are not set".into()),
+            (Some(_), None) => Err(WebIdentityError::NoRoleArn),
+            (None, Some(_)) => Err(WebIdentityError::NoTokenFile),
+            (None, None) => Err(WebIdentityError::NotSet),
         };
         WebIdentity { ctx, settings }
     }
@@ -43,15 +77,18 @@ pub fn assume(
     token_file: &Path,
     role_arn: &str,
     session_name: Option<&str>,
-) -> Result<Credentials, String> {
-    let token =
-        secrets_manager_agent_core::env::read_token_file(token_file).map_err(|e| e.to_string())?;
+) -> Result<Credentials, WebIdentityError> {
+    let token = secrets_manager_agent_core::env::read_token_file(token_file)
+        .map_err(WebIdentityError::TokenFile)?;
     let session = session_name
         .map(str::to_string)
         .unwrap_or_else(sts::default_session_name);
     ctx.web_identity_sts
         .assume_role_with_web_identity(role_arn, &session, &token)
-        .map_err(|e| format!("AssumeRoleWithWebIdentity for {role_arn}: {e}"))
+        .map_err(|error| WebIdentityError::Sts {
+            role_arn: role_arn.to_string(),
+            error,
+        })
 }
 
 impl ProvideCredentials for WebIdentity {
@@ -59,9 +96,9 @@ impl ProvideCredentials for WebIdentity {
         let (file, role, session) = self
             .settings
             .as_ref()
-            .map_err(|why| CredentialsError::new(SOURCE, why.clone()))?;
+            .map_err(|why| CredentialsError::new(SOURCE, why.to_string()))?;
         assume(&self.ctx, file, role, session.as_deref())
             .map(Arc::new)
-            .map_err(|why| CredentialsError::failed(SOURCE, why))
+            .map_err(|why| CredentialsError::failed(SOURCE, why.to_string()))
     }
 }
