@@ -238,12 +238,11 @@ fn start(config: &Config, running: &Running) -> Result<Agent, String> {
             .unix_socket_group
             .as_deref()
             .map(socket::group_id)
-            .transpose()?;
-        listeners.push(Listener::Unix(socket::bind_unix(
-            path,
-            config.unix_socket_mode,
-            gid,
-        )?));
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        listeners.push(Listener::Unix(
+            socket::bind_unix(path, config.unix_socket_mode, gid).map_err(|e| e.to_string())?,
+        ));
         running.set_socket(path.clone());
     }
     let metrics = match config.metrics_address {
