@@ -21,7 +21,8 @@
 //! most of it threads sleeping and waking each other (docs/benchmarks.md).
 //!
 //! `http` is the protocol without I/O (messages, head parser, renderer),
-//! `socket` the TCP and unix sockets, `conn` the I/O of one connection,
+//! `socket` the TCP and unix sockets, `conn` one connection (its states and
+//! their transitions without I/O in `conn::machine`, and the I/O they ask for),
 //! `registry` the open connections by epoll token, `pool` the workers. One
 //! epoll set serves every listener (`bind_address`'s TCP socket and
 //! `unix_socket_path`'s) with one pool. The request handler is a closure, so
@@ -184,16 +185,7 @@ where
             token,
         };
         loop {
-            let next = if conn.wait == Wait::Drain {
-                // Draining is a few non-blocking reads.
-                if conn::drain(&mut conn) {
-                    Next::Park(conn)
-                } else {
-                    Next::Close
-                }
-            } else {
-                conn::serve(conn, &self.handler, scratch, load)
-            };
+            let next = conn::serve(conn, &self.handler, scratch, load);
             let (parking, ready) = match next {
                 Next::Park(conn) => (conn, None),
                 // Parked without arming first, so that a wake-up that comes
@@ -244,9 +236,9 @@ where
     /// it was registered for room to write: a unix socket reports room each
     /// time its client reads, so that would cost an event a request.
     fn arm(&self, conn: &mut Conn, token: Token) -> io::Result<()> {
-        match interest(conn.wait) {
+        match interest(conn.wait()) {
             Some(interest) => self.register(conn, interest, token),
-            None if conn.wait == Wait::Read && conn.watches_writes => {
+            None if conn.wait() == Wait::Read && conn.watches_writes => {
                 self.register(conn, Interest::Read, token)
             }
             None => Ok(()),

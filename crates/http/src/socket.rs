@@ -9,12 +9,13 @@
 //! mode and group before anyone else can reach it (`bind_unix`); a group name
 //! is looked up in `/etc/group` (a scratch image has none: give a number).
 
+use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub enum Listener {
     Tcp(TcpListener),
@@ -66,6 +67,118 @@ impl Listener {
     }
 }
 
+/// Why [`bind_unix`] could not make the unix socket. `Display` names the
+/// path, what failed and what to do.
+#[derive(Debug)]
+pub enum BindError {
+    /// Something other than a socket is at the path: never removed.
+    NotASocket {
+        path: PathBuf,
+    },
+    /// A socket is there and something answers (or may): never removed.
+    InUse {
+        path: PathBuf,
+    },
+    /// A socket left by an agent that died could not be removed.
+    Stale {
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// The path could not be looked at.
+    Check {
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// The private directory next to the path could not be made.
+    PrivateDir {
+        dir: PathBuf,
+        path: PathBuf,
+        source: io::Error,
+    },
+    Listen {
+        path: PathBuf,
+        source: io::Error,
+    },
+    Group {
+        path: PathBuf,
+        gid: Option<u32>,
+        source: io::Error,
+    },
+    Mode {
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// The socket could not be renamed into place.
+    Move {
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for BindError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BindError::NotASocket { path } => write!(
+                f,
+                "unix_socket_path {} exists and is not a socket; remove it or choose another path",
+                path.display()
+            ),
+            BindError::InUse { path } => write!(
+                f,
+                "unix_socket_path {} is in use (or not ours to test); stop what listens there \
+                 or choose another path",
+                path.display()
+            ),
+            BindError::Stale { path, source } => write!(
+                f,
+                "cannot replace the stale socket {}: {source}",
+                path.display()
+            ),
+            BindError::Check { path, source } => write!(
+                f,
+                "cannot check unix_socket_path {}: {source}",
+                path.display()
+            ),
+            BindError::PrivateDir { dir, path, source } => write!(
+                f,
+                "cannot create {} next to {}: {source}",
+                dir.display(),
+                path.display()
+            ),
+            BindError::Listen { path, source } => {
+                write!(f, "cannot listen on {}: {source}", path.display())
+            }
+            BindError::Group { path, gid, source } => write!(
+                f,
+                "cannot give {} group {gid:?}: {source} (the agent must belong to that group, \
+                 or run as root)",
+                path.display()
+            ),
+            BindError::Mode { path, source } => {
+                write!(f, "cannot set the mode of {}: {source}", path.display())
+            }
+            BindError::Move { path, source } => {
+                write!(f, "cannot move the socket to {}: {source}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for BindError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BindError::NotASocket { .. } | BindError::InUse { .. } => None,
+            BindError::Stale { source, .. }
+            | BindError::Check { source, .. }
+            | BindError::PrivateDir { source, .. }
+            | BindError::Listen { source, .. }
+            | BindError::Group { source, .. }
+            | BindError::Mode { source, .. }
+            | BindError::Move { source, .. } => Some(source),
+        }
+    }
+}
+
 /// Creates the unix socket at `path` with `mode` and group `gid`. A socket
 /// file left by an agent that died is replaced; a live one (anything but
 /// "connection refused" there) or a file that is not a socket is an error,
@@ -77,26 +190,19 @@ impl Listener {
 /// neither connect before the mode is set nor swap in a symlink that would
 /// turn the chown and chmod onto another file (`rename` replaces a symlink,
 /// it does not follow it).
-pub fn bind_unix(path: &Path, mode: u32, gid: Option<u32>) -> Result<UnixListener, String> {
-    let shown = path.display();
+pub fn bind_unix(path: &Path, mode: u32, gid: Option<u32>) -> Result<UnixListener, BindError> {
+    let at = || path.to_path_buf();
     match std::fs::symlink_metadata(path) {
         Ok(meta) if !meta.file_type().is_socket() => {
-            return Err(format!(
-            "unix_socket_path {shown} exists and is not a socket; remove it or choose another path"
-        ))
+            return Err(BindError::NotASocket { path: at() })
         }
         Ok(_) => match UnixStream::connect(path) {
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path)
-                .map_err(|e| format!("cannot replace the stale socket {shown}: {e}"))?,
-            _ => {
-                return Err(format!(
-                    "unix_socket_path {shown} is in use (or not ours to test); stop what \
-                     listens there or choose another path"
-                ))
-            }
+                .map_err(|source| BindError::Stale { path: at(), source })?,
+            _ => return Err(BindError::InUse { path: at() }),
         },
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("cannot check unix_socket_path {shown}: {e}")),
+        Err(source) => return Err(BindError::Check { path: at(), source }),
     }
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -106,25 +212,28 @@ pub fn bind_unix(path: &Path, mode: u32, gid: Option<u32>) -> Result<UnixListene
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&private)
-        .map_err(|e| format!("cannot create {} next to {shown}: {e}", private.display()))?;
+        .map_err(|source| BindError::PrivateDir {
+            dir: private.clone(),
+            path: at(),
+            source,
+        })?;
     let made = private.join("s");
     let result = UnixListener::bind(&made)
-        .map_err(|e| format!("cannot listen on {shown}: {e}"))
+        .map_err(|source| BindError::Listen { path: at(), source })
         .and_then(|listener| {
             std::os::unix::fs::chown(&made, None, gid)
-                .map_err(|e| {
-                    format!(
-                        "cannot give {shown} group {gid:?}: {e} (the agent must belong to \
-                         that group, or run as root)"
-                    )
+                .map_err(|source| BindError::Group {
+                    path: at(),
+                    gid,
+                    source,
                 })
                 .and_then(|()| {
                     std::fs::set_permissions(&made, std::fs::Permissions::from_mode(mode))
-                        .map_err(|e| format!("cannot set the mode of {shown}: {e}"))
+                        .map_err(|source| BindError::Mode { path: at(), source })
                 })
                 .and_then(|()| {
                     std::fs::rename(&made, path)
-                        .map_err(|e| format!("cannot move the socket to {shown}: {e}"))
+                        .map_err(|source| BindError::Move { path: at(), source })
                 })
                 .map(|()| listener)
         });
@@ -133,17 +242,52 @@ pub fn bind_unix(path: &Path, mode: u32, gid: Option<u32>) -> Result<UnixListene
     result
 }
 
+/// Why [`group_id`] found no group id. `Display` says what to give instead.
+#[derive(Debug)]
+pub enum GroupError {
+    /// `/etc/group` could not be read (a scratch image has none).
+    Unreadable { group: String, source: io::Error },
+    /// No line of `/etc/group` names the group.
+    Unknown { group: String },
+}
+
+impl fmt::Display for GroupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GroupError::Unreadable { group, source } => write!(
+                f,
+                "cannot read /etc/group to find group {group}: {source} (give the group as a \
+                 number)"
+            ),
+            GroupError::Unknown { group } => write!(
+                f,
+                "unix_socket_group {group}: no such group in /etc/group (give the group as a \
+                 number)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for GroupError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            GroupError::Unreadable { source, .. } => Some(source),
+            GroupError::Unknown { .. } => None,
+        }
+    }
+}
+
 /// A group's id: a number as it is, a name looked up in `/etc/group`.
-pub fn group_id(group: &str) -> Result<u32, String> {
+pub fn group_id(group: &str) -> Result<u32, GroupError> {
     if let Ok(gid) = group.parse() {
         return Ok(gid);
     }
-    let table = std::fs::read_to_string("/etc/group")
-        .map_err(|e| format!("cannot read /etc/group to find group {group}: {e}"))?;
-    gid_in(&table, group).ok_or_else(|| {
-        format!(
-            "unix_socket_group {group}: no such group in /etc/group (give the group as a number)"
-        )
+    let table = std::fs::read_to_string("/etc/group").map_err(|source| GroupError::Unreadable {
+        group: group.to_owned(),
+        source,
+    })?;
+    gid_in(&table, group).ok_or_else(|| GroupError::Unknown {
+        group: group.to_owned(),
     })
 }
 
@@ -239,7 +383,7 @@ mod tests {
         assert_eq!(gid_in(table, "root"), Some(0));
         assert_eq!(gid_in(table, "weird"), None);
         assert_eq!(gid_in(table, "ap"), None);
-        assert_eq!(group_id("4242"), Ok(4242));
+        assert_eq!(group_id("4242").ok(), Some(4242));
     }
 
     #[test]
@@ -251,7 +395,7 @@ mod tests {
         let path = dir.join("agent.sock");
         let live = bind_unix(&path, 0o640, None).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o640);
-        let e = bind_unix(&path, 0o660, None).unwrap_err();
+        let e = bind_unix(&path, 0o660, None).unwrap_err().to_string();
         assert!(e.contains("in use"), "{e}");
         drop(live); // the file stays, as after a crash
         let again = bind_unix(&path, 0o660, None).unwrap();
@@ -265,6 +409,7 @@ mod tests {
         std::os::unix::fs::symlink(&target, &link).unwrap();
         assert!(bind_unix(&link, 0o666, None)
             .unwrap_err()
+            .to_string()
             .contains("not a socket"));
         assert_eq!(std::fs::metadata(&target).unwrap().mode() & 0o777, 0o600);
         let mut names: Vec<String> = std::fs::read_dir(&dir)
@@ -279,10 +424,35 @@ mod tests {
         );
         let plain = dir.join("plain");
         std::fs::write(&plain, b"keep me").unwrap();
-        let e = bind_unix(&plain, 0o660, None).unwrap_err();
+        let e = bind_unix(&plain, 0o660, None).unwrap_err().to_string();
         assert!(e.contains("not a socket"), "{e}");
         assert_eq!(std::fs::read(&plain).unwrap(), b"keep me");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn errors_say_what_failed_and_what_to_do() {
+        let path = PathBuf::from("/run/agent.sock");
+        let shown = BindError::NotASocket { path: path.clone() }.to_string();
+        assert_eq!(
+            shown,
+            "unix_socket_path /run/agent.sock exists and is not a socket; remove it or choose \
+             another path"
+        );
+        let denied = || io::Error::from(io::ErrorKind::PermissionDenied);
+        let group = BindError::Group {
+            path,
+            gid: Some(7),
+            source: denied(),
+        };
+        assert!(group.to_string().contains("group Some(7)"), "{group}");
+        assert!(group.to_string().contains("must belong to that group"));
+        assert!(std::error::Error::source(&group).is_some());
+        let unknown = GroupError::Unknown {
+            group: "app".into(),
+        };
+        assert!(unknown.to_string().contains("no such group"), "{unknown}");
+        assert!(unknown.to_string().contains("as a number"));
     }
 
     #[test]
