@@ -85,7 +85,7 @@ impl Client {
                         }
                     };
                     sign_request(&creds, &self.region, service, url, headers, body)
-                        .map_err(UpstreamError::Internal)?
+                        .map_err(|e| UpstreamError::Internal(e.to_string()))?
                 }
                 None => Vec::new(),
             };

@@ -7,6 +7,28 @@ use aws_sigv4::sign::v4;
 
 use super::identity::Credentials;
 
+/// Why a request could not be signed: `aws-sigv4` refused the parameters
+/// (an empty region or service name) or the request (a URL it cannot parse).
+/// Both are the agent's own mistakes, never the caller's.
+#[derive(Debug)]
+pub enum SignError {
+    Parameters(String),
+    Request { url: String, reason: String },
+}
+
+impl std::fmt::Display for SignError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SignError::Parameters(why) => write!(f, "cannot build signing parameters: {why}"),
+            SignError::Request { url, reason } => {
+                write!(f, "cannot sign request to {url}: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SignError {}
+
 /// Returns the headers to add (`authorization`, `x-amz-date`, and
 /// `x-amz-security-token` for session credentials). `headers` are the ones the
 /// request will carry and that should be covered by the signature; `host` is
@@ -18,7 +40,7 @@ pub fn sign_request(
     url: &str,
     headers: &[(&str, &str)],
     body: &[u8],
-) -> Result<Vec<(String, String)>, String> {
+) -> Result<Vec<(String, String)>, SignError> {
     let identity = aws_credential_types::Credentials::new(
         &creds.access_key_id,
         &creds.secret_access_key,
@@ -34,7 +56,7 @@ pub fn sign_request(
         .time(SystemTime::now())
         .settings(SigningSettings::default())
         .build()
-        .map_err(|e| format!("cannot build signing parameters: {e}"))?
+        .map_err(|e| SignError::Parameters(e.to_string()))?
         .into();
     let request = SignableRequest::new(
         "POST",
@@ -42,14 +64,21 @@ pub fn sign_request(
         headers.iter().copied(),
         SignableBody::Bytes(body),
     )
-    .map_err(|e| format!("cannot sign request to {url}: {e}"))?;
+    .map_err(|e| refused(url, e))?;
     let (instructions, _signature) = sign(request, &params)
-        .map_err(|e| format!("cannot sign request to {url}: {e}"))?
+        .map_err(|e| refused(url, e))?
         .into_parts();
     Ok(instructions
         .headers()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect())
+}
+
+fn refused(url: &str, reason: impl std::fmt::Display) -> SignError {
+    SignError::Request {
+        url: url.to_string(),
+        reason: reason.to_string(),
+    }
 }
 
 #[cfg(test)]

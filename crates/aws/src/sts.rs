@@ -108,7 +108,7 @@ pub enum StsCredentialsError {
     Markup,
     MissingKeys,
     /// The `Expiration` that cannot be read, and why.
-    Expiration(String),
+    Expiration(secrets_manager_agent_core::iso8601::BadTimestamp),
 }
 
 impl fmt::Display for StsCredentialsError {
@@ -121,7 +121,7 @@ impl fmt::Display for StsCredentialsError {
             StsCredentialsError::MissingKeys => {
                 f.write_str("STS answer lacks AccessKeyId or SecretAccessKey")
             }
-            StsCredentialsError::Expiration(why) => f.write_str(why),
+            StsCredentialsError::Expiration(why) => write!(f, "{why}"),
         }
     }
 }

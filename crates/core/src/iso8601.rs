@@ -61,12 +61,32 @@ fn normalize_separator(text: &str) -> Option<Cow<'_, str>> {
     }
 }
 
+/// A timestamp field that holds no ISO-8601 time: which field, and its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadTimestamp {
+    pub field: String,
+    pub text: String,
+}
+
+impl std::fmt::Display for BadTimestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} `{}` is not an ISO-8601 time", self.field, self.text)
+    }
+}
+
+impl std::error::Error for BadTimestamp {}
+
 /// An optional timestamp field of an answer (credential `Expiration`): absent
 /// is `None`, present but unreadable is an error naming `field`, so that an
 /// expiry nobody can read never turns into "never expires".
-pub fn parse_field(field: &str, text: Option<&str>) -> Result<Option<SystemTime>, String> {
-    text.map(|text| parse(text).ok_or_else(|| format!("{field} `{text}` is not an ISO-8601 time")))
-        .transpose()
+pub fn parse_field(field: &str, text: Option<&str>) -> Result<Option<SystemTime>, BadTimestamp> {
+    text.map(|text| {
+        parse(text).ok_or_else(|| BadTimestamp {
+            field: field.to_string(),
+            text: text.to_string(),
+        })
+    })
+    .transpose()
 }
 
 #[cfg(test)]

@@ -9,7 +9,25 @@ use crate::identity::{Credentials, CredentialsError, ProvideCredentials};
 const SOURCE: &str = "environment";
 
 pub struct Environment {
-    found: Result<Arc<Credentials>, String>,
+    found: Result<Arc<Credentials>, Missing>,
+}
+
+/// Which of the two variables is not set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Missing {
+    SecretAccessKey,
+    AccessKeyId,
+    Both,
+}
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Missing::SecretAccessKey => "AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not",
+            Missing::AccessKeyId => "AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not",
+            Missing::Both => "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set",
+        })
+    }
 }
 
 impl Environment {
@@ -26,13 +44,9 @@ impl Environment {
                 expiry: None,
                 source: SOURCE.into(),
             })),
-            (Some(_), None) => {
-                Err("AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not".into())
-            }
-            (None, Some(_)) => {
-                Err("AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not".into())
-            }
-            (None, None) => Err("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set".into()),
+            (Some(_), None) => Err(Missing::SecretAccessKey),
+            (None, Some(_)) => Err(Missing::AccessKeyId),
+            (None, None) => Err(Missing::Both),
         };
         Environment { found }
     }
@@ -42,7 +56,7 @@ impl ProvideCredentials for Environment {
     fn credentials(&self) -> Result<Arc<Credentials>, CredentialsError> {
         self.found
             .clone()
-            .map_err(|why| CredentialsError::new(SOURCE, why))
+            .map_err(|why| CredentialsError::new(SOURCE, why.to_string()))
     }
 }
 

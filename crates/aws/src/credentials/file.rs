@@ -5,12 +5,13 @@
 //! good credentials stay in use.
 
 use std::fs;
+use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use super::ini;
+use super::ini::{self, ReadError};
 use crate::identity::{Credentials, CredentialsError, ProvideCredentials};
 use secrets_manager_agent_core::sync::lock;
 
@@ -40,8 +41,8 @@ impl CredentialsFile {
         }
     }
 
-    fn load(&self) -> Result<Arc<Credentials>, String> {
-        let meta = fs::metadata(&self.path).map_err(|e| e.to_string())?;
+    fn load(&self) -> Result<Arc<Credentials>, FileError> {
+        let meta = fs::metadata(&self.path).map_err(|e| FileError::Read(ReadError::Io(e)))?;
         if meta.permissions().mode() & 0o077 != 0 {
             log::warn!(
                 "{} is readable by other users (mode {:o}); restrict it to 0600",
@@ -49,19 +50,41 @@ impl CredentialsFile {
                 meta.permissions().mode() & 0o777
             );
         }
-        let text = fs::read_to_string(&self.path).map_err(|e| e.to_string())?;
-        let sections = ini::parse(&text).map_err(|e| e.to_string())?;
+        let sections =
+            ini::read_file(&self.path)
+                .map_err(FileError::Read)?
+                .ok_or(FileError::Read(ReadError::Io(
+                    io::ErrorKind::NotFound.into(),
+                )))?;
         let section = sections
             .get(&self.profile)
-            .ok_or_else(|| format!("no [{}] section", self.profile))?;
+            .ok_or_else(|| FileError::NoSection(self.profile.clone()))?;
         ini::static_keys(section, SOURCE)
             .map(Arc::new)
-            .ok_or_else(|| {
-                format!(
-                    "[{}] lacks aws_access_key_id or aws_secret_access_key",
-                    self.profile
-                )
-            })
+            .ok_or_else(|| FileError::NoKeys(self.profile.clone()))
+    }
+}
+
+/// Why the file gave no credentials.
+#[derive(Debug)]
+enum FileError {
+    Read(ReadError),
+    /// No `[profile]` section.
+    NoSection(String),
+    /// The section lacks a key.
+    NoKeys(String),
+}
+
+impl std::fmt::Display for FileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FileError::Read(e) => write!(f, "{e}"),
+            FileError::NoSection(profile) => write!(f, "no [{profile}] section"),
+            FileError::NoKeys(profile) => write!(
+                f,
+                "[{profile}] lacks aws_access_key_id or aws_secret_access_key"
+            ),
+        }
     }
 }
 

@@ -51,6 +51,34 @@ impl fmt::Display for IniError {
 
 impl std::error::Error for IniError {}
 
+/// Why a credentials or config file was not read: the file system refused,
+/// or the text is not INI.
+#[derive(Debug)]
+pub enum ReadError {
+    Io(std::io::Error),
+    Syntax(IniError),
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadError::Io(e) => write!(f, "{e}"),
+            ReadError::Syntax(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+/// The sections of the file at `path`; `None` when there is no such file.
+pub fn read_file(path: &std::path::Path) -> Result<Option<Sections>, ReadError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&text).map(Some).map_err(ReadError::Syntax),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ReadError::Io(e)),
+    }
+}
+
 /// Parses `text`; `Err` names the first line that is neither a section, a
 /// setting, a comment nor blank.
 pub fn parse(text: &str) -> Result<Sections, IniError> {

@@ -38,7 +38,7 @@ pub enum JsonCredentialsError {
     },
     MissingKeys,
     /// The `Expiration` that cannot be read, and why.
-    Expiration(String),
+    Expiration(secrets_manager_agent_core::iso8601::BadTimestamp),
 }
 
 impl fmt::Display for JsonCredentialsError {
@@ -53,7 +53,7 @@ impl fmt::Display for JsonCredentialsError {
             JsonCredentialsError::MissingKeys => {
                 f.write_str("answer lacks AccessKeyId or SecretAccessKey")
             }
-            JsonCredentialsError::Expiration(why) => f.write_str(why),
+            JsonCredentialsError::Expiration(why) => write!(f, "{why}"),
         }
     }
 }

@@ -4,7 +4,7 @@
 //! for start-up.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::ini;
 use secrets_manager_agent_core::env;
@@ -38,7 +38,7 @@ impl Profiles {
         for (path, is_config) in [(config, true), (credentials, false)] {
             let Some(path) = path else { continue };
             files.push(path.clone());
-            let sections = match read(&path) {
+            let sections = match ini::read_file(&path) {
                 Ok(Some(sections)) => sections,
                 Ok(None) => continue,
                 Err(why) => {
@@ -91,14 +91,6 @@ impl Profiles {
             why.push_str(&format!(" ({problem})"));
         }
         why
-    }
-}
-
-fn read(path: &Path) -> Result<Option<ini::Sections>, String> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => ini::parse(&text).map(Some).map_err(|e| e.to_string()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e.to_string()),
     }
 }
 
