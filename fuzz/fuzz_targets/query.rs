@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 use secrets_manager_agent::api::parse_parameter;
 use secrets_manager_agent_aws::ssm::Selector;
 use secrets_manager_agent_cache::Key;
-use secrets_manager_agent_core::query::{form_encode, parse_query, percent_decode};
+use secrets_manager_agent_core::query::{form_encode, parse_query, percent_decode, UndecodablePiece};
 
 fuzz_target!(|data: &[u8]| {
     // Request targets reach the decoder as &str (httparse checks the bytes);
@@ -56,7 +56,7 @@ fuzz_target!(|data: &[u8]| {
             let encoded = form_encode(&borrowed);
             assert_eq!(parse_query(&encoded).as_ref(), Ok(&pairs), "{encoded:?}");
         }
-        Err(piece) => {
+        Err(UndecodablePiece(piece)) => {
             // The error names a raw piece of the input that failed to decode.
             assert!(text.split('&').any(|p| p == piece), "{piece:?} not a piece");
             let (k, v) = piece.split_once('=').unwrap_or((&piece, ""));
