@@ -778,7 +778,10 @@ mod tests {
         cache.shared.upstream.release();
         assert_eq!(leader.join().unwrap(), "one");
         // Woken once each, with the leader's answer; a late subscriber is
-        // woken at once.
+        // woken at once. The first caller waits on the flight like any
+        // follower, so it may return before the thread calling AWS has run
+        // the wakes: wait for them.
+        assert!(eventually(|| woken.load(Ordering::SeqCst) >= 3));
         assert_eq!(woken.load(Ordering::SeqCst), 3);
         for w in &waiting {
             assert_eq!(text(w.result()), "one");

@@ -104,7 +104,9 @@ struct Landing {
 pub type Wake = Box<dyn FnOnce() + Send>;
 
 impl Flight {
-    /// Hands `result` to every follower.
+    /// Hands `result` to every follower. Threads blocked in [`Flight::wait`]
+    /// are let go first and may return before the wakes have run; the
+    /// caller (the leader) returns only after every wake has.
     pub(super) fn publish(&self, result: Served) {
         let wakes = {
             let mut landing = lock(&self.landing);
