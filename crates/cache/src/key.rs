@@ -68,3 +68,24 @@ impl fmt::Display for Key {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::role_key;
+
+    #[test]
+    fn keys_log_the_id_only() {
+        let key = Key::secret(SecretQuery {
+            secret_id: "prod/db".into(),
+            version_id: Some("v1".into()),
+            version_stage: Some("AWSPREVIOUS".into()),
+        });
+        assert_eq!(key.to_string(), "prod/db");
+        let role = "arn:aws:iam::123456789012:role/r";
+        assert_eq!(
+            role_key("prod/db", role).to_string(),
+            format!("prod/db (as {role})")
+        );
+    }
+}
