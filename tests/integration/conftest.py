@@ -4,6 +4,9 @@ Everything here talks to loopback addresses only.  Every subprocess started by a
 fixture is terminated (then killed) in that fixture's teardown, and every wait is
 bounded.
 
+Under pytest-xdist every worker has its own session fixtures (a moto each); the
+`serial` marker is explained at pytest_configure.
+
 Fixtures
 --------
 moto            session: a signature-checking moto server plus an admin key and a
@@ -47,6 +50,20 @@ HTTP_TIMEOUT = 30.0  # default client timeout for one request to the agent
 METRIC_RE = re.compile(r"^secrets_manager_agent_([a-z_]+)(?:\{([^}]*)\})? (\S+)$", re.M)
 LABEL_RE = re.compile(r'([a-z_]+)="([^"]*)"')
 LISTEN_RE = re.compile(r"listening on http://(?:127\.0\.0\.1|0\.0\.0\.0|\[[0-9a-f:]+\]):(\d+)")
+
+
+# --------------------------------------------------------------------------- markers
+
+
+def pytest_configure(config):
+    # `make integration-test` runs the suite on several pytest-xdist workers
+    # (`-n`, `--dist loadgroup`), then the tests marked `serial` alone: those
+    # that measure how long the agent takes to answer, or count its threads
+    # under a flood of sockets, and would measure the other workers' load.
+    config.addinivalue_line(
+        "markers", "serial: timing-sensitive; `make integration-test` runs it after the parallel run, alone")
+    config.addinivalue_line(
+        "markers", "xdist_group(name): tests of one group run on the same xdist worker, one after the other")
 
 
 # --------------------------------------------------------------------------- helpers

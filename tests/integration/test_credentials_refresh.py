@@ -46,6 +46,7 @@ def read(ag, name):
     return [(time.time(), st, body)]
 
 
+@pytest.mark.serial  # times the requests
 def test_single_refresh_while_others_keep_using_current_credentials(agent, moto, iam, secret, fakes):
     """Eight clients hammer the agent while a slow (2 s) refresh is under way: the
     source is called once, and the other requests are not held up."""

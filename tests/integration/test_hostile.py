@@ -181,6 +181,7 @@ def test_slow_but_steady_client_is_served(agent, fake_upstream):
     assert data.startswith(b"HTTP/1.1 200"), data[:200]
 
 
+@pytest.mark.serial  # counts threads and times answers
 def test_many_idle_connections(agent, fake_upstream):
     n = 1000
     limit = raise_nofile(n + 500)
@@ -214,6 +215,7 @@ def test_many_idle_connections(agent, fake_upstream):
     assert status == 200
 
 
+@pytest.mark.serial  # counts threads and times answers
 def test_many_stalled_request_heads(agent, fake_upstream):
     """Slowloris: 300 connections each stuck in the middle of a request head must
     neither starve /ping and cached secrets nor cost a thread each."""
@@ -314,6 +316,7 @@ def assert_non_readers_cannot_pin_the_workers(ag, request, count):
     assert ag.get("/ping", token=False)[0] == 200
 
 
+@pytest.mark.serial  # counts threads and times answers
 def test_clients_that_never_read_cannot_pin_the_workers(agent, fake_upstream):
     ag = big_secret_agent(agent, fake_upstream)
     request = (
@@ -323,6 +326,7 @@ def test_clients_that_never_read_cannot_pin_the_workers(agent, fake_upstream):
     assert_non_readers_cannot_pin_the_workers(ag, request, 200)
 
 
+@pytest.mark.serial  # counts threads and times answers
 def test_pipelined_pings_that_are_never_read_cannot_pin_the_workers(agent, fake_upstream):
     ag = big_secret_agent(agent, fake_upstream)
     assert_non_readers_cannot_pin_the_workers(ag, b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n", 40000)

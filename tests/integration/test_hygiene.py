@@ -23,6 +23,7 @@ def timed_read(ag, name):
     return time.monotonic() - started
 
 
+@pytest.mark.serial  # times the reads
 def test_steady_reader_never_waits_for_secrets_manager(agent, fake_upstream):
     """Reads near the end of the TTL refresh in the background: with a slow
     DescribeSecret (1.5 s) a reader across several TTLs never waits for it,

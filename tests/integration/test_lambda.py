@@ -284,6 +284,7 @@ def test_lambda_mode_needs_the_runtime_api(agent, fake_upstream):
     assert "AWS_LAMBDA_RUNTIME_API" in err
 
 
+@pytest.mark.xdist_group("make")  # runs make in the repository: one at a time
 def test_lambda_layer_zip_holds_the_extension():
     """`make lambda-layer`: the static binary at extensions/secrets-manager-agent, executable."""
     import os
