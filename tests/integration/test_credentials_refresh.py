@@ -21,6 +21,8 @@ import pytest
 
 from conftest import wait_until
 from credentials_common import (
+    LIFE,
+    NEAR_EXPIRY,
     NO_ENV_CREDS,
     assert_all_ok,
     assert_signed_with_served,
@@ -28,22 +30,13 @@ from credentials_common import (
     creds_error,
     imds_env,
     log_of,
+    reads,
     warn_lines,
 )
 # The shared fixtures: pytest finds them in this module's namespace.
 from credentials_common import fakes, iam, secret  # noqa: F401
 
-LIFE = 3600  # the fakes' credential lifetime, in seconds
-# The agent refreshes 5 to 10 minutes before the expiry: LIFE - 200 s is past
-# that point and still before the expiry (which the fakes round up).
-NEAR_EXPIRY = LIFE - 200
-PAST_EXPIRY = LIFE + 2
-
-
-def read(ag, name):
-    """One request, as poll_secret records it: [(time, status, body)]."""
-    st, _, body = ag.secret(name, timeout=30)
-    return [(time.time(), st, body)]
+PAST_EXPIRY = LIFE + 2  # the fakes round their expiry up to a whole second
 
 
 @pytest.mark.serial  # times the requests
@@ -98,16 +91,16 @@ def test_failed_source_is_retried_at_most_every_retry_interval(agent, moto, iam,
     def failed_calls():
         return len([r for r in c.requests() if r.get("outage") == "error"])
 
-    results = read(ag, name)  # one request: the first credentials
+    results = reads(ag, name, 1)  # one request: the first credentials
     ag.advance(PAST_EXPIRY)
-    results += read(ag, name)  # asks the source (its client retries a 500 itself)
+    results += reads(ag, name, 1)  # asks the source (its client retries a 500 itself)
     per_ask = failed_calls()
     assert per_ask >= 1, "the source was never asked again"
     for asked in (1, 2):
-        results += [read(ag, name)[0] for _ in range(10)]  # in the grace period
+        results += reads(ag, name, 10)  # in the grace period
         assert failed_calls() == asked * per_ask, "asked once per retry interval"
         ag.advance(10 + 1)
-        results += read(ag, name)
+        results += reads(ag, name, 1)
     assert failed_calls() == 3 * per_ask
     assert_all_ok(results, value)
     assert c.served_count() == 1
@@ -127,12 +120,12 @@ def test_refresh_before_expiry(agent, moto, iam, secret, fakes, kind):
     src, env = make_source(kind, fakes, iam, lifetime=LIFE)
     proxy = fakes.proxy(moto.port)
     ag = agent(proxy.url, config={"ttl_seconds": 0}, env={**NO_ENV_CREDS, **env})
-    results = read(ag, name)
+    results = reads(ag, name, 1)
     ag.advance(LIFE / 2)
-    results += read(ag, name)
+    results += reads(ag, name, 1)
     assert src.served_count() == 1, "refreshed long before the expiry"
     ag.advance(NEAR_EXPIRY - LIFE / 2)
-    results += read(ag, name) + read(ag, name)
+    results += reads(ag, name)
     assert_all_ok(results, value)
     assert src.served_count() == 2, "credentials were not refreshed before they expired"
     assert not warn_lines(ag, "static stability"), log_of(ag)[-3000:]

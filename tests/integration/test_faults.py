@@ -8,7 +8,6 @@ attempt, and its own count of attempts in /metrics."""
 import json
 import os
 import threading
-import time
 
 
 from conftest import close_abruptly, error, free_port, garbage, hang, ok, respond, unique, wait_until
