@@ -23,6 +23,10 @@ STATIC_BIN  := target/$(MUSL_TARGET)/release/$(BIN_NAME)
 DEBUG_BIN   := $(CURDIR)/target/debug/$(BIN_NAME)
 # Extra arguments for pytest, e.g. `make test PYTEST_ARGS="-k cache -x"`.
 PYTEST_ARGS ?=
+# pytest-xdist workers for the integration tests; the tests mostly wait (for the
+# agent, moto, a fake), so more workers than cores pay. PYTEST_WORKERS=0 runs
+# them in one process.
+PYTEST_WORKERS ?= 4
 
 .PHONY: bench bench-compare bench-compare-2x bench-compare-3x soak bench-tools bench-floor
 .PHONY: all build venv test unit-test integration-test lint static static-ring musl-build describe size-check demo clean lambda-layer
@@ -49,14 +53,23 @@ unit-test:
 	@echo "==> cargo test (unit tests)"
 	$(CARGO) test
 
+# Two runs: every test but those marked `serial` on PYTEST_WORKERS workers
+# (`--dist loadgroup` keeps an xdist_group on one worker), then the `serial`
+# ones (they time answers or count threads) alone.
 # pytest exits 5 when it collects no test; that is reported loudly but is not a failure.
 integration-test: venv
 	@echo "==> cargo build (debug binary for the integration tests)"
 	$(CARGO) build
-	@echo "==> pytest tests/integration against $(DEBUG_BIN)"
-	@rc=0; AGENT_BIN="$(DEBUG_BIN)" $(VENV)/bin/pytest tests/integration -q $(PYTEST_ARGS) || rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "WARNING: pytest collected no integration tests"; rc=0; fi; \
-	exit $$rc
+	@echo "==> pytest tests/integration against $(DEBUG_BIN), $(PYTEST_WORKERS) workers"
+	@rc=0; AGENT_BIN="$(DEBUG_BIN)" $(VENV)/bin/pytest tests/integration -q -n $(PYTEST_WORKERS) \
+		--dist loadgroup -m "not serial" $(PYTEST_ARGS) || rc=$$?; \
+	echo "==> pytest tests/integration, the serial tests"; \
+	rc2=0; AGENT_BIN="$(DEBUG_BIN)" $(VENV)/bin/pytest tests/integration -q -m serial $(PYTEST_ARGS) || rc2=$$?; \
+	if [ $$rc -eq 5 ] && [ $$rc2 -eq 5 ]; then echo "WARNING: pytest collected no integration tests"; fi; \
+	if [ $$rc -eq 5 ]; then rc=0; fi; \
+	if [ $$rc2 -eq 5 ]; then rc2=0; fi; \
+	if [ $$rc -ne 0 ]; then exit $$rc; fi; \
+	exit $$rc2
 
 # The layers between the crates are Cargo's to keep (and tests/layers.rs's, for
 # what Cargo cannot see), so lint is the compiler's and rustfmt's.

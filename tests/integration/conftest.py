@@ -4,6 +4,9 @@ Everything here talks to loopback addresses only.  Every subprocess started by a
 fixture is terminated (then killed) in that fixture's teardown, and every wait is
 bounded.
 
+Under pytest-xdist every worker has its own session fixtures (a moto each); the
+`serial` marker is explained at pytest_configure.
+
 Fixtures
 --------
 moto            session: a signature-checking moto server plus an admin key and a
@@ -43,7 +46,24 @@ from relays import relay_reply
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 10.0  # seconds to wait for "listening on"
 HTTP_TIMEOUT = 30.0  # default client timeout for one request to the agent
+# One sample line of /metrics: name (without the prefix), labels, value.
+METRIC_RE = re.compile(r"^secrets_manager_agent_([a-z_]+)(?:\{([^}]*)\})? (\S+)$", re.M)
+LABEL_RE = re.compile(r'([a-z_]+)="([^"]*)"')
 LISTEN_RE = re.compile(r"listening on http://(?:127\.0\.0\.1|0\.0\.0\.0|\[[0-9a-f:]+\]):(\d+)")
+
+
+# --------------------------------------------------------------------------- markers
+
+
+def pytest_configure(config):
+    # `make integration-test` runs the suite on several pytest-xdist workers
+    # (`-n`, `--dist loadgroup`), then the tests marked `serial` alone: those
+    # that measure how long the agent takes to answer, or count its threads
+    # under a flood of sockets, and would measure the other workers' load.
+    config.addinivalue_line(
+        "markers", "serial: timing-sensitive; `make integration-test` runs it after the parallel run, alone")
+    config.addinivalue_line(
+        "markers", "xdist_group(name): tests of one group run on the same xdist worker, one after the other")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -755,6 +775,27 @@ class Agent:
         status, _, body = self.get(f"/test/clock?advance={seconds}", method="POST")
         assert status == 200, (status, body)
         return float(body)
+
+    def metric(self, name: str, **labels) -> float:
+        """The sum of `/metrics` samples `secrets_manager_agent_<name>` whose
+        labels include `labels` (0 when there is none): the agent's own count
+        of what it did, the event a test waits for instead of sleeping."""
+        status, _, body = self.get("/metrics")
+        assert status == 200, (status, body)
+        total = 0.0
+        for m in METRIC_RE.finditer(body.decode()):
+            if m.group(1) != name:
+                continue
+            have = dict(LABEL_RE.findall(m.group(2) or ""))
+            if all(have.get(k) == str(v) for k, v in labels.items()):
+                total += float(m.group(3))
+        return total
+
+    def wait_metric(self, name: str, at_least: float, timeout: float = 10.0, **labels) -> float:
+        """Waits (bounded) until metric `name` reaches `at_least`; returns it."""
+        wait_until(lambda: self.metric(name, **labels) >= at_least, timeout,
+                   what=f"{name}{labels or ''} >= {at_least}")
+        return self.metric(name, **labels)
 
     def threads(self) -> int:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():

@@ -176,6 +176,22 @@ def poll_secret(ag, name, seconds, interval=0.25, stop=None):
     return out
 
 
+# A lifetime for the fakes' credentials, and the step of the agent's test clock
+# (Agent.advance) that brings them 200 s short of their expiry: past the 5 to
+# 10 minutes ahead at which the agent refreshes, still before the expiry.
+LIFE = 3600
+NEAR_EXPIRY = LIFE - 200
+
+
+def reads(ag, name, n=2):
+    """`n` requests in a row, recorded as poll_secret records them."""
+    out = []
+    for _ in range(n):
+        st, _, body = ag.secret(name, timeout=30)
+        out.append((time.time(), st, body))
+    return out
+
+
 def assert_all_ok(results, value):
     bad = [(round(t, 2), st, body[:300]) for t, st, body in results if st != 200]
     assert not bad, bad

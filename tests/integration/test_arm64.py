@@ -146,6 +146,7 @@ def test_fetches_a_secret_over_tls(start_arm64, tls_upstream, pki):  # noqa: F81
     assert tls_upstream.count(name=name) == 1
 
 
+@pytest.mark.xdist_group("make")  # runs make in the repository: one at a time
 def test_lambda_layer_zip_holds_the_arm64_binary(runner):
     """`make lambda-layer ARCH=arm64` (static-arm64 finds the binary up to date)."""
     if os.environ.get("ARM64_AGENT_BIN"):

@@ -19,13 +19,15 @@ import pytest
 
 from conftest import DUMMY_CREDS
 from credentials_common import (
+    LIFE,
+    NEAR_EXPIRY,
     NO_ENV_CREDS,
     assert_all_ok,
     assert_secrets_not_logged,
     creds_error,
     get_ok,
     keys,
-    poll_secret,
+    reads,
     write_profiles,
 )
 # The shared fixtures: pytest finds them in this module's namespace.
@@ -126,14 +128,22 @@ def test_profile_credential_process_with_expiration_is_refreshed(agent, moto, ia
     name, value = secret
     creds = [list(iam.mint()) for _ in range(4)]
     state = tmp_path / "state.json"
-    state.write_text(json.dumps({"n": 0, "creds": creds, "lifetime": 4}))
+    state.write_text(json.dumps({"n": 0, "creds": creds, "lifetime": LIFE}))
     script = write_script(tmp_path / "proc.py", PROC_PY)
     env = write_profiles(tmp_path, config=f"[profile sma-proc]\ncredential_process = {sys.executable} {script} {state}\n")
     ag = agent(moto.url, config={"ttl_seconds": 0}, env={**NO_ENV_CREDS, **env, "AWS_PROFILE": "sma-proc"})
     n = lambda: json.loads(state.read_text())["n"]  # noqa: E731
-    results = poll_secret(ag, name, 12, stop=lambda: n() >= 2)
+    # The agent's test clock steps towards the Expiration (an hour ahead): not
+    # run again halfway, run again 200 s before it (past the 5 to 10 minutes
+    # ahead at which the agent refreshes).
+    results = reads(ag, name, 1)
+    ag.advance(LIFE / 2)
+    results += reads(ag, name)
+    assert n() == 1, "credential_process was run again long before the Expiration"
+    ag.advance(NEAR_EXPIRY - LIFE / 2)
+    results += reads(ag, name)
     assert_all_ok(results, value)
-    assert n() >= 2, "credential_process was not run again before the Expiration"
+    assert n() == 2, "credential_process was not run again before the Expiration"
 
 
 @pytest.mark.parametrize("body", ["echo 'no credentials for you' >&2; exit 3", "echo 'this is not json'"],

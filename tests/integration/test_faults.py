@@ -1,14 +1,19 @@
-"""Upstream faults, retries, stale serving and concurrency, against the scriptable fake upstream."""
+"""Upstream faults, retries, stale serving and concurrency, against the scriptable fake upstream.
+
+TTLs run on the agent's test clock (Agent.advance); upstream timeouts are real
+time, kept short (FAST_TIMEOUT_ENV). Calls that "must not follow" are counted
+after the event that ends them: the agent's answer, which comes after its last
+attempt, and its own count of attempts in /metrics."""
 
 import json
 import os
 import threading
-import time
 
 
 from conftest import close_abruptly, error, free_port, garbage, hang, ok, respond, unique, wait_until
 
 FAST_TIMEOUT_ENV = {"SMA_UPSTREAM_TIMEOUT_MS": "300", "SMA_UPSTREAM_CONNECT_TIMEOUT_MS": "1000"}
+TTL = 300  # seconds on the agent's clock
 
 
 def err_json(body):
@@ -76,8 +81,9 @@ def test_client_error_is_not_retried(agent, fake_upstream):
     status, _, body = ag.secret("gone")
     assert status == 400, body
     assert err_json(body) == {"__type": "ResourceNotFoundException", "message": "no such secret"}
-    time.sleep(0.5)
+    # Retries come before the answer: once it is here, every attempt is made.
     assert fake_upstream.count("GetSecretValue") == 1
+    assert ag.metric("upstream_calls_total", operation="GetSecretValue") == 1
 
 
 def test_garbage_body_is_502_response_error(agent, fake_upstream):
@@ -167,14 +173,14 @@ def test_slow_but_in_time_upstream_is_fine(agent, fake_upstream):
 
 
 def _expire_then_break(agent, fake_upstream, action, **config):
-    ag = agent(fake_upstream.url, config={"ttl_seconds": 1, **config})
+    ag = agent(fake_upstream.url, config={"ttl_seconds": TTL, **config})
     name = unique("stale")
     fake_upstream.set_secret(name, "cached-value")
     status, _, body = ag.secret(name)
     assert status == 200 and json.loads(body)["SecretString"] == "cached-value", body
     fake_upstream.set_default("GetSecretValue", action)
     fake_upstream.set_default("DescribeSecret", action)
-    time.sleep(2.5)
+    ag.advance(TTL * 2.5)
     return ag, name
 
 
@@ -184,19 +190,25 @@ def test_transient_failure_on_expired_entry_serves_stale(agent, fake_upstream):
     assert status == 200, body
     assert json.loads(body)["SecretString"] == "cached-value"
     assert fake_upstream.count("DescribeSecret") + fake_upstream.count("GetSecretValue") >= 2
+    # Expired: a miss that waited for upstream, not a hit. (The stale answer
+    # after the failure is not counted in cache_stale_answers_total.)
+    assert ag.metric("cache_misses_total") == 2 and ag.metric("cache_hits_total") == 0
 
 
 def test_timeout_on_expired_entry_serves_stale(agent, fake_upstream):
-    ag = agent(fake_upstream.url, config={"ttl_seconds": 1}, env=FAST_TIMEOUT_ENV)
+    ag = agent(fake_upstream.url, config={"ttl_seconds": TTL}, env=FAST_TIMEOUT_ENV)
     name = unique("stale-to")
     status, _, body = ag.secret(name)
     assert status == 200, body
     fake_upstream.set_default("GetSecretValue", hang(30))
     fake_upstream.set_default("DescribeSecret", hang(30))
-    time.sleep(2.5)
+    ag.advance(TTL * 2.5)
     status, _, body = ag.secret(name, timeout=60)
     assert status == 200, body
     assert json.loads(body)["SecretString"] == f"value-of-{name}"
+    # Expired: a miss that waited for upstream, not a hit. (The stale answer
+    # after the failure is not counted in cache_stale_answers_total.)
+    assert ag.metric("cache_misses_total") == 2 and ag.metric("cache_hits_total") == 0
 
 
 def test_transient_failure_without_ignore_is_an_error(agent, fake_upstream):
@@ -259,7 +271,8 @@ def test_hanging_secret_does_not_block_cache_hit(agent, fake_upstream):
 def test_concurrent_misses_share_one_upstream_call(agent, fake_upstream):
     ag = agent(fake_upstream.url, config={"ttl_seconds": 300})
     name = unique("herd")
-    fake_upstream.set_default("GetSecretValue", ok(delay=1.0), secret=name)
+    # Held until unblock(), after the threads are counted.
+    fake_upstream.set_default("GetSecretValue", ok(delay=30), secret=name)
     n = 50
     barrier = threading.Barrier(n)
     results = [None] * n
@@ -277,9 +290,14 @@ def test_concurrent_misses_share_one_upstream_call(agent, fake_upstream):
         t.start()
     # While the one call is out, the requests wait without a thread each:
     # one thread calls AWS and the pool stays at its usual size (one worker
-    # per CPU).
-    time.sleep(0.7)
-    during = ag.threads()
+    # per CPU). All n are in (the scrape is one more), the call is out.
+    try:
+        ag.wait_metric("in_flight_requests", n + 1, timeout=30)
+        fake_upstream.wait_calls("GetSecretValue", 1, secret=name)
+        during = ag.threads()
+        assert all(t.is_alive() for t in threads), "answered before the call returned"
+    finally:
+        fake_upstream.unblock()
     for t in threads:
         t.join(90)
     assert all(r is not None for r in results), "some requests never finished"
@@ -300,8 +318,8 @@ def test_workers_never_wait_for_aws(agent, fake_upstream):
     assert ag.secret("hot")[0] == 200
     workers = os.cpu_count() or 1
     names = [unique("slow") for _ in range(20)]
-    for name in names:
-        fake_upstream.set_default("GetSecretValue", ok(delay=2.0), secret=name)
+    for name in names:  # held until unblock()
+        fake_upstream.set_default("GetSecretValue", ok(delay=30), secret=name)
     results = {}
 
     def miss(name):
@@ -311,11 +329,14 @@ def test_workers_never_wait_for_aws(agent, fake_upstream):
     for t in threads:
         t.start()
     # Every miss reached AWS (and the first read of "hot" before them).
-    fake_upstream.wait_calls("GetSecretValue", 21)
-    fetching, working = ag.threads_named("fetch"), ag.threads_named("worker")
-    status, _, body = ag.secret("hot", timeout=10)
-    # Served from memory while every call still hung.
-    pending = sum(t.is_alive() for t in threads)
+    try:
+        fake_upstream.wait_calls("GetSecretValue", 21)
+        fetching, working = ag.threads_named("fetch"), ag.threads_named("worker")
+        status, _, body = ag.secret("hot", timeout=10)
+        # Served from memory while every call still hung.
+        pending = sum(t.is_alive() for t in threads)
+    finally:
+        fake_upstream.unblock()
     for t in threads:
         t.join(60)
     assert status == 200, body

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import raise_nofile
+from conftest import raise_nofile, wait_until
 
 
 def recv_until_closed(sock, timeout=15.0, limit=1 << 20):
@@ -130,7 +130,7 @@ def test_malformed_request_is_400_and_closed(ag):
 
 
 def test_stalled_client_is_disconnected(agent, fake_upstream):
-    ag = agent(fake_upstream.url, env={"SMA_CLIENT_TIMEOUT_MS": "1000"})
+    ag = agent(fake_upstream.url, env={"SMA_CLIENT_TIMEOUT_MS": "300"})
     s = connect(ag.port)
     try:
         s.sendall(b"GET /secretsmanager/get?secretId=x HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Partial: ")
@@ -144,7 +144,7 @@ def test_stalled_client_is_disconnected(agent, fake_upstream):
 
 
 def test_idle_keep_alive_connection_is_closed(agent, fake_upstream):
-    ag = agent(fake_upstream.url, env={"SMA_CLIENT_TIMEOUT_MS": "1000"})
+    ag = agent(fake_upstream.url, env={"SMA_CLIENT_TIMEOUT_MS": "300"})
     s = connect(ag.port)
     try:
         s.sendall(b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
@@ -156,7 +156,7 @@ def test_idle_keep_alive_connection_is_closed(agent, fake_upstream):
 
 
 def test_silent_connection_is_closed(agent, fake_upstream):
-    ag = agent(fake_upstream.url, env={"SMA_CLIENT_TIMEOUT_MS": "1000"})
+    ag = agent(fake_upstream.url, env={"SMA_CLIENT_TIMEOUT_MS": "300"})
     s = connect(ag.port)
     try:
         data, closed = recv_until_closed(s, timeout=20)
@@ -181,6 +181,7 @@ def test_slow_but_steady_client_is_served(agent, fake_upstream):
     assert data.startswith(b"HTTP/1.1 200"), data[:200]
 
 
+@pytest.mark.serial  # counts threads and times answers
 def test_many_idle_connections(agent, fake_upstream):
     n = 1000
     limit = raise_nofile(n + 500)
@@ -192,7 +193,8 @@ def test_many_idle_connections(agent, fake_upstream):
     try:
         for _ in range(n):
             socks.append(socket.create_connection(("127.0.0.1", ag.port), timeout=10))
-        time.sleep(1.0)
+        # The agent holds them all (and the scrape's own).
+        ag.wait_metric("open_connections", n + 1, timeout=30)
         assert ag.alive()
         status, _, body = ag.get("/ping", token=False, timeout=15)
         assert (status, body) == (200, b"healthy")
@@ -213,6 +215,7 @@ def test_many_idle_connections(agent, fake_upstream):
     assert status == 200
 
 
+@pytest.mark.serial  # counts threads and times answers
 def test_many_stalled_request_heads(agent, fake_upstream):
     """Slowloris: 300 connections each stuck in the middle of a request head must
     neither starve /ping and cached secrets nor cost a thread each."""
@@ -226,7 +229,8 @@ def test_many_stalled_request_heads(agent, fake_upstream):
             s = socket.create_connection(("127.0.0.1", ag.port), timeout=10)
             s.sendall(b"GET /secretsmanager/get?secretId=warm HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A")
             socks.append(s)
-        time.sleep(1.0)
+        # The agent holds them all (and the scrape's own).
+        ag.wait_metric("open_connections", n + 1, timeout=30)
         status, _, body = ag.get("/ping", token=False, timeout=15)
         assert (status, body) == (200, b"healthy")
         status, _, body = ag.secret("warm", timeout=15)
@@ -275,7 +279,7 @@ def assert_pool_did_not_grow(ag, max_conn):
     assert ag.threads() <= bound + 4, (ag.threads(), bound)
 
 
-def assert_stays_responsive(ag, big_id, seconds=6.0):
+def assert_stays_responsive(ag, big_id, seconds=3.0):
     """/ping (no token) and a cached read by a well-behaved client answer promptly
     for `seconds`, while the non-readers are connected."""
     deadline = time.monotonic() + seconds
@@ -312,6 +316,7 @@ def assert_non_readers_cannot_pin_the_workers(ag, request, count):
     assert ag.get("/ping", token=False)[0] == 200
 
 
+@pytest.mark.serial  # counts threads and times answers
 def test_clients_that_never_read_cannot_pin_the_workers(agent, fake_upstream):
     ag = big_secret_agent(agent, fake_upstream)
     request = (
@@ -321,6 +326,7 @@ def test_clients_that_never_read_cannot_pin_the_workers(agent, fake_upstream):
     assert_non_readers_cannot_pin_the_workers(ag, request, 200)
 
 
+@pytest.mark.serial  # counts threads and times answers
 def test_pipelined_pings_that_are_never_read_cannot_pin_the_workers(agent, fake_upstream):
     ag = big_secret_agent(agent, fake_upstream)
     assert_non_readers_cannot_pin_the_workers(ag, b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n", 40000)
@@ -336,7 +342,10 @@ def test_an_answer_the_client_does_not_read_times_out(agent, fake_upstream):
     )
     s = non_reader(ag.port, request, 50)
     try:
-        time.sleep(2.5)  # past one client timeout for the answer that did not fit
+        # The agent closes it one client timeout after the answer stopped
+        # fitting: wait for that (the scrape is the one connection left).
+        wait_until(lambda: ag.metric("open_connections") == 1, timeout=15,
+                   what="the non-reader's connection to close")
         s.setblocking(True)
         data, closed = recv_until_closed(s, timeout=5, limit=64 << 20)
         assert closed, "the agent kept a connection whose answer was not read"

@@ -1,4 +1,5 @@
-"""Secret hygiene and refresh-ahead, observed from outside the process."""
+"""Secret hygiene and refresh-ahead, observed from outside the process; the TTLs
+run on the agent's test clock (Agent.advance)."""
 
 import os
 import shutil
@@ -11,36 +12,48 @@ import pytest
 from conftest import LISTEN_RE, http_request, ok, spawn_wrapped_agent
 
 
+TTL = 300  # seconds on the agent's clock (Agent.advance)
+DUE = TTL * 0.95  # past an entry's refresh point (80 to 90 % of its TTL), inside the TTL
+
+
+def timed_read(ag, name):
+    started = time.monotonic()
+    status, _, body = ag.secret(name)
+    assert status == 200, body
+    return time.monotonic() - started
+
+
+@pytest.mark.serial  # times the reads
 def test_steady_reader_never_waits_for_secrets_manager(agent, fake_upstream):
     """Reads near the end of the TTL refresh in the background: with a slow
-    DescribeSecret (1.5 s) a reader polling across several TTLs never waits for it."""
+    DescribeSecret (1.5 s) a reader across several TTLs never waits for it,
+    not even once the TTL has run out while the refresh is still under way."""
     fake_upstream.set_default("DescribeSecret", ok(delay=1.5))
-    ag = agent(upstream=fake_upstream.url, config={"ttl_seconds": 2})
+    ag = agent(upstream=fake_upstream.url, config={"ttl_seconds": TTL})
     assert ag.secret("steady")[0] == 200
     slowest = 0.0
-    deadline = time.monotonic() + 7
-    while time.monotonic() < deadline:
-        started = time.monotonic()
-        status, _, body = ag.secret("steady")
-        slowest = max(slowest, time.monotonic() - started)
-        assert status == 200, body
-        time.sleep(0.1)
-    assert fake_upstream.count("DescribeSecret") >= 2, "refreshed ahead across several TTLs"
+    for n in (1, 2):
+        ag.advance(DUE)  # from the last refresh: in the refresh window
+        slowest = max(slowest, timed_read(ag, "steady"))  # queues the refresh
+        fake_upstream.wait_calls("DescribeSecret", n)  # under way, held 1.5 s
+        ag.advance(TTL * 0.1)  # past the TTL while it runs
+        slowest = max(slowest, timed_read(ag, "steady"))
+        ag.wait_metric("cache_refreshes_total", n)
+        slowest = max(slowest, timed_read(ag, "steady"))
+    assert fake_upstream.count("DescribeSecret") == 2, "refreshed ahead across several TTLs"
     assert fake_upstream.count("GetSecretValue") == 1
     assert slowest < 1.0, f"a read waited {slowest:.2f} s for the 1.5 s DescribeSecret"
 
 
 def test_rotation_is_picked_up_within_one_ttl(agent, fake_upstream):
-    ag = agent(upstream=fake_upstream.url, config={"ttl_seconds": 2})
+    ag = agent(upstream=fake_upstream.url, config={"ttl_seconds": TTL})
     fake_upstream.set_secret("rotating", "old")
     assert ag.secret_json("rotating")["SecretString"] == "old"
     fake_upstream.set_secret("rotating", "new")
-    deadline = time.monotonic() + 2.5
-    seen = "old"
-    while time.monotonic() < deadline and seen == "old":
-        seen = ag.secret_json("rotating")["SecretString"]
-        time.sleep(0.1)
-    assert seen == "new"
+    ag.advance(TTL / 2)
+    assert ag.secret_json("rotating")["SecretString"] == "old", "within the TTL: from memory"
+    ag.advance(TTL / 2 + 1)
+    assert ag.secret_json("rotating")["SecretString"] == "new"
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")

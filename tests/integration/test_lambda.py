@@ -144,7 +144,8 @@ def test_with_snap_start_nothing_is_served_before_the_first_invoke(agent, fake_u
         args=["lambda-extension", "--config", "agent.toml"],
     )
     wait_until(lambda: extensions_api.next_calls >= 1, timeout=15, what="register + event/next")
-    time.sleep(0.5)
+    # Without SnapStart the agent listens before it asks for its first event:
+    # that call is the event that proves the window in which it would have.
     assert refused(port), "with SnapStart the agent must not serve during init"
     assert not fake_upstream.requests(), "nor call AWS: nothing may be cached in the snapshot"
     assert proc.poll() is None
@@ -283,6 +284,7 @@ def test_lambda_mode_needs_the_runtime_api(agent, fake_upstream):
     assert "AWS_LAMBDA_RUNTIME_API" in err
 
 
+@pytest.mark.xdist_group("make")  # runs make in the repository: one at a time
 def test_lambda_layer_zip_holds_the_extension():
     """`make lambda-layer`: the static binary at extensions/secrets-manager-agent, executable."""
     import os

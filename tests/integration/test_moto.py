@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import pytest
 
-from conftest import unique
+from conftest import unique, wait_until
 
 SUCCESS_KEYS_STRING = ["ARN", "Name", "VersionId", "SecretString", "VersionStages", "CreatedDate"]
 SUCCESS_KEYS_BINARY = ["ARN", "Name", "VersionId", "SecretBinary", "VersionStages", "CreatedDate"]
@@ -241,13 +241,9 @@ def test_credentials_file_is_reread_when_it_changes(agent, moto, sm, tmp_path):
     creds.write_text(f"[default]\naws_access_key_id = {moto.admin[0]}\naws_secret_access_key = {moto.admin[1]}\n")
     later = time.time() + 5
     os.utime(creds, (later, later))
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        status, _, body = ag.secret(name)
-        if status == 200:
-            break
-        time.sleep(0.5)
-    assert status == 200, body
+    # The next request may already read the new file; poll (bounded) for it.
+    status, _, body = wait_until(lambda: (r := ag.secret(name))[0] == 200 and r, timeout=20, interval=0.1,
+                                 what="the rewritten credentials file to be used")
     assert json.loads(body)["SecretString"] == "after-rotation"
 
 
