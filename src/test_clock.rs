@@ -1,5 +1,5 @@
 //! The integration tests' hold on the agent's clock: in debug builds started
-//! with `SMA_TEST_CLOCK` set, `POST /test/clock?advance=SECONDS` (with the
+//! with `SMA_TEST_CLOCK=true`, `POST /test/clock?advance=SECONDS` (with the
 //! token) moves the clock the caches run on forward, so that a test steps
 //! past a TTL, into a refresh window or past a credential's expiry at once
 //! instead of sleeping for it. The answer comes after the clock has moved:
@@ -18,9 +18,9 @@ pub const PATH: &str = "/test/clock";
 const MAX_STEP_SECONDS: f64 = 366.0 * 86_400.0;
 
 /// Whether this process serves the route: a debug build, started with
-/// `SMA_TEST_CLOCK` set.
+/// `SMA_TEST_CLOCK=true`.
 pub fn enabled() -> bool {
-    cfg!(debug_assertions) && secrets_manager_agent_core::env::var("SMA_TEST_CLOCK").is_some()
+    cfg!(debug_assertions) && secrets_manager_agent_core::env::flag("SMA_TEST_CLOCK")
 }
 
 /// The answer to a request for [`PATH`] with `query`: the clock moved on by

@@ -771,7 +771,7 @@ class Agent:
     def advance(self, seconds: float) -> float:
         """Moves the agent's clock (TTLs, refresh windows, credential expiries)
         `seconds` forward at once; returns how far ahead of real time it is.
-        Only the debug binary has this clock (SMA_TEST_CLOCK, set by agent_env)."""
+        Only the debug binary has this clock (SMA_TEST_CLOCK=true, set by agent_env)."""
         status, _, body = self.get(f"/test/clock?advance={seconds}", method="POST")
         assert status == 200, (status, body)
         return float(body)
@@ -850,7 +850,7 @@ def agent_env(upstream_url=None, token=None, creds=None, extra=None, home=None):
         env["AWS_CONFIG_FILE"] = str(Path(home) / "no-such-config")
     env["AWS_EC2_METADATA_DISABLED"] = "true"
     # The debug binary's test clock (POST /test/clock?advance=SECONDS, Agent.advance).
-    env["SMA_TEST_CLOCK"] = "1"
+    env["SMA_TEST_CLOCK"] = "true"
     if token is not None:
         env["AWS_TOKEN"] = token
     if creds is not None:

@@ -3,11 +3,10 @@ upstream data cannot forge log lines."""
 
 import re
 import socket
-import time
 
 import pytest
 
-from conftest import error, free_port, unique
+from conftest import error, free_port, unique, wait_until
 
 LOG = "logs/secrets_manager_agent.log"
 
@@ -45,8 +44,13 @@ def test_no_secrets_in_logs(agent, fake_upstream, to_file):
     fake_upstream.set_default("GetSecretValue", error(400, "ResourceNotFoundException", "nope"), secret=broken)
     ag = agent(fake_upstream.url, config={"log_level": "DEBUG", "log_to_file": to_file})
     exercise(ag, name, secret_value, broken)
-    time.sleep(0.5)
     log_path = ag.workdir / LOG
+
+    def logged():
+        return (log_path.read_text(errors="replace") if log_path.exists() else "") + ag.stdout + ag.stderr
+
+    # The failed request's WARN line is out: the requests' lines are written.
+    wait_until(lambda: broken in logged(), what="the failed request's log line")
     during = log_path.read_text(errors="replace") if log_path.exists() else ""
     ag.stop()
     logs = log_path.read_text(errors="replace") if log_path.exists() else ""

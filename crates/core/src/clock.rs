@@ -10,7 +10,7 @@
 //! The integration tests run the whole agent, so they cannot hand it a
 //! clock: in debug builds (the binary they test) [`SystemClock`] reads the
 //! system's clocks plus a skew that only grows, and [`advance`] moves it on
-//! (the agent's API does so when started with `SMA_TEST_CLOCK`). A test then
+//! (the agent's API does so when started with `SMA_TEST_CLOCK=true`). A test then
 //! steps past a TTL or a credential's expiry at once instead of sleeping.
 //! Release builds have no skew: the clock is the system's. What the skew
 //! moves is policy time only (TTLs, refresh windows, expiries); I/O timeouts

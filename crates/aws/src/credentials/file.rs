@@ -5,7 +5,6 @@
 //! good credentials stay in use.
 
 use std::fs;
-use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -50,12 +49,8 @@ impl CredentialsFile {
                 meta.permissions().mode() & 0o777
             );
         }
-        let sections =
-            ini::read_file(&self.path)
-                .map_err(FileError::Read)?
-                .ok_or(FileError::Read(ReadError::Io(
-                    io::ErrorKind::NotFound.into(),
-                )))?;
+        let text = fs::read_to_string(&self.path).map_err(|e| FileError::Read(ReadError::Io(e)))?;
+        let sections = ini::parse(&text).map_err(|e| FileError::Read(ReadError::Syntax(e)))?;
         let section = sections
             .get(&self.profile)
             .ok_or_else(|| FileError::NoSection(self.profile.clone()))?;

@@ -162,7 +162,9 @@ fn run_with_timeout(
             .collect();
         return Err(ProcessError::Failed { status, stderr });
     }
-    let output = json::parse(&stdout).map_err(ProcessError::Output)?;
+    // Output that is not the format at all (a script's own message on
+    // stdout) is told as such, before any complaint about a field.
+    let output = json::parse(&stdout).map_err(|_| ProcessError::NotVersion1)?;
     // The JSON number 1, written as JSON writes it.
     if output.version.as_deref().map(|v| v.get()) != Some("1") {
         return Err(ProcessError::NotVersion1);
@@ -199,8 +201,8 @@ mod tests {
                 "{not_version_1}: {e}"
             );
         }
-        let e = run("echo 'not json'", "p").unwrap_err().to_string();
-        assert!(e.contains("not credentials JSON"), "{e}");
+        let e = run("echo 'Error: token expired'", "p").unwrap_err();
+        assert!(matches!(e, ProcessError::NotVersion1), "{e}");
         let e = run_with_timeout("sleep 5", "p", Duration::from_millis(200)).unwrap_err();
         assert!(e.to_string().contains("did not finish"), "{e}");
         // A background grandchild holding stdout open must not hang us.
