@@ -17,7 +17,7 @@
 //! and request signing read the system's clocks directly.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 pub trait Clock: Send + Sync {
     /// Monotonic time, for durations (TTLs, retry intervals).
@@ -45,7 +45,7 @@ impl Clock for SystemClock {
 /// Moves [`SystemClock`] forward by `by` for the whole process, and returns
 /// how far it is ahead of the system's clocks now. Only debug builds have it.
 #[cfg(debug_assertions)]
-pub fn advance(by: Duration) -> Duration {
+pub fn advance(by: std::time::Duration) -> std::time::Duration {
     skew::add(by)
 }
 
