@@ -9,7 +9,7 @@
 # TARGETARCH). The build stage runs on that platform too and compiles natively with
 # Debian's musl-gcc: on a host of the other architecture Docker emulates it with qemu
 # (binfmt), which works but is many times slower; `make static-arm64` cross-compiles
-# instead. The image contains two files: /secrets-manager-agent (about 3.4 MB on
+# instead. The image contains two files: /secrets-manager-agent (about 3.5 MB on
 # amd64, 2.9 MB on arm64) and its config
 # /etc/secrets-manager-agent/config.toml (examples/container-config.toml: logs to
 # stdout/stderr, port 2773). There is no shell, libc or CA bundle: the binary is
