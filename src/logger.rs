@@ -140,10 +140,16 @@ pub fn init(level: LevelFilter, to_file: bool, json: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether an event comes from the agent's own code: this crate or one of
+/// the workspace's (`secrets_manager_agent_cache`, `_aws`, ...), whose names
+/// all start with this crate's (tests/layers.rs holds them to it).
+fn is_ours(target: &str) -> bool {
+    target.starts_with(env!("CARGO_CRATE_NAME"))
+}
+
 impl Log for Logger {
     fn enabled(&self, meta: &Metadata) -> bool {
-        let ours = meta.target().starts_with(env!("CARGO_CRATE_NAME"));
-        let limit = if ours {
+        let limit = if is_ours(meta.target()) {
             self.level
         } else {
             self.level.min(LevelFilter::Warn)
@@ -323,6 +329,20 @@ fn rotate(path: &Path) -> io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_workspace_crates_log_at_the_agents_level_others_at_warn() {
+        for ours in [
+            "secrets_manager_agent::api",
+            "secrets_manager_agent_cache::refresh",
+            "secrets_manager_agent_aws::credentials::imds",
+        ] {
+            assert!(is_ours(ours), "{ours}");
+        }
+        for theirs in ["rustls::client::hs", "ureq::unversioned", "secrets"] {
+            assert!(!is_ours(theirs), "{theirs}");
+        }
+    }
 
     #[test]
     fn json_lines_are_one_object_with_the_fields() {

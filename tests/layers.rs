@@ -8,6 +8,8 @@ use std::fs;
 use std::path::Path;
 
 /// Top to bottom: a crate may depend on the crates after it, never before.
+/// Every name starts with the agent's: the logger takes an event's target to
+/// be the agent's own by that prefix (src/logger.rs, `is_ours`).
 const LAYERS: [(&str, &str); 6] = [
     ("secrets-manager-agent", "."),
     ("secrets-manager-agent-cache", "crates/cache"),
