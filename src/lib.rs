@@ -12,5 +12,4 @@ pub mod api;
 pub mod config;
 pub mod logger;
 pub mod probe;
-pub mod test_clock;
 pub mod token;

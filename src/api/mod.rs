@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 mod target;
+mod test_clock;
 
-use crate::test_clock;
 use crate::token::Token;
 use secrets_manager_agent_aws::UpstreamError;
 use secrets_manager_agent_cache::{Answer, Cache, Key, Served, Upstream};

@@ -9,7 +9,8 @@
 //! (`secrets_manager_agent_core::clock`): there the path is a 404 like any
 //! other unknown one.
 
-use secrets_manager_agent_http::http::{Request, Response, ResponseBody};
+use super::owned_text as text;
+use secrets_manager_agent_http::http::{Request, Response};
 
 /// The route's path.
 pub const PATH: &str = "/test/clock";
@@ -79,14 +80,6 @@ fn move_clock(step: std::time::Duration) -> Option<std::time::Duration> {
 #[cfg(not(debug_assertions))]
 fn move_clock(_: std::time::Duration) -> Option<std::time::Duration> {
     None
-}
-
-fn text(status: u16, body: String) -> Response {
-    Response {
-        status,
-        content_type: "text/plain; charset=utf-8",
-        body: ResponseBody::Owned(body),
-    }
 }
 
 #[cfg(test)]
