@@ -46,9 +46,8 @@ from relays import relay_reply
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 10.0  # seconds to wait for "listening on"
 HTTP_TIMEOUT = 30.0  # default client timeout for one request to the agent
-# One sample line of /metrics: name (without the prefix), labels, value.
-METRIC_RE = re.compile(r"^secrets_manager_agent_([a-z_]+)(?:\{([^}]*)\})? (\S+)$", re.M)
-LABEL_RE = re.compile(r'([a-z_]+)="([^"]*)"')
+# The prefix of every series the agent serves on /metrics.
+METRICS_PREFIX = "secrets_manager_agent_"
 LISTEN_RE = re.compile(r"listening on http://(?:127\.0\.0\.1|0\.0\.0\.0|\[[0-9a-f:]+\]):(\d+)")
 
 
@@ -780,16 +779,15 @@ class Agent:
         """The sum of `/metrics` samples `secrets_manager_agent_<name>` whose
         labels include `labels` (0 when there is none): the agent's own count
         of what it did, the event a test waits for instead of sleeping."""
+        from prometheus_client.parser import text_string_to_metric_families
+
         status, _, body = self.get("/metrics")
         assert status == 200, (status, body)
-        total = 0.0
-        for m in METRIC_RE.finditer(body.decode()):
-            if m.group(1) != name:
-                continue
-            have = dict(LABEL_RE.findall(m.group(2) or ""))
-            if all(have.get(k) == str(v) for k, v in labels.items()):
-                total += float(m.group(3))
-        return total
+        want = {k: str(v) for k, v in labels.items()}
+        return sum(s.value
+                   for family in text_string_to_metric_families(body.decode())
+                   for s in family.samples
+                   if s.name == METRICS_PREFIX + name and want.items() <= s.labels.items())
 
     def wait_metric(self, name: str, at_least: float, timeout: float = 10.0, **labels) -> float:
         """Waits (bounded) until metric `name` reaches `at_least`; returns it."""

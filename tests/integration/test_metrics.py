@@ -6,11 +6,9 @@ import http.client
 
 import pytest
 
-from conftest import error, free_port, http_request
+from conftest import METRICS_PREFIX as PREFIX, error, free_port, http_request
 
 parser = pytest.importorskip("prometheus_client.parser", reason="prometheus_client is in tests/requirements.txt")
-
-PREFIX = "secrets_manager_agent_"
 
 
 def scrape(port, token=None):
