@@ -138,11 +138,6 @@ def http_request(port, path, headers=None, method="GET", body=None, timeout=HTTP
         conn.close()
 
 
-def ordered_json(data: bytes):
-    """Parse JSON keeping key order (list of pairs at top level -> dict keeps order)."""
-    return json.loads(data.decode("utf-8"))
-
-
 def unique(prefix: str = "s") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 

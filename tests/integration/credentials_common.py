@@ -159,23 +159,6 @@ def amz_epoch(headers) -> float:
     return calendar.timegm(time.strptime(headers["x-amz-date"], "%Y%m%dT%H%M%SZ"))
 
 
-def poll_secret(ag, name, seconds, interval=0.25, stop=None):
-    """GET the secret repeatedly for `seconds`, or until stop() is true (then once more,
-    so that a background refresh has been used at least once). [(t, status, body)]."""
-    out = []
-    end = time.monotonic() + seconds
-    extra = 0
-    while time.monotonic() < end:
-        st, _, body = ag.secret(name, timeout=30)
-        out.append((time.time(), st, body))
-        if stop and stop():
-            extra += 1
-            if extra > 1:
-                break
-        time.sleep(interval)
-    return out
-
-
 # A lifetime for the fakes' credentials, and the step of the agent's test clock
 # (Agent.advance) that brings them 200 s short of their expiry: past the 5 to
 # 10 minutes ahead at which the agent refreshes, still before the expiry.
@@ -184,7 +167,7 @@ NEAR_EXPIRY = LIFE - 200
 
 
 def reads(ag, name, n=2):
-    """`n` requests in a row, recorded as poll_secret records them."""
+    """`n` requests in a row: [(time, status, body)]."""
     out = []
     for _ in range(n):
         st, _, body = ag.secret(name, timeout=30)

@@ -34,7 +34,6 @@ import shutil
 import socket
 import ssl
 import stat
-import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
