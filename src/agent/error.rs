@@ -3,9 +3,9 @@
 //! where the user can act on it, the setting to change. `main` prints it as
 //! one line and exits with status 1.
 //!
-//! Errors of the layers below (crates/aws, crates/http) arrive as a boxed
-//! [`Cause`]: their own `Display` already says why, and this enum adds what
-//! the agent was doing.
+//! Errors of the layers below (crates/aws, crates/http) are kept as their
+//! own types: their `Display` already says why, and this enum adds what the
+//! agent was doing.
 
 use std::fmt;
 use std::io;
@@ -16,10 +16,11 @@ use super::region::NoRegion;
 use crate::config::ConfigError;
 use crate::logger;
 use crate::token::TokenError;
+use secrets_manager_agent_aws::endpoint::EndpointError;
+use secrets_manager_agent_aws::transport::CaBundleError;
+use secrets_manager_agent_aws::UpstreamError;
 use secrets_manager_agent_core::env::InvalidVar;
-
-/// An error of a lower layer, told as it tells itself.
-pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+use secrets_manager_agent_http::socket::{BindError, GroupError};
 
 #[derive(Debug)]
 pub enum Error {
@@ -35,19 +36,21 @@ pub enum Error {
     /// An `SMA_*` tuning variable, or one of the Lambda extension's timeouts.
     Tuning(InvalidVar),
     /// `AWS_CA_BUNDLE` cannot be read.
-    CaBundle(Cause),
+    CaBundle(CaBundleError),
     /// A credential refresh variable is out of range.
-    RefreshTiming(Cause),
+    RefreshTiming(InvalidVar),
     Region(NoRegion),
-    Endpoint(Cause),
+    Endpoint(EndpointError),
     /// STS GetCallerIdentity with the agent's credentials failed.
-    CredentialsCheck(Cause),
+    CredentialsCheck(UpstreamError),
     Listen {
         address: SocketAddr,
         source: io::Error,
     },
-    /// `unix_socket_path`'s socket, or `unix_socket_group`.
-    UnixSocket(Cause),
+    /// `unix_socket_group` names no group.
+    UnixSocketGroup(GroupError),
+    /// `unix_socket_path`'s socket.
+    UnixSocket(BindError),
     MetricsListen {
         address: SocketAddr,
         source: io::Error,
@@ -56,7 +59,7 @@ pub enum Error {
     /// The OS would not tell a bound socket's address.
     LocalAddress(io::Error),
     /// The server's loop ended.
-    Server(Cause),
+    Server(io::Error),
 }
 
 impl fmt::Display for Error {
@@ -77,7 +80,9 @@ impl fmt::Display for Error {
             Error::ServerThread(e) => write!(f, "cannot start the server thread: {e}"),
             Error::Token(e) => write!(f, "{e}"),
             Error::Tuning(e) => write!(f, "{e}"),
-            Error::CaBundle(e) | Error::RefreshTiming(e) | Error::Endpoint(e) => write!(f, "{e}"),
+            Error::CaBundle(e) => write!(f, "{e}"),
+            Error::RefreshTiming(e) => write!(f, "{e}"),
+            Error::Endpoint(e) => write!(f, "{e}"),
             Error::Region(e) => write!(f, "{e}"),
             Error::CredentialsCheck(e) => write!(
                 f,
@@ -87,6 +92,7 @@ impl fmt::Display for Error {
             Error::Listen { address, source } => {
                 write!(f, "cannot listen on {address}: {source}")
             }
+            Error::UnixSocketGroup(e) => write!(f, "{e}"),
             Error::UnixSocket(e) => write!(f, "{e}"),
             Error::MetricsListen { address, source } => {
                 write!(f, "cannot listen on {address} for metrics: {source}")
@@ -124,7 +130,7 @@ mod tests {
                  (set log_to_file = false to log to stderr)",
             ),
             (
-                Error::CredentialsCheck("AWS answered 403".into()),
+                Error::CredentialsCheck(UpstreamError::Credentials("AWS answered 403".into())),
                 "credentials check (STS GetCallerIdentity) failed: AWS answered 403 \
                  (set validate_credentials = false to skip it)",
             ),

@@ -13,7 +13,7 @@ pub mod lambda;
 pub mod prefetch;
 pub mod region;
 
-pub use error::{Cause, Error};
+pub use error::Error;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
@@ -196,10 +196,10 @@ fn start(config: &Config, running: &Running) -> Result<Agent, Error> {
     let (token, token_var) = Token::from_env(&config.ssrf_env_variables).map_err(Error::Token)?;
     let tuning = Tuning::from_env(env::var).map_err(Error::Tuning)?;
     let place = Place::find(config)?;
-    let roots = transport::roots_from_env().map_err(|e| Error::CaBundle(e.into()))?;
+    let roots = transport::roots_from_env().map_err(Error::CaBundle)?;
     let transports = Transports::new(&tuning, roots);
     let transport = transports.base.clone();
-    let timing = refresh::Timing::from_env().map_err(|e| Error::RefreshTiming(e.into()))?;
+    let timing = refresh::Timing::from_env().map_err(Error::RefreshTiming)?;
     let credentials = credentials_provider(config, &place, &transport, timing)?;
     let client = Arc::new(Client::new(
         transport.clone(),
@@ -234,9 +234,9 @@ fn start(config: &Config, running: &Running) -> Result<Agent, Error> {
             .as_deref()
             .map(socket::group_id)
             .transpose()
-            .map_err(|e| Error::UnixSocket(e.into()))?;
-        let unix = socket::bind_unix(path, config.unix_socket_mode, gid)
-            .map_err(|e| Error::UnixSocket(e.into()))?;
+            .map_err(Error::UnixSocketGroup)?;
+        let unix =
+            socket::bind_unix(path, config.unix_socket_mode, gid).map_err(Error::UnixSocket)?;
         listeners.push(Listener::Unix(unix));
         running.set_socket(path.clone());
     }
@@ -432,8 +432,7 @@ impl Place {
             .and_then(|p| p.get("endpoint_url"))
             .map(String::as_str);
         let resolve = |service| {
-            endpoint::resolve(service, &region, profile_endpoint)
-                .map_err(|e| Error::Endpoint(e.into()))
+            endpoint::resolve(service, &region, profile_endpoint).map_err(Error::Endpoint)
         };
         let endpoint = resolve(endpoint::SECRETS_MANAGER)?;
         let ssm_endpoint = resolve(endpoint::SSM)?;
@@ -490,7 +489,7 @@ fn validate_credentials(
             log::warn!("could not validate credentials ({e}); starting anyway because ignore_transient_errors is on");
             Ok(())
         }
-        Err(e) => Err(Error::CredentialsCheck(e.into())),
+        Err(e) => Err(Error::CredentialsCheck(e)),
     }
 }
 
@@ -662,8 +661,7 @@ fn serve(agent: Agent) -> Result<(), Error> {
     if let Some(metrics) = metrics {
         serve_metrics(metrics, &settings, api.clone())?;
     }
-    server::run(listeners, settings, move |request| api.reply(request))
-        .map_err(|e| Error::Server(e.into()))
+    server::run(listeners, settings, move |request| api.reply(request)).map_err(Error::Server)
 }
 
 /// The metrics listener, on a thread of its own: `/metrics` and `/ping`,
