@@ -200,7 +200,7 @@ fn start(config: &Config, running: &Running) -> Result<Agent, Error> {
     let transports = Transports::new(&tuning, roots);
     let transport = transports.base.clone();
     let timing = refresh::Timing::from_env().map_err(Error::RefreshTiming)?;
-    let credentials = credentials_provider(config, &place, &transport, timing)?;
+    let credentials = credentials_provider(config, &place, &transport, timing);
     let client = Arc::new(Client::new(
         transport.clone(),
         place.region.clone(),
@@ -455,12 +455,12 @@ fn credentials_provider(
     place: &Place,
     transport: &Transport,
     timing: refresh::Timing,
-) -> Result<Arc<dyn ProvideCredentials>, Error> {
+) -> Arc<dyn ProvideCredentials> {
     if let Some(path) = &config.credentials_file_path {
-        return Ok(Arc::new(CredentialsFile::new(
+        return Arc::new(CredentialsFile::new(
             path.clone(),
             place.profile_name.clone(),
-        )));
+        ));
     }
     let context = Arc::new(credentials::Context::new(
         place.sts_endpoint.clone(),
@@ -470,7 +470,7 @@ fn credentials_provider(
         place.profiles.clone(),
         place.profile_name.clone(),
     ));
-    Ok(Arc::new(credentials::default_chain(&context, timing)))
+    Arc::new(credentials::default_chain(&context, timing))
 }
 
 /// STS GetCallerIdentity with the credentials the agent will use, so a bad
