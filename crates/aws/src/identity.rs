@@ -97,6 +97,12 @@ impl std::error::Error for CredentialsError {}
 
 pub trait ProvideCredentials: Send + Sync {
     fn credentials(&self) -> Result<Arc<Credentials>, CredentialsError>;
+    /// New credentials from the source now, even if the ones held are still
+    /// valid: a caller of the agent already signs with a newer set
+    /// (`callers`). Sources that hold nothing just answer again.
+    fn refresh(&self) -> Result<Arc<Credentials>, CredentialsError> {
+        self.credentials()
+    }
 }
 
 /// Fixed credentials, e.g. a source profile's keys used to sign AssumeRole.

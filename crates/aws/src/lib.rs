@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod arn;
+pub mod callers;
 pub mod client;
 pub mod credentials;
 pub mod endpoint;
@@ -20,6 +21,7 @@ pub mod sign;
 pub mod ssm;
 pub mod sts;
 pub mod transport;
+pub mod verify;
 
 pub use error::UpstreamError;
 pub use secrets_manager::{SecretQuery, SecretValue, SecretsManager};

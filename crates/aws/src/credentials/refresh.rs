@@ -127,6 +127,18 @@ impl<P: ProvideCredentials, C: Clock> Refreshing<P, C> {
 }
 
 impl<P: ProvideCredentials, C: Clock> ProvideCredentials for Refreshing<P, C> {
+    /// Asks the source again unless it failed within `retry_every`; what it
+    /// answers replaces the held set as a scheduled refresh would.
+    fn refresh(&self) -> Result<Arc<Credentials>, CredentialsError> {
+        {
+            let mut state = lock(&self.state);
+            if state.current.is_some() {
+                state.refresh_at = Some(SystemTime::UNIX_EPOCH);
+            }
+        }
+        self.credentials()
+    }
+
     fn credentials(&self) -> Result<Arc<Credentials>, CredentialsError> {
         if let Some(answer) = self.cached(self.clock.wall()) {
             return answer;
@@ -275,6 +287,20 @@ mod tests {
         assert_eq!(r.key().unwrap(), "AKID1");
         assert_eq!(r.key().unwrap(), "AKID1");
         assert_eq!(r.calls(), 2);
+    }
+
+    #[test]
+    fn refresh_asks_the_source_before_the_held_set_is_due() {
+        let r = refreshing(60 * MIN, timing(Duration::ZERO, MIN));
+        assert_eq!(r.key().unwrap(), "AKID0");
+        assert_eq!(r.refresh().unwrap().access_key_id, "AKID1");
+        assert_eq!(r.key().unwrap(), "AKID1", "the new set is held");
+        assert_eq!(r.calls(), 2);
+        // After a failure, not again within retry_every: the held set.
+        r.source.down.store(true, Ordering::SeqCst);
+        assert_eq!(r.refresh().unwrap().access_key_id, "AKID1");
+        assert_eq!(r.refresh().unwrap().access_key_id, "AKID1");
+        assert_eq!(r.calls(), 3);
     }
 
     #[test]
