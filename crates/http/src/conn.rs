@@ -211,11 +211,7 @@ mod tests {
                 "/mid" => ResponseBody::Owned("m".repeat(MID)),
                 _ => ResponseBody::Static("small"),
             };
-            Reply::Now(Response {
-                status: 200,
-                content_type: "text/plain",
-                body,
-            })
+            Reply::Now(Response::new(200, "text/plain", body))
         }
     }
 
@@ -243,11 +239,7 @@ mod tests {
                     woken.fetch_add(1, Ordering::SeqCst);
                     wake();
                 }),
-                answer: Box::new(|| Response {
-                    status: 200,
-                    content_type: "text/plain",
-                    body: ResponseBody::Static("late"),
-                }),
+                answer: Box::new(|| Response::new(200, "text/plain", ResponseBody::Static("late"))),
             })
         };
         let (mut scratch, idle) = (Scratch::default(), Load::fixed(1));

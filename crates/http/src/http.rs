@@ -28,7 +28,31 @@ pub struct Request<'a> {
 pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
+    /// More header lines, written after `Content-Type` and `Content-Length`
+    /// as `Name: value` (an empty `Vec` allocates nothing). Neither may hold
+    /// CR or LF, which would end the line early and let a value forge
+    /// headers: [`render`] leaves such a header out (and debug builds
+    /// panic).
+    pub headers: Vec<(&'static str, String)>,
     pub body: ResponseBody,
+}
+
+impl Response {
+    /// An answer with no headers but `Content-Type` and `Content-Length`.
+    pub fn new(status: u16, content_type: &'static str, body: ResponseBody) -> Response {
+        Response {
+            status,
+            content_type,
+            headers: Vec::new(),
+            body,
+        }
+    }
+
+    /// The answer with one more header line (see [`Response::headers`]).
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
+    }
 }
 
 /// What a handler gives for a request.
@@ -166,12 +190,20 @@ pub fn render(out: &mut Vec<u8>, response: &Response, keep_alive: bool) {
     let body = response.body.as_bytes();
     // Room for the longest head this writes, so the buffer grows at most
     // here: a buffer that held a secret is overwritten before it is given
-    // back, never freed by a reallocation with the secret still in it.
-    let needed = body.len() + response.content_type.len() + 128;
+    // back, never freed by a reallocation with the secret still in it. 128
+    // holds the status line, the fixed names, the length's digits and
+    // `Connection: close`; each extra header takes its own `\r\n: `.
+    let extra: usize = response
+        .headers
+        .iter()
+        .map(|(name, value)| name.len() + value.len() + 4)
+        .sum();
+    let needed = body.len() + response.content_type.len() + extra + 128;
     if out.capacity() < needed {
         out.zeroize();
         *out = Vec::with_capacity(needed);
     }
+    let capacity = out.capacity();
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     push_decimal(out, usize::from(response.status));
@@ -181,11 +213,27 @@ pub fn render(out: &mut Vec<u8>, response: &Response, keep_alive: bool) {
     out.extend_from_slice(response.content_type.as_bytes());
     out.extend_from_slice(b"\r\nContent-Length: ");
     push_decimal(out, body.len());
+    for (name, value) in &response.headers {
+        if !fits_a_line(name) || !fits_a_line(value) {
+            debug_assert!(false, "header {name:?} holds CR or LF");
+            continue;
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+    }
     if !keep_alive {
         out.extend_from_slice(b"\r\nConnection: close");
     }
     out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(body);
+    debug_assert_eq!(out.capacity(), capacity, "render reallocated");
+}
+
+/// Whether `text` stays on one header line.
+fn fits_a_line(text: &str) -> bool {
+    !text.bytes().any(|b| b == b'\r' || b == b'\n')
 }
 
 fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
@@ -431,11 +479,11 @@ mod tests {
     #[test]
     fn renders_head_and_body() {
         let mut out = Vec::new();
-        let response = Response {
-            status: 404,
-            content_type: "text/plain; charset=utf-8",
-            body: ResponseBody::Static("Not found"),
-        };
+        let response = Response::new(
+            404,
+            "text/plain; charset=utf-8",
+            ResponseBody::Static("Not found"),
+        );
         render(&mut out, &response, true);
         assert_eq!(
             out,
@@ -448,5 +496,59 @@ mod tests {
             push_decimal(&mut v, n);
             assert_eq!(v, n.to_string().into_bytes());
         }
+    }
+
+    #[test]
+    fn renders_extra_headers_after_the_length() {
+        let response = Response::new(
+            200,
+            "application/x-amz-json-1.1",
+            ResponseBody::Static("{}"),
+        )
+        .with_header("x-amzn-RequestId", "r-1")
+        .with_header("X-Other", String::new());
+        let mut out = Vec::new();
+        render(&mut out, &response, false);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: 2\r\nx-amzn-RequestId: r-1\r\nX-Other: \r\nConnection: close\r\n\r\n{}"
+        );
+    }
+
+    #[test]
+    fn extra_headers_are_sized_before_rendering() {
+        // Long headers, the longest reason and length, and a close: the
+        // buffer is sized once (`render` asserts it never reallocates), and
+        // a buffer already large enough is kept.
+        let long = "v".repeat(10_000);
+        let response = Response::new(431, "text/plain", ResponseBody::Owned("b".repeat(99_999)))
+            .with_header("X-Long", long.clone())
+            .with_header("X-Long-Too", long);
+        let mut out = Vec::new();
+        render(&mut out, &response, false);
+        assert!(out.len() <= out.capacity());
+        let capacity = out.capacity();
+        render(&mut out, &response, true);
+        assert_eq!(out.capacity(), capacity);
+        assert!(
+            Response::new(200, "t", ResponseBody::Static(""))
+                .headers
+                .capacity()
+                == 0
+        );
+    }
+
+    #[test]
+    #[cfg_attr(debug_assertions, should_panic(expected = "CR or LF"))]
+    fn a_header_that_would_break_its_line_is_left_out() {
+        let response = Response::new(200, "text/plain", ResponseBody::Static("ok"))
+            .with_header("X-Forged", "a\r\nSet-Cookie: b");
+        let mut out = Vec::new();
+        render(&mut out, &response, true);
+        // Release builds: left out.
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+        );
     }
 }

@@ -459,11 +459,7 @@ mod tests {
                 settings,
                 |request: &Request| {
                     assert!(request.target != "/panic", "asked to panic");
-                    Reply::Now(Response {
-                        status: 200,
-                        content_type: "text/plain",
-                        body: ResponseBody::Static("ok"),
-                    })
+                    Reply::Now(Response::new(200, "text/plain", ResponseBody::Static("ok")))
                 },
             )
         });

@@ -776,11 +776,11 @@ impl Turn {
 
 /// The plain-text answer to a request we will not serve.
 fn refusal(out: &mut Vec<u8>, status: u16, message: &'static str) {
-    let response = Response {
+    let response = Response::new(
         status,
-        content_type: "text/plain; charset=utf-8",
-        body: ResponseBody::Static(message),
-    };
+        "text/plain; charset=utf-8",
+        ResponseBody::Static(message),
+    );
     render(out, &response, false);
 }
 

@@ -26,20 +26,14 @@ impl Handler {
             "/later" => {
                 return Reply::Later(Later {
                     ready: Box::new(|wake| wake()),
-                    answer: Box::new(|| Response {
-                        status: 200,
-                        content_type: "text/plain",
-                        body: ResponseBody::Static("late"),
+                    answer: Box::new(|| {
+                        Response::new(200, "text/plain", ResponseBody::Static("late"))
                     }),
                 })
             }
             _ => ResponseBody::Static("small"),
         };
-        Reply::Now(Response {
-            status: 200,
-            content_type: "text/plain",
-            body,
-        })
+        Reply::Now(Response::new(200, "text/plain", body))
     }
 }
 
