@@ -476,6 +476,7 @@ mod tests {
             method,
             target,
             headers: &headers,
+            body: &[],
         });
         (
             r.status,
@@ -544,6 +545,7 @@ mod tests {
                 method,
                 target,
                 headers: &[],
+                body: &[],
             });
             (
                 r.status,
