@@ -4,11 +4,12 @@
 //! routing).
 //!
 //! Two input modes, chosen by the first byte:
-//! * anything but NUL: the bytes are a raw request head for the server's own
-//!   parser (`server::http::parse_head`: httparse, 64 headers, 64 KiB head);
-//!   a complete head goes to `Api::handle` and the answer through
-//!   `server::http::render`, as the server does; the rendered head must carry
-//!   the status and the body's length;
+//! * anything but NUL: the bytes are a raw request for the server's own
+//!   parser (`server::http::parse_head`: httparse, 64 headers, 64 KiB head,
+//!   a body of one `Content-Length` up to 64 KiB); a complete request goes to
+//!   `Api::handle` and the answer through `server::http::render`, as the
+//!   server does; the rendered head must carry the status and the body's
+//!   length;
 //! * NUL: a structured request that need not survive httparse, one item a line:
 //!   `path_prefix`, method, target, then `name:value` header lines. This reaches
 //!   `Api::handle` with strings the HTTP parser would refuse (spaces, controls,
@@ -25,7 +26,9 @@ use secrets_manager_agent_aws::{SecretQuery, SecretValue, UpstreamError};
 use secrets_manager_agent_cache::{self as cache, Cache, Key, Upstream};
 use secrets_manager_agent_core::query::{parse_query, percent_decode};
 use secrets_manager_agent_core::secret::SecretBytes;
-use secrets_manager_agent_http::http::{self, Head, Request, Response, MAX_HEAD, MAX_HEADERS};
+use secrets_manager_agent_http::http::{
+    self, Head, Request, Response, MAX_BODY, MAX_HEAD, MAX_HEADERS,
+};
 use secrets_manager_agent::token::Token;
 
 const TOKEN_VAR: &str = "SMA_FUZZ_TOKEN";
@@ -328,13 +331,23 @@ fn raw(data: &[u8]) {
         return;
     };
     let len = parsed.len;
-    assert!(len <= data.len() && len <= MAX_HEAD, "head length {len}");
+    let body = parsed.request.body.len();
+    assert!(body <= MAX_BODY, "body length {body}");
+    assert!(
+        len <= data.len() && len - body <= MAX_HEAD,
+        "request length {len}, body {body}"
+    );
+    assert_eq!(
+        parsed.request.body,
+        &data[len - body..len],
+        "the body ends the request"
+    );
     let prefix = "/v1/";
     let api = api(prefix);
     let response = check(&api, prefix, &parsed.request);
     let status = response.status;
     let mut out = Vec::new();
-    http::render(&mut out, &response, parsed.stays_open());
+    http::render(&mut out, &response, parsed.keep_alive);
     let text = String::from_utf8_lossy(&out);
     let (head, _) = text
         .split_once("\r\n\r\n")
@@ -385,6 +398,7 @@ fn structured(data: &[u8]) {
             method,
             target,
             headers: &headers,
+            body: &[],
         },
     );
 }

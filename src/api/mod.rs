@@ -30,19 +30,11 @@ const PARAMETERS: &str = "/systemsmanager/parameters/get";
 const TEXT: &str = "text/plain; charset=utf-8";
 
 fn text(status: u16, body: &'static str) -> Response {
-    Response {
-        status,
-        content_type: TEXT,
-        body: ResponseBody::Static(body),
-    }
+    Response::new(status, TEXT, ResponseBody::Static(body))
 }
 
 fn owned_text(status: u16, body: String) -> Response {
-    Response {
-        status,
-        content_type: TEXT,
-        body: ResponseBody::Owned(body),
-    }
+    Response::new(status, TEXT, ResponseBody::Owned(body))
 }
 
 pub struct Settings {
@@ -246,15 +238,12 @@ impl<U: Upstream + 'static> Api<U> {
                 self.cache.entries() as u64,
             ),
         ];
-        Response {
-            status: 200,
-            content_type: PROMETHEUS,
-            body: ResponseBody::Owned(metrics::render(
-                env!("CARGO_PKG_VERSION"),
-                secrets_manager_agent_aws::transport::TLS_PROVIDER,
-                &gauges,
-            )),
-        }
+        let body = metrics::render(
+            env!("CARGO_PKG_VERSION"),
+            secrets_manager_agent_aws::transport::TLS_PROVIDER,
+            &gauges,
+        );
+        Response::new(200, PROMETHEUS, ResponseBody::Owned(body))
     }
 
     /// The cache behind the API (prefetching fills it).
@@ -326,11 +315,7 @@ fn served_response(key: &Key, served: Served, from_memory: bool, started: Instan
     let took = started.elapsed();
     metrics::answer(from_memory, took);
     match served {
-        Ok(body) => Response {
-            status: 200,
-            content_type: JSON,
-            body: ResponseBody::Shared(body),
-        },
+        Ok(body) => Response::new(200, JSON, ResponseBody::Shared(body)),
         Err(e) => {
             let response = upstream_error(&e);
             // The fields go into JSON log lines (`log_format = "json"`).
@@ -378,11 +363,7 @@ pub fn upstream_error(e: &UpstreamError) -> Response {
         UpstreamError::Internal(_) => (500, "InternalFailure", None),
         UpstreamError::Refused { code, message } => (400, *code, Some(message.as_str())),
     };
-    Response {
-        status,
-        content_type: JSON,
-        body: ResponseBody::Owned(error_body(code, message)),
-    }
+    Response::new(status, JSON, ResponseBody::Owned(error_body(code, message)))
 }
 
 /// `{"__type":code,"message":message}` (no `message` when `None`). A struct
@@ -495,6 +476,7 @@ mod tests {
             method,
             target,
             headers: &headers,
+            body: &[],
         });
         (
             r.status,
@@ -563,6 +545,7 @@ mod tests {
                 method,
                 target,
                 headers: &[],
+                body: &[],
             });
             (
                 r.status,

@@ -1,12 +1,14 @@
-//! One client connection: read a request head (bounded in size), hand it to the
-//! handler, write the answer, and decide whether the connection stays open.
+//! One client connection: read a request (head and body, each bounded in
+//! size), hand it to the handler, write the answer, and decide whether the
+//! connection stays open.
 //! Only the I/O is here, as a thin driver: what to do next and what the
 //! connection keeps while it waits are decided by `machine`'s typed states
 //! and pure transitions, what the bytes mean (limits, keep-alive, bodies) by
 //! `http::parse_head`, and the answer's bytes by `http::render`.
 //!
 //! No worker ever waits for a client. Sockets are non-blocking: a worker
-//! reads what has arrived (a client that trickles its head is parked again),
+//! reads what has arrived (a client that trickles its head or body is parked
+//! again),
 //! and writes what the socket takes of an answer; the rest waits in epoll
 //! for room, under one deadline for the whole answer, and the
 //! requests pipelined behind it wait unprocessed. A client that sends
@@ -209,13 +211,10 @@ mod tests {
             let body = match request.target {
                 "/big" => ResponseBody::Owned("b".repeat(BIG)),
                 "/mid" => ResponseBody::Owned("m".repeat(MID)),
+                "/echo" => ResponseBody::Owned(String::from_utf8_lossy(request.body).into_owned()),
                 _ => ResponseBody::Static("small"),
             };
-            Reply::Now(Response {
-                status: 200,
-                content_type: "text/plain",
-                body,
-            })
+            Reply::Now(Response::new(200, "text/plain", body))
         }
     }
 
@@ -243,11 +242,7 @@ mod tests {
                     woken.fetch_add(1, Ordering::SeqCst);
                     wake();
                 }),
-                answer: Box::new(|| Response {
-                    status: 200,
-                    content_type: "text/plain",
-                    body: ResponseBody::Static("late"),
-                }),
+                answer: Box::new(|| Response::new(200, "text/plain", ResponseBody::Static("late"))),
             })
         };
         let (mut scratch, idle) = (Scratch::default(), Load::fixed(1));
@@ -315,6 +310,57 @@ mod tests {
             got.extend_from_slice(&chunk[..n]);
         }
         String::from_utf8(got).unwrap()
+    }
+
+    #[test]
+    fn a_body_sent_in_two_writes_is_read_whole_and_the_connection_kept() {
+        let (mut client, conn) = pair();
+        let calls = AtomicUsize::new(0);
+        let handle = handler(&calls);
+        let (mut scratch, idle) = (Scratch::default(), Load::fixed(1));
+        let body = r#"{"SecretIdList":["a","b"]}"#;
+        // The head and the start of the body: nothing to answer yet.
+        let head = format!(
+            "POST /echo HTTP/1.1\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        client
+            .write_all(format!("{head}{}", &body[..10]).as_bytes())
+            .unwrap();
+        let conn = parked(serve(conn, &handle, &mut scratch, &idle));
+        assert_eq!(conn.wait(), Wait::Read);
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        assert_eq!(conn.pending_len(), head.len() + 10);
+        // The rest, and a request after it on the same connection.
+        client
+            .write_all(format!("{}GET /small HTTP/1.1\r\n\r\n", &body[10..]).as_bytes())
+            .unwrap();
+        let conn = parked(serve(conn, &handle, &mut scratch, &idle));
+        assert_eq!(conn.wait(), Wait::Read, "kept open");
+        assert_eq!(conn.pending_len(), 0);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let text = read_until_count(&mut client, "small", 1);
+        let echo = format!(
+            "Content-Length: {}\r\n\r\n{body}HTTP/1.1 200 OK\r\n",
+            body.len()
+        );
+        assert!(text.contains(&echo), "{text}");
+        assert!(!text.contains("Connection: close"), "{text}");
+        // And the next one.
+        client.write_all(&post_echo("again")).unwrap();
+        let _conn = parked(serve(conn, &handle, &mut scratch, &idle));
+        assert!(read_until_count(&mut client, "again", 1).ends_with("\r\n\r\nagain"));
+    }
+
+    fn post_echo(body: &str) -> Vec<u8> {
+        format!(
+            "POST /echo HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
     }
 
     #[test]

@@ -3,9 +3,15 @@
 //!
 //! No sockets here: [`parse_head`] takes the bytes read so far and says what
 //! they are, [`render`] turns a response into the bytes to write. That way
-//! the head rules (size limits, keep-alive, when a body forces a close) are
-//! tested on byte strings, and the fuzz target drives the same code as the
-//! server. Reading, writing and closing are `conn`'s.
+//! the head rules (size limits, keep-alive, which bodies are read and which
+//! refused) are tested on byte strings, and the fuzz target drives the same
+//! code as the server. Reading, writing and closing are `conn`'s.
+//!
+//! A body is read only when one `Content-Length` announces it, up to
+//! [`MAX_BODY`]: the request reaches the handler once head and body are both
+//! there, and the connection then stays open like any other's. Chunked
+//! bodies, larger ones and contradicting lengths are refused before any of
+//! the body is buffered.
 
 use std::sync::Arc;
 
@@ -17,18 +23,50 @@ use secrets_manager_agent_core::secret::SecretBytes;
 pub const MAX_HEAD: usize = 64 * 1024;
 /// Headers per request; more get 431.
 pub const MAX_HEADERS: usize = 64;
+/// Largest request body read; a larger `Content-Length` gets 413 without
+/// the body being buffered. The largest input the agent serves, a JSON 1.1
+/// BatchGetSecretValue naming 20 secret IDs of 2,048 characters each, is
+/// about 42 KiB (more if the IDs are escaped); a parked connection holds at
+/// most `MAX_HEAD + MAX_BODY` of a request.
+pub const MAX_BODY: usize = 64 * 1024;
 
 pub struct Request<'a> {
     pub method: &'a str,
     /// Path and query, as sent.
     pub target: &'a str,
     pub headers: &'a [httparse::Header<'a>],
+    /// The body, whole (at most [`MAX_BODY`] bytes); empty when none.
+    pub body: &'a [u8],
 }
 
 pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
+    /// More header lines, written after `Content-Type` and `Content-Length`
+    /// as `Name: value` (an empty `Vec` allocates nothing). Neither may hold
+    /// CR or LF, which would end the line early and let a value forge
+    /// headers: [`render`] leaves such a header out (and debug builds
+    /// panic).
+    pub headers: Vec<(&'static str, String)>,
     pub body: ResponseBody,
+}
+
+impl Response {
+    /// An answer with no headers but `Content-Type` and `Content-Length`.
+    pub fn new(status: u16, content_type: &'static str, body: ResponseBody) -> Response {
+        Response {
+            status,
+            content_type,
+            headers: Vec::new(),
+            body,
+        }
+    }
+
+    /// The answer with one more header line (see [`Response::headers`]).
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
+    }
 }
 
 /// What a handler gives for a request.
@@ -76,38 +114,43 @@ impl ResponseBody {
 
 /// What [`parse_head`] made of the bytes so far.
 pub enum Head<'a> {
+    /// A whole request: its head, and its body if it announces one.
     Complete(Parsed<'a>),
-    /// More bytes are needed.
+    /// More bytes of the head are needed.
     Partial,
+    /// The head is complete but not the body it announces: more bytes are
+    /// needed, `len` in all for the whole request (at most
+    /// `MAX_HEAD + MAX_BODY`).
+    PartialBody { len: usize },
     /// Over [`MAX_HEAD`] bytes or [`MAX_HEADERS`] headers: answer 431.
     TooLarge,
-    /// Not an HTTP/1.x request head: answer 400.
+    /// A `Content-Length` over [`MAX_BODY`]: answer 413.
+    BodyTooLarge,
+    /// A body of unannounced length (`Transfer-Encoding` without
+    /// `Content-Length`): answer 411.
+    LengthRequired,
+    /// Not an HTTP/1.x request head, or the length of its body is not one
+    /// number (not digits, different values, or `Content-Length` with
+    /// `Transfer-Encoding`): answer 400.
     Invalid,
 }
 
-/// A complete request head.
+/// A complete request.
 pub struct Parsed<'a> {
     /// Borrows the parsed bytes and the caller's header array.
     pub request: Request<'a>,
-    /// Bytes the head took; what follows is the next request (pipelining).
+    /// Bytes the request took, head and body; what follows is the next
+    /// request (pipelining).
     pub len: usize,
-    /// The client asked to keep the connection open (HTTP/1.1 default).
+    /// The client asked to keep the connection open (HTTP/1.1 default):
+    /// whether it stays open after the answer; if not, the answer says
+    /// `Connection: close`.
     pub keep_alive: bool,
-    /// The request announces a body. The server reads none, so it must close
-    /// after answering: the body would be taken for the next request.
-    pub has_body: bool,
 }
 
-impl Parsed<'_> {
-    /// Whether the connection stays open after the answer; if not, the answer
-    /// says `Connection: close`.
-    pub fn stays_open(&self) -> bool {
-        self.keep_alive && !self.has_body
-    }
-}
-
-/// Parses one request head from the start of `buf`, with `headers` as room
-/// for its header lines (the caller's, so that the request can borrow it).
+/// Parses one request from the start of `buf`: its head, and the body the
+/// head announces once all of it is there. `headers` is room for its header
+/// lines (the caller's, so that the request can borrow it).
 pub fn parse_head<'b: 'h, 'h>(
     buf: &'b [u8],
     headers: &'h mut [httparse::Header<'b>; MAX_HEADERS],
@@ -136,18 +179,77 @@ pub fn parse_head<'b: 'h, 'h>(
         Some(1) => !connection_has("close"),
         _ => connection_has("keep-alive"),
     };
-    let has_body = header("transfer-encoding").next().is_some()
-        || header("content-length").any(|v| v.trim() != "0");
+    let body_len = match body_len(headers) {
+        Ok(n) => n,
+        Err(refusal) => return refusal,
+    };
+    // Both bounded: no overflow.
+    let end = len + body_len;
+    let Some(body) = buf.get(len..end) else {
+        return Head::PartialBody { len: end };
+    };
     Head::Complete(Parsed {
         request: Request {
             method,
             target,
             headers,
+            body,
         },
-        len,
+        len: end,
         keep_alive,
-        has_body,
     })
+}
+
+/// The length of the body `headers` announce (0 for none), or the refusal.
+///
+/// Only `Content-Length` is read. A chunked body (`Transfer-Encoding`) gets
+/// 411: no client the agent serves sends one (the AWS SDKs send their JSON
+/// with a length), and decoding chunks would be code for nobody. A request
+/// with both, or with lengths that differ, is refused with 400 rather than
+/// guessed at: a proxy in front that read it the other way would take our
+/// idea of its body for a request of its own (request smuggling).
+fn body_len(headers: &[httparse::Header<'_>]) -> Result<usize, Head<'static>> {
+    let chunked = headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
+    // The digits of the length, without leading zeros.
+    let mut length: Option<&[u8]> = None;
+    let lengths = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("content-length"));
+    for header in lengths {
+        // A list of equal values is one length (RFC 9110, 8.6).
+        for value in header.value.split(|&b| b == b',') {
+            let digits = value.trim_ascii();
+            if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+                return Err(Head::Invalid);
+            }
+            let first = digits
+                .iter()
+                .position(|&d| d != b'0')
+                .unwrap_or(digits.len() - 1);
+            let digits = &digits[first..];
+            match length {
+                Some(seen) if seen != digits => return Err(Head::Invalid),
+                _ => length = Some(digits),
+            }
+        }
+    }
+    match (length, chunked) {
+        (Some(_), true) => Err(Head::Invalid),
+        (None, true) => Err(Head::LengthRequired),
+        (None, false) => Ok(0),
+        (Some(digits), false) => {
+            // Too many digits for a usize is too large, too.
+            let n = digits.iter().try_fold(0usize, |n, &d| {
+                n.checked_mul(10)?.checked_add(usize::from(d - b'0'))
+            });
+            match n {
+                Some(n) if n <= MAX_BODY => Ok(n),
+                _ => Err(Head::BodyTooLarge),
+            }
+        }
+    }
 }
 
 fn header_values<'h>(
@@ -166,12 +268,20 @@ pub fn render(out: &mut Vec<u8>, response: &Response, keep_alive: bool) {
     let body = response.body.as_bytes();
     // Room for the longest head this writes, so the buffer grows at most
     // here: a buffer that held a secret is overwritten before it is given
-    // back, never freed by a reallocation with the secret still in it.
-    let needed = body.len() + response.content_type.len() + 128;
+    // back, never freed by a reallocation with the secret still in it. 128
+    // holds the status line, the fixed names, the length's digits and
+    // `Connection: close`; each extra header takes its own `\r\n: `.
+    let extra: usize = response
+        .headers
+        .iter()
+        .map(|(name, value)| name.len() + value.len() + 4)
+        .sum();
+    let needed = body.len() + response.content_type.len() + extra + 128;
     if out.capacity() < needed {
         out.zeroize();
         *out = Vec::with_capacity(needed);
     }
+    let capacity = out.capacity();
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     push_decimal(out, usize::from(response.status));
@@ -181,11 +291,27 @@ pub fn render(out: &mut Vec<u8>, response: &Response, keep_alive: bool) {
     out.extend_from_slice(response.content_type.as_bytes());
     out.extend_from_slice(b"\r\nContent-Length: ");
     push_decimal(out, body.len());
+    for (name, value) in &response.headers {
+        if !fits_a_line(name) || !fits_a_line(value) {
+            debug_assert!(false, "header {name:?} holds CR or LF");
+            continue;
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+    }
     if !keep_alive {
         out.extend_from_slice(b"\r\nConnection: close");
     }
     out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(body);
+    debug_assert_eq!(out.capacity(), capacity, "render reallocated");
+}
+
+/// Whether `text` stays on one header line.
+fn fits_a_line(text: &str) -> bool {
+    !text.bytes().any(|b| b == b'\r' || b == b'\n')
 }
 
 fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
@@ -211,6 +337,8 @@ fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         409 => "Conflict",
+        411 => "Length Required",
+        413 => "Payload Too Large",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
@@ -231,10 +359,15 @@ mod tests {
         Complete {
             len: usize,
             keep_alive: bool,
-            has_body: bool,
+            body: Vec<u8>,
         },
         Partial,
+        PartialBody {
+            len: usize,
+        },
         TooLarge,
+        BodyTooLarge,
+        LengthRequired,
         Invalid,
     }
 
@@ -244,22 +377,23 @@ mod tests {
             Head::Complete(p) => Outcome::Complete {
                 len: p.len,
                 keep_alive: p.keep_alive,
-                has_body: p.has_body,
+                body: p.request.body.to_vec(),
             },
             Head::Partial => Outcome::Partial,
+            Head::PartialBody { len } => Outcome::PartialBody { len },
             Head::TooLarge => Outcome::TooLarge,
+            Head::BodyTooLarge => Outcome::BodyTooLarge,
+            Head::LengthRequired => Outcome::LengthRequired,
             Head::Invalid => Outcome::Invalid,
         }
     }
 
-    /// `(keep_alive, has_body)` of a complete head.
-    fn flags(head: &str) -> (bool, bool) {
+    /// `keep_alive` of a complete request without a body.
+    fn keeps_alive(head: &str) -> bool {
         match outcome(head.as_bytes()) {
             Outcome::Complete {
-                keep_alive,
-                has_body,
-                ..
-            } => (keep_alive, has_body),
+                keep_alive, body, ..
+            } if body.is_empty() => keep_alive,
             other => panic!("{head:?}: {other:?}"),
         }
     }
@@ -297,81 +431,156 @@ mod tests {
         assert_eq!(p.request.headers.len(), 1);
         assert_eq!(p.request.headers[0].name, "X-Vault-Token");
         assert_eq!(p.request.headers[0].value, b"tok");
-        assert!(p.stays_open());
+        assert!(p.request.body.is_empty());
+        assert!(p.keep_alive);
     }
 
     #[test]
     fn http_1_1_keeps_alive_by_default() {
-        assert_eq!(flags(&get("1.1", &["Host: a"])), (true, false));
+        assert!(keeps_alive(&get("1.1", &["Host: a"])));
     }
 
     #[test]
     fn connection_close_closes() {
-        assert_eq!(flags(&get("1.1", &["Connection: close"])), (false, false));
-        assert_eq!(flags(&get("1.1", &["connection: CLOSE"])), (false, false));
+        assert!(!keeps_alive(&get("1.1", &["Connection: close"])));
+        assert!(!keeps_alive(&get("1.1", &["connection: CLOSE"])));
     }
 
     #[test]
     fn connection_close_in_a_list_closes() {
-        assert_eq!(
-            flags(&get("1.1", &["Connection: foo, Close"])),
-            (false, false)
-        );
-        assert_eq!(flags(&get("1.1", &["Connection: foo, bar"])), (true, false));
+        assert!(!keeps_alive(&get("1.1", &["Connection: foo, Close"])));
+        assert!(keeps_alive(&get("1.1", &["Connection: foo, bar"])));
     }
 
     #[test]
     fn any_of_several_connection_headers_counts() {
         let two = get("1.1", &["Connection: keep-alive", "Connection: close"]);
-        assert_eq!(flags(&two), (false, false));
+        assert!(!keeps_alive(&two));
     }
 
     #[test]
     fn http_1_0_closes_by_default() {
-        assert_eq!(flags(&get("1.0", &["Host: a"])), (false, false));
+        assert!(!keeps_alive(&get("1.0", &["Host: a"])));
     }
 
     #[test]
     fn http_1_0_keeps_alive_when_asked() {
-        assert_eq!(
-            flags(&get("1.0", &["Connection: Keep-Alive"])),
-            (true, false)
-        );
-        assert_eq!(
-            flags(&get("1.0", &["Connection: x, keep-alive"])),
-            (true, false)
-        );
+        assert!(keeps_alive(&get("1.0", &["Connection: Keep-Alive"])));
+        assert!(keeps_alive(&get("1.0", &["Connection: x, keep-alive"])));
+    }
+
+    /// A POST head announcing `length` with `headers` before it.
+    fn post(headers: &[&str], length: &str) -> String {
+        let mut lines = headers.to_vec();
+        let length = format!("Content-Length: {length}");
+        lines.push(&length);
+        get("1.1", &lines).replacen("GET", "POST", 1)
     }
 
     #[test]
-    fn transfer_encoding_means_a_body() {
-        let head = get("1.1", &["Transfer-Encoding: chunked"]);
-        assert_eq!(flags(&head), (true, true));
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let Head::Complete(p) = parse_head(head.as_bytes(), &mut headers) else {
-            panic!("complete");
+    fn a_body_is_complete_once_all_there() {
+        let head = post(&[], "5");
+        let at = |bytes: &str| outcome(format!("{head}{bytes}").as_bytes());
+        let whole = head.len() + 5;
+        assert_eq!(at(""), Outcome::PartialBody { len: whole });
+        assert_eq!(at("hell"), Outcome::PartialBody { len: whole });
+        let complete = Outcome::Complete {
+            len: whole,
+            keep_alive: true,
+            body: b"hello".to_vec(),
         };
-        assert!(!p.stays_open(), "an unread body forces a close");
+        assert_eq!(at("hello"), complete);
+        // What follows is the next request, not the body's.
+        assert_eq!(at("helloGET /ping HTTP/1.1\r\n"), complete);
+        // A body does not keep a connection open that asked to close.
+        let close = post(&["Connection: close"], "2");
+        assert_eq!(
+            outcome(format!("{close}{{}}").as_bytes()),
+            Outcome::Complete {
+                len: close.len() + 2,
+                keep_alive: false,
+                body: b"{}".to_vec(),
+            }
+        );
     }
 
     #[test]
-    fn content_length_zero_means_no_body() {
-        assert_eq!(flags(&get("1.1", &["Content-Length: 0"])), (true, false));
-        assert_eq!(flags(&get("1.1", &["Content-Length:  0 "])), (true, false));
+    fn content_length_zero_or_none_means_no_body() {
+        assert!(keeps_alive(&get("1.1", &["Content-Length: 0"])));
+        assert!(keeps_alive(&get("1.1", &["Content-Length:  0 "])));
+        assert!(keeps_alive(&get("1.1", &["Content-Length: 000"])));
+        assert!(keeps_alive(&post(&[], "0")));
+        assert!(keeps_alive(&get("1.1", &[]).replacen("GET", "POST", 1)));
     }
 
     #[test]
-    fn content_length_above_zero_means_a_body() {
-        assert_eq!(flags(&get("1.1", &["Content-Length: 5"])), (true, true));
-        let both = get("1.1", &["Content-Length: 0", "Content-Length: 5"]);
-        assert_eq!(flags(&both), (true, true));
+    fn the_body_may_be_max_body_long_and_no_longer() {
+        let head = post(&[], &MAX_BODY.to_string());
+        let mut buf = head.clone().into_bytes();
+        buf.resize(head.len() + MAX_BODY, b'x');
+        let Outcome::Complete { len, body, .. } = outcome(&buf) else {
+            panic!("not complete");
+        };
+        assert_eq!((len, body.len()), (buf.len(), MAX_BODY));
+        // Refused from the head alone.
+        let over = post(&[], &(MAX_BODY + 1).to_string());
+        assert_eq!(outcome(over.as_bytes()), Outcome::BodyTooLarge);
+        for huge in ["99999999999999999999999999", "18446744073709551616"] {
+            assert_eq!(outcome(post(&[], huge).as_bytes()), Outcome::BodyTooLarge);
+        }
+    }
+
+    #[test]
+    fn lengths_that_are_not_one_number_are_invalid() {
+        for bad in ["", "abc", "-1", "+5", "5 5", "0x10", "5,", "5, 6", "1.0"] {
+            assert_eq!(
+                outcome(post(&[], bad).as_bytes()),
+                Outcome::Invalid,
+                "{bad:?}"
+            );
+        }
+        let two = post(&["Content-Length: 5"], "6");
+        assert_eq!(outcome(two.as_bytes()), Outcome::Invalid);
+        let zero_and_five = post(&["Content-Length: 0"], "5");
+        assert_eq!(outcome(zero_and_five.as_bytes()), Outcome::Invalid);
+    }
+
+    #[test]
+    fn equal_lengths_are_one() {
+        for same in [
+            post(&["Content-Length: 2"], "2"),
+            post(&[], "2, 2"),
+            post(&[], "02"),
+        ] {
+            assert_eq!(
+                outcome(format!("{same}{{}}").as_bytes()),
+                Outcome::Complete {
+                    len: same.len() + 2,
+                    keep_alive: true,
+                    body: b"{}".to_vec(),
+                },
+                "{same:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn transfer_encoding_needs_a_length_and_contradicts_one() {
+        let chunked = get("1.1", &["Transfer-Encoding: chunked"]);
+        assert_eq!(outcome(chunked.as_bytes()), Outcome::LengthRequired);
+        let identity = get("1.1", &["transfer-encoding: identity"]);
+        assert_eq!(outcome(identity.as_bytes()), Outcome::LengthRequired);
+        for length in ["5", "0"] {
+            let both = post(&["Transfer-Encoding: chunked"], length);
+            assert_eq!(outcome(both.as_bytes()), Outcome::Invalid, "{length}");
+        }
     }
 
     #[test]
     fn header_count_limit() {
         let lines: Vec<String> = (0..=MAX_HEADERS).map(|i| format!("H{i}: v")).collect();
         let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-        assert_eq!(flags(&get("1.1", &lines[..MAX_HEADERS])), (true, false));
+        assert!(keeps_alive(&get("1.1", &lines[..MAX_HEADERS])));
         assert_eq!(outcome(get("1.1", &lines).as_bytes()), Outcome::TooLarge);
     }
 
@@ -395,7 +604,7 @@ mod tests {
         let head = get("1.1", &["X: "]);
         let at_limit = get("1.1", &[&format!("X: {}", &fill[head.len()..])]);
         assert_eq!(at_limit.len(), MAX_HEAD);
-        assert_eq!(flags(&at_limit), (true, false));
+        assert!(keeps_alive(&at_limit));
     }
 
     #[test]
@@ -431,11 +640,11 @@ mod tests {
     #[test]
     fn renders_head_and_body() {
         let mut out = Vec::new();
-        let response = Response {
-            status: 404,
-            content_type: "text/plain; charset=utf-8",
-            body: ResponseBody::Static("Not found"),
-        };
+        let response = Response::new(
+            404,
+            "text/plain; charset=utf-8",
+            ResponseBody::Static("Not found"),
+        );
         render(&mut out, &response, true);
         assert_eq!(
             out,
@@ -448,5 +657,59 @@ mod tests {
             push_decimal(&mut v, n);
             assert_eq!(v, n.to_string().into_bytes());
         }
+    }
+
+    #[test]
+    fn renders_extra_headers_after_the_length() {
+        let response = Response::new(
+            200,
+            "application/x-amz-json-1.1",
+            ResponseBody::Static("{}"),
+        )
+        .with_header("x-amzn-RequestId", "r-1")
+        .with_header("X-Other", String::new());
+        let mut out = Vec::new();
+        render(&mut out, &response, false);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: 2\r\nx-amzn-RequestId: r-1\r\nX-Other: \r\nConnection: close\r\n\r\n{}"
+        );
+    }
+
+    #[test]
+    fn extra_headers_are_sized_before_rendering() {
+        // Long headers, the longest reason and length, and a close: the
+        // buffer is sized once (`render` asserts it never reallocates), and
+        // a buffer already large enough is kept.
+        let long = "v".repeat(10_000);
+        let response = Response::new(431, "text/plain", ResponseBody::Owned("b".repeat(99_999)))
+            .with_header("X-Long", long.clone())
+            .with_header("X-Long-Too", long);
+        let mut out = Vec::new();
+        render(&mut out, &response, false);
+        assert!(out.len() <= out.capacity());
+        let capacity = out.capacity();
+        render(&mut out, &response, true);
+        assert_eq!(out.capacity(), capacity);
+        assert!(
+            Response::new(200, "t", ResponseBody::Static(""))
+                .headers
+                .capacity()
+                == 0
+        );
+    }
+
+    #[test]
+    #[cfg_attr(debug_assertions, should_panic(expected = "CR or LF"))]
+    fn a_header_that_would_break_its_line_is_left_out() {
+        let response = Response::new(200, "text/plain", ResponseBody::Static("ok"))
+            .with_header("X-Forged", "a\r\nSet-Cookie: b");
+        let mut out = Vec::new();
+        render(&mut out, &response, true);
+        // Release builds: left out.
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+        );
     }
 }

@@ -55,10 +55,10 @@ use socket::Listener;
 /// Open connections of the API's listeners beyond this are closed on
 /// accept; bounds memory and fds.
 pub const MAX_CONNECTIONS: usize = 8192;
-/// Bytes held for parked connections: incomplete request heads (up to 64 KiB
-/// each), pipelined requests, and answers their clients have not read.
-/// Without this bound, thousands of clients trickling heads or not reading
-/// could hold hundreds of MB.
+/// Bytes held for parked connections: incomplete requests (up to 64 KiB of
+/// head and 64 KiB of body each), pipelined requests, and answers their
+/// clients have not read. Without this bound, thousands of clients trickling
+/// requests or not reading could hold hundreds of MB.
 const MAX_PENDING_BYTES: usize = 16 << 20;
 /// Workers kept even when idle, and started at once when none waits: one
 /// per CPU, at least this many. A cache hit is CPU work, and no worker ever
@@ -398,7 +398,7 @@ where
         }
         let shed = self.registry.evict(|token, _| chosen.contains(&token));
         log::warn!(
-            "closing {} connections holding the most unwritten answers or incomplete request heads",
+            "closing {} connections holding the most unwritten answers or incomplete requests",
             shed.len()
         );
     }
@@ -459,11 +459,7 @@ mod tests {
                 settings,
                 |request: &Request| {
                     assert!(request.target != "/panic", "asked to panic");
-                    Reply::Now(Response {
-                        status: 200,
-                        content_type: "text/plain",
-                        body: ResponseBody::Static("ok"),
-                    })
+                    Reply::Now(Response::new(200, "text/plain", ResponseBody::Static("ok")))
                 },
             )
         });

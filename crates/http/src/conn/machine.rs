@@ -5,7 +5,8 @@
 //! gives its worker up is here, and tested without sockets.
 //!
 //! Between two turns on a worker a connection is [`Parked`] in one [`State`]
-//! whose variant carries exactly what that wait needs: part of a head, the
+//! whose variant carries exactly what that wait needs: part of a request
+//! (its head, or its head and part of the body it announces), the
 //! requests left when it gave its worker up, the answer still to come from
 //! another's call to AWS, the rest of an answer the socket did not take, or
 //! the count of a refusal's bytes swallowed. Nothing else can be held:
@@ -18,6 +19,14 @@
 //! handler and rendering run inside `next`, on the worker's own buffers
 //! ([`Scratch`]): a keep-alive request costs one `read` and one `write`, and
 //! allocates nothing of its own.
+//!
+//! A request's body (up to [`MAX_BODY`], announced by `Content-Length`) is
+//! read like the rest of its head: the request is incomplete until the body
+//! is all there, and is parked with the bytes so far meanwhile, under one
+//! client timeout from its first byte. Once answered, the connection stays
+//! open as after any request. A body refused (too large, chunked, or of no
+//! clear length) is never buffered: the refusal is answered at once and the
+//! rest drained.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -27,7 +36,7 @@ use zeroize::Zeroize;
 
 use crate::http::{
     parse_head, render, Head, Later, Parsed, Ready, Reply, Request, Response, ResponseBody, Wake,
-    MAX_HEAD, MAX_HEADERS,
+    MAX_BODY, MAX_HEAD, MAX_HEADERS,
 };
 use crate::pool::Load;
 use secrets_manager_agent_core::secret::SecretBytes;
@@ -54,7 +63,7 @@ pub const TURN_BYTES: usize = 256 * 1024;
 /// What a parked connection waits for, as the server arms epoll for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wait {
-    /// The next request, or the rest of a head.
+    /// The next request, or the rest of one (of its head or its body).
     Read,
     /// Room in the socket for the rest of an answer (or for a woken one).
     /// A client that does not read gets one client timeout for the whole
@@ -74,8 +83,9 @@ pub enum Wait {
 
 /// Where a connection stands between two turns, with what it holds.
 pub enum State {
-    /// Idle, or part of a head read (`partial`); the socket's input was
-    /// read to the end, so the next bytes or a hang-up are an edge.
+    /// Idle, or part of a request read (`partial`: part of a head, or a
+    /// head and part of its body); the socket's input was read to the end,
+    /// so the next bytes or a hang-up are an edge.
     Reading { partial: Vec<u8> },
     /// Gave its worker up after a turn's worth of answers, with requests
     /// read (`pipelined`) or input still in the socket.
@@ -110,8 +120,8 @@ pub enum After {
     KeepAlive { pipelined: Vec<u8> },
     /// The client asked to close.
     Close,
-    /// The request had a body we do not read, or was refused: close after
-    /// swallowing what the client still sends.
+    /// The request was refused: close after swallowing what the client
+    /// still sends (the rest of a body we would not read, say).
     Drain,
 }
 
@@ -168,7 +178,7 @@ pub struct Unsent {
 }
 
 /// A connection between two turns: its state, and when the current wait
-/// began (the first byte of a partial head, the moment it went idle or gave
+/// began (the first byte of a partial request, the moment it went idle or gave
 /// its worker up, the answer that did not fit the socket, the refusal being
 /// drained, the request deferred, or, once woken, its answer being there).
 /// The keeper closes the connection when [`Parked::expires_at`] passes.
@@ -210,9 +220,9 @@ impl Parked {
         }
     }
 
-    /// Bytes held: an incomplete head, pipelined requests (as allocated,
-    /// which is what memory pays), and the part of an answer not yet
-    /// written.
+    /// Bytes held: an incomplete request (head and body: at most
+    /// `MAX_HEAD + MAX_BODY`), pipelined requests (as allocated, which is
+    /// what memory pays), and the part of an answer not yet written.
     pub fn pending_len(&self) -> usize {
         match &self.state {
             State::Reading { partial: held } | State::Ready { pipelined: held } => held.capacity(),
@@ -262,7 +272,8 @@ impl Parked {
 /// giving back what a burst grew.
 #[derive(Default)]
 pub struct Scratch {
-    /// The bytes read: a head, or several pipelined ones (with the token).
+    /// The bytes read: a request, or several pipelined ones (with the
+    /// token, and bodies).
     pub input: Vec<u8>,
     /// The answer being written (with the secret).
     pub output: Vec<u8>,
@@ -653,36 +664,32 @@ impl Turn {
         };
         let (len, then) = match head {
             Head::Complete(parsed) => {
-                let stays_open = parsed.stays_open();
                 let reply = handle(&parsed.request);
+                // Head and body: what follows is the next request.
                 let Parsed {
-                    len,
-                    keep_alive,
-                    has_body,
-                    ..
+                    len, keep_alive, ..
                 } = parsed;
-                // A body we did not read would be taken for the next
-                // request, so the connection ends after the answer.
-                let then = match (has_body, keep_alive) {
-                    (true, _) => Then::Drain,
-                    (false, false) => Then::Close,
-                    (false, true) => Then::KeepAlive,
+                let then = if keep_alive {
+                    Then::KeepAlive
+                } else {
+                    Then::Close
                 };
                 match reply {
                     Reply::Now(response) => {
-                        render(output, &response, stays_open);
+                        render(output, &response, keep_alive);
                         self.turn += output.len();
                         (len, then)
                     }
                     Reply::Later(later) => {
                         input.drain(..len);
-                        return self.defer(later, stays_open, then, input, now);
+                        return self.defer(later, keep_alive, then, input, now);
                     }
                 }
             }
-            Head::Partial if self.drained => {
-                // A head begun in this turn (after a served request, too)
-                // gets a full timeout; one carried over keeps its start.
+            Head::Partial | Head::PartialBody { .. } if self.drained => {
+                // A request begun in this turn (after a served request, too)
+                // gets a full timeout; one carried over keeps its start,
+                // however many turns its head and body take.
                 if !self.was_partial || self.served {
                     self.since = now();
                 }
@@ -694,8 +701,28 @@ impl Turn {
                 self.step = Step::Parse;
                 return Action::Read { room };
             }
+            Head::PartialBody { len } => {
+                // Never more than a whole request of the largest size held:
+                // what a read brings past this one's body is the next
+                // request's. (Not exactly to the body's end: a read that
+                // gets less than it asked for tells the input is all read.)
+                debug_assert!(input.len() < len && len <= MAX_HEAD + MAX_BODY);
+                let room = (MAX_HEAD + MAX_BODY)
+                    .saturating_sub(input.len())
+                    .min(READ_CHUNK);
+                self.step = Step::Parse;
+                return Action::Read { room };
+            }
             Head::TooLarge => {
                 refusal(output, 431, "Request header fields too large");
+                (input.len(), Then::Drain)
+            }
+            Head::BodyTooLarge => {
+                refusal(output, 413, "Payload too large");
+                (input.len(), Then::Drain)
+            }
+            Head::LengthRequired => {
+                refusal(output, 411, "Length required");
                 (input.len(), Then::Drain)
             }
             Head::Invalid => {
@@ -776,11 +803,11 @@ impl Turn {
 
 /// The plain-text answer to a request we will not serve.
 fn refusal(out: &mut Vec<u8>, status: u16, message: &'static str) {
-    let response = Response {
+    let response = Response::new(
         status,
-        content_type: "text/plain; charset=utf-8",
-        body: ResponseBody::Static(message),
-    };
+        "text/plain; charset=utf-8",
+        ResponseBody::Static(message),
+    );
     render(out, &response, false);
 }
 

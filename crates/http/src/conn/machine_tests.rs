@@ -7,7 +7,8 @@ use std::cell::Cell;
 
 const GET: &[u8] = b"GET /small HTTP/1.1\r\n\r\n";
 
-/// A handler that counts its calls; `/mid` answers 64 KiB, `/later` defers.
+/// A handler that counts its calls; `/mid` answers 64 KiB, `/later` defers,
+/// `/echo` answers the request's body.
 struct Handler {
     calls: Cell<usize>,
 }
@@ -23,23 +24,18 @@ impl Handler {
         self.calls.set(self.calls.get() + 1);
         let body = match request.target {
             "/mid" => ResponseBody::Owned("m".repeat(64 << 10)),
+            "/echo" => ResponseBody::Owned(String::from_utf8_lossy(request.body).into_owned()),
             "/later" => {
                 return Reply::Later(Later {
                     ready: Box::new(|wake| wake()),
-                    answer: Box::new(|| Response {
-                        status: 200,
-                        content_type: "text/plain",
-                        body: ResponseBody::Static("late"),
+                    answer: Box::new(|| {
+                        Response::new(200, "text/plain", ResponseBody::Static("late"))
                     }),
                 })
             }
             _ => ResponseBody::Static("small"),
         };
-        Reply::Now(Response {
-            status: 200,
-            content_type: "text/plain",
-            body,
-        })
+        Reply::Now(Response::new(200, "text/plain", body))
     }
 }
 
@@ -230,9 +226,30 @@ fn a_read_never_takes_a_head_past_the_limit() {
 
 #[test]
 fn refusals_are_written_then_drained() {
+    let too_large = format!(
+        "POST /echo HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        MAX_BODY + 1
+    );
     for (bytes, status) in [
         (&b"\x00\x01garbage\r\n\r\n"[..], "400"),
-        (b"POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", "200"),
+        // Refused from the head: none of the body is waited for.
+        (too_large.as_bytes(), "413 Payload Too Large"),
+        (
+            b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+            "411 Length Required",
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nContent-Length: 5x\r\n\r\nhello",
+            "400",
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+            "400",
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "400",
+        ),
     ] {
         let mut d = Driver::new(1);
         let mut turn = begin(Parked::new(d.t0), &mut d.scratch);
@@ -245,6 +262,8 @@ fn refusals_are_written_then_drained() {
         let text = String::from_utf8_lossy(&answer);
         assert!(text.starts_with(&format!("HTTP/1.1 {status}")), "{text}");
         assert!(text.contains("Connection: close"), "{text}");
+        assert_eq!(d.handler.calls.get(), 0, "{text}");
+        assert!(d.scratch.input.is_empty(), "nothing is kept to serve");
         let at = d.tick(Duration::from_millis(2));
         let Action::Finish(Some(draining)) = d.next(&mut turn, Event::Wrote(answer.len())) else {
             panic!("not finished to drain");
@@ -571,4 +590,183 @@ fn expiry_follows_the_wait() {
     };
     assert_eq!(writing.expires_at(timeout), t0 + timeout);
     assert_eq!(writing.pending_len(), 6);
+}
+
+/// A POST to `/echo` with `body`.
+fn post(body: &[u8]) -> Vec<u8> {
+    let head = format!(
+        "POST /echo HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    [head.as_bytes(), body].concat()
+}
+
+#[test]
+fn a_body_read_in_one_go_is_answered_and_the_connection_stays_open() {
+    let mut d = Driver::new(1);
+    let mut turn = begin(Parked::new(d.t0), &mut d.scratch);
+    d.next(&mut turn, Event::Start);
+    let action = d.read(&mut turn, READ_CHUNK, &post(b"{\"SecretId\":\"a\"}"));
+    assert!(matches!(action, Action::Write), "{}", name(&action));
+    let answer = d.unwritten(&turn);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\n{\"SecretId\":\"a\"}"), "{text}");
+    assert!(!text.contains("Connection: close"), "{text}");
+    let idle = parked(d.next(&mut turn, Event::Wrote(answer.len())));
+    assert_eq!(idle.wait(), Wait::Read);
+    assert_eq!(idle.pending_len(), 0);
+}
+
+#[test]
+fn a_body_split_over_reads_is_parked_between_them_under_one_timeout() {
+    let request = post(b"0123456789");
+    let (head, body) = request.split_at(request.len() - 10);
+    let timeout = Duration::from_secs(5);
+    let mut d = Driver::new(1);
+    let mut turn = begin(Parked::new(d.t0), &mut d.scratch);
+    d.next(&mut turn, Event::Start);
+    // The head alone: complete, but not its body. Parked with it, since its
+    // first byte came.
+    let at = d.tick(Duration::from_secs(1));
+    let first = parked(d.read(&mut turn, READ_CHUNK, head));
+    assert_eq!(first.wait(), Wait::Read);
+    assert_eq!(first.since, at);
+    assert!(matches!(&first.state, State::Reading { partial } if partial == head));
+    assert_eq!(d.handler.calls.get(), 0);
+    // Part of the body: still parked, the deadline still from the first
+    // byte.
+    d.tick(Duration::from_secs(2));
+    let mut turn = begin(first, &mut d.scratch);
+    assert!(is_read(&d.next(&mut turn, Event::Start), READ_CHUNK));
+    let second = parked(d.read(&mut turn, READ_CHUNK, &body[..4]));
+    assert_eq!(second.since, at);
+    assert_eq!(second.expires_at(timeout), at + timeout);
+    assert_eq!(second.pending_len(), head.len() + 4);
+    assert_eq!(d.handler.calls.get(), 0);
+    // The rest: answered, and idle again from now.
+    d.tick(Duration::from_secs(1));
+    let mut turn = begin(second, &mut d.scratch);
+    d.next(&mut turn, Event::Start);
+    assert!(matches!(
+        d.read(&mut turn, READ_CHUNK, &body[4..]),
+        Action::Write
+    ));
+    assert_eq!(d.handler.calls.get(), 1);
+    let answer = d.unwritten(&turn);
+    assert!(answer.ends_with(b"\r\n\r\n0123456789"));
+    let done = d.tick(Duration::from_millis(1));
+    let idle = parked(d.next(&mut turn, Event::Wrote(answer.len())));
+    assert_eq!(idle.since, done);
+    assert_eq!(idle.pending_len(), 0);
+}
+
+#[test]
+fn a_request_after_a_body_is_served_next() {
+    let mut d = Driver::new(1);
+    let mut turn = begin(Parked::new(d.t0), &mut d.scratch);
+    d.next(&mut turn, Event::Start);
+    // The body looks like a request head: it must not be taken for one.
+    let bytes = [post(GET), post(b"two"), GET.to_vec()].concat();
+    let mut answers = Vec::new();
+    let mut action = d.read(&mut turn, READ_CHUNK, &bytes);
+    while let Action::Write = action {
+        let answer = d.unwritten(&turn);
+        action = d.next(&mut turn, Event::Wrote(answer.len()));
+        answers.push(answer);
+    }
+    assert!(matches!(action, Action::Park(_)), "{}", name(&action));
+    assert_eq!(d.handler.calls.get(), 3);
+    assert_eq!(answers.len(), 3);
+    assert!(answers[0].ends_with(GET));
+    assert!(answers[1].ends_with(b"\r\n\r\ntwo"));
+    assert!(answers[2].ends_with(b"\r\n\r\nsmall"));
+}
+
+#[test]
+fn a_deferred_request_takes_its_body_off_the_input() {
+    let mut d = Driver::new(1);
+    let mut turn = begin(Parked::new(d.t0), &mut d.scratch);
+    d.next(&mut turn, Event::Start);
+    let later = b"POST /later HTTP/1.1\r\nContent-Length: 4\r\n\r\nbody";
+    let bytes = [&later[..], GET].concat();
+    let Action::Defer(waiting, _) = d.read(&mut turn, READ_CHUNK, &bytes) else {
+        panic!("not deferred");
+    };
+    assert!(matches!(
+        &waiting.state,
+        State::Waiting { after: After::KeepAlive { pipelined }, .. } if pipelined == GET
+    ));
+}
+
+/// Feeds `stream` in reads as large as each asks for while the turn reads,
+/// checking that the input never holds more than the largest request;
+/// returns the action after the last read and the bytes fed.
+fn feed(d: &mut Driver, turn: &mut Turn, stream: &[u8]) -> (Action, usize) {
+    let mut fed = 0;
+    let mut action = d.next(turn, Event::Start);
+    while let Action::Read { room } = action {
+        assert!(room > 0);
+        let got = room.min(stream.len() - fed);
+        action = d.read(turn, room, &stream[fed..fed + got]);
+        fed += got;
+        assert!(d.scratch.input.len() <= MAX_HEAD + MAX_BODY);
+    }
+    (action, fed)
+}
+
+#[test]
+fn a_body_of_max_body_is_read_and_one_byte_more_is_refused() {
+    let body: Vec<u8> = (0..MAX_BODY).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut d = Driver::new(1);
+    let mut turn = begin(Parked::new(d.t0), &mut d.scratch);
+    let request = post(&body);
+    let (action, fed) = feed(&mut d, &mut turn, &request);
+    assert!(matches!(action, Action::Write), "{}", name(&action));
+    assert_eq!(fed, request.len());
+    assert_eq!(d.handler.calls.get(), 1);
+    assert!(d.unwritten(&turn).ends_with(&body));
+
+    let mut d = Driver::new(1);
+    let mut turn = begin(Parked::new(d.t0), &mut d.scratch);
+    d.next(&mut turn, Event::Start);
+    let over = [post(&body), b"a".to_vec()].concat();
+    let over = String::from_utf8_lossy(&over).replacen(
+        &format!(": {MAX_BODY}\r\n"),
+        &format!(": {}\r\n", MAX_BODY + 1),
+        1,
+    );
+    // The first read, head and the start of the body: refused at once.
+    let action = d.read(&mut turn, READ_CHUNK, &over.as_bytes()[..READ_CHUNK]);
+    assert!(matches!(action, Action::Write), "{}", name(&action));
+    assert!(d.unwritten(&turn).starts_with(b"HTTP/1.1 413 "));
+    assert_eq!(d.handler.calls.get(), 0);
+}
+
+#[test]
+fn a_read_never_takes_a_request_past_the_limit() {
+    // The longest head and body there may be, then the next request, all
+    // there to be read: the reads stop at the limit, and the next request
+    // is read after.
+    let mut head = format!("POST /echo HTTP/1.1\r\nContent-Length: {MAX_BODY}\r\nX: ").into_bytes();
+    head.resize(MAX_HEAD - 4, b'h');
+    head.extend_from_slice(b"\r\n\r\n");
+    let request = [head, vec![b'b'; MAX_BODY], GET.to_vec()].concat();
+    let mut d = Driver::new(1);
+    let mut turn = begin(Parked::new(d.t0), &mut d.scratch);
+    d.next(&mut turn, Event::Start);
+    // Part of the head carried over, so that full reads end off the limit.
+    let first = parked(d.read(&mut turn, READ_CHUNK, &request[..100]));
+    let mut turn = begin(first, &mut d.scratch);
+    let (action, fed) = feed(&mut d, &mut turn, &request[100..]);
+    assert!(matches!(action, Action::Write), "{}", name(&action));
+    assert_eq!(100 + fed, MAX_HEAD + MAX_BODY);
+    assert_eq!(d.handler.calls.get(), 1);
+    // The read that completed the body was a full one: read again for
+    // the rest.
+    let n = d.unwritten(&turn).len();
+    let action = d.next(&mut turn, Event::Wrote(n));
+    assert!(is_read(&action, READ_CHUNK), "{}", name(&action));
+    assert!(matches!(d.read(&mut turn, READ_CHUNK, GET), Action::Write));
+    assert_eq!(d.handler.calls.get(), 2);
 }
