@@ -1,13 +1,14 @@
 //! Everything the agent does with the bytes of an upstream answer (AWS, or a
 //! hostile proxy or endpoint in its place): the status classification, error
-//! documents, GetSecretValue, DescribeSecret and GetParameter answers, STS answers, the
+//! documents, GetSecretValue, DescribeSecret and GetParameter answers (and
+//! their bodies for SDK clients), answers of read calls passed through, STS answers, the
 //! credentials JSON of the container endpoint, IMDS and `credential_process`,
 //! and the expiry timestamps in them.
 //!
 //! Input: bytes 0-1 the HTTP status (big-endian), byte 2 picks the parser
-//! (its low 3 bits; with 7, bit 4 picks GetParameter over the timestamps)
-//! and, for error answers, whether a retry hint comes with it (bit 3); the
-//! rest is the body. For `service_error` with a header, the
+//! (its low 3 bits; with 7, bit 5 picks a read call passed through and bit
+//! 4 GetParameter over the timestamps) and, for error answers, whether a
+//! retry hint comes with it (bit 3); the rest is the body. For `service_error` with a header, the
 //! body's first line is the `x-amzn-errortype` value.
 //!
 //! In the answers that carry secrets (GetSecretValue, STS credentials,
@@ -26,7 +27,8 @@ use libfuzzer_sys::fuzz_target;
 use secrets_manager_agent::api;
 use secrets_manager_agent_aws::error::{service_error, xml_element, UpstreamError};
 use secrets_manager_agent_aws::identity::Credentials;
-use secrets_manager_agent_aws::secrets_manager::{render, Description};
+use secrets_manager_agent_aws::passthrough::{self, ReadCall};
+use secrets_manager_agent_aws::secrets_manager::{render, sdk_body, Description};
 use secrets_manager_agent_aws::{ssm, sts};
 use secrets_manager_agent_aws::transport::Answer;
 use secrets_manager_agent_aws::SecretQuery;
@@ -100,6 +102,11 @@ fuzz_target!(|data: &[u8]| {
             let (body, markers) = with_markers(body);
             check_json_credentials(&body, &markers);
         }
+        _ if mode & 32 != 0 => {
+            let (body, markers) = with_markers(body);
+            let call = ReadCall::ALL[usize::from(mode >> 6) % ReadCall::ALL.len()];
+            check_passthrough(call, &body, &markers);
+        }
         _ if mode & 16 != 0 => {
             let (body, markers) = with_markers(body);
             check_parameter(&body, &markers);
@@ -132,9 +139,51 @@ fn check_parameter(body: &[u8], markers: &[String]) {
     assert!(served[0].1.is_object(), "Parameter is an object");
     let input: Value = serde_json::from_slice(body).expect("render read JSON");
     assert_eq!(served[0].1, input["Parameter"], "Parameter changed");
+    // For SDK clients: GetParameter's answer, the `Parameter` as sent.
+    let sdk = ssm::sdk_body(&value.body);
+    let expected = [br#"{"Parameter":"#, raw_parameter(&value.body), &b"}"[..]].concat();
+    assert_eq!(&*sdk, &expected[..]);
+    let sdk = serde_json::from_slice::<InOrder>(&sdk)
+        .expect("sdk body is JSON")
+        .0;
+    assert_eq!(sdk.len(), 1);
+    assert_eq!(sdk[0].1, input["Parameter"], "Parameter changed for SDKs");
     match &input["Parameter"]["Version"] {
         Value::Null => assert_eq!(value.version_id, ""),
         version => assert_eq!(value.version_id, version.to_string()),
+    }
+}
+
+/// The `Parameter` of a served body, as it is written there.
+fn raw_parameter(served: &[u8]) -> &[u8] {
+    served
+        .strip_prefix(br#"{"Parameter":"#)
+        .and_then(|rest| rest.strip_suffix(br#","ResultMetadata":{}}"#))
+        .expect("served as {\"Parameter\":..,\"ResultMetadata\":{}}")
+}
+
+/// A read call passed through: a JSON object is kept byte for byte,
+/// anything else is a response error that quotes none of it.
+fn check_passthrough(call: ReadCall, body: &[u8], markers: &[String]) {
+    match passthrough::answer(call, body) {
+        Ok(value) => {
+            assert_eq!(&*value.body, body, "answer changed");
+            assert_eq!(value.version_id, "");
+            assert_eq!(value.body.spare_capacity(), 0);
+            let text = std::str::from_utf8(body).expect("answer is UTF-8");
+            serde_json::from_str::<IgnoredAny>(text).expect("answer is JSON");
+            assert_eq!(text.trim_start().as_bytes().first(), Some(&b'{'));
+        }
+        Err(e) => {
+            assert!(matches!(e, UpstreamError::Response(_)), "{e:?}");
+            let text = e.to_string();
+            for m in markers {
+                assert!(
+                    !text.contains(m.as_str()),
+                    "error quotes the answer: {text}"
+                );
+            }
+        }
     }
 }
 
@@ -364,6 +413,24 @@ fn check_render(body: &[u8], markers: &[String]) {
         .and_then(Value::as_str)
         .unwrap_or_default();
     assert_eq!(value.version_id, version_id);
+
+    // For SDK clients: the same body, `CreatedDate` a JSON number again
+    // (checked for JSON without serde_json's range limit: f64::MAX written
+    // out in digits overflows its default parser).
+    let sdk = sdk_body(&value.body);
+    serde_json::from_slice::<IgnoredAny>(&sdk).expect("sdk body is JSON");
+    match served.last() {
+        Some((key, Value::String(date))) if key == "CreatedDate" => {
+            let quoted = format!("\"{date}\"}}");
+            let head = value
+                .body
+                .strip_suffix(quoted.as_bytes())
+                .expect("CreatedDate is last");
+            assert_eq!(&sdk[..head.len()], head, "members before the date changed");
+            assert_eq!(&sdk[head.len()..], format!("{date}}}").as_bytes());
+        }
+        _ => assert_eq!(&*sdk, &*value.body, "no date: unchanged"),
+    }
 }
 
 fn check_describe(body: &[u8]) {

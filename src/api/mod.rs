@@ -329,6 +329,10 @@ fn served_response(key: &Key, served: Served, from_memory: bool, started: Instan
                     parameter = query.name.as_str(), status, duration_ms;
                     "request for {key} failed: {e}"
                 ),
+                Key::Call { call, .. } => log::warn!(
+                    operation = call.operation(), status, duration_ms;
+                    "request for {key} failed: {e}"
+                ),
             }
             response
         }
@@ -403,6 +407,12 @@ mod tests {
                             format!("parameter {query:?}|{role:?}").into_bytes(),
                         ),
                         version_id: "1".into(),
+                    })
+                }
+                Key::Call { call, input, role } => {
+                    return Ok(SecretValue {
+                        body: SecretBytes::new(format!("{call} {input}|{role:?}").into_bytes()),
+                        version_id: String::new(),
                     })
                 }
             };

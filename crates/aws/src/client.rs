@@ -1,6 +1,6 @@
 //! One AWS call with retries: credentials, SigV4, transport. Every service
-//! module (Secrets Manager, STS) goes through here, so there is one retry
-//! path and one retry budget per client.
+//! module (Secrets Manager, SSM, STS, the read calls passed through) goes
+//! through here, so there is one retry path and one retry budget per client.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -120,6 +120,21 @@ impl Client {
     ) -> Result<Vec<u8>, UpstreamError> {
         let body = serde_json::to_vec(input)
             .map_err(|e| UpstreamError::Internal(format!("cannot encode {target}: {e}")))?;
+        self.json_call_raw(on_throttle, service, endpoint, target, what, &body)
+    }
+
+    /// [`Client::json_call`] with the input already encoded: `body` is sent
+    /// as it is (a read call passed through, whose input is the SDK's own
+    /// JSON).
+    pub fn json_call_raw(
+        &self,
+        on_throttle: OnThrottle,
+        service: &str,
+        endpoint: &str,
+        target: &str,
+        what: &str,
+        body: &[u8],
+    ) -> Result<Vec<u8>, UpstreamError> {
         let url = format!("{endpoint}/");
         log::debug!("{target} for {what}");
         let headers = [
@@ -127,7 +142,7 @@ impl Client {
             ("x-amz-target", target),
         ];
         let operation = target.rsplit('.').next().unwrap_or(target);
-        self.send(on_throttle, operation, service, &url, &headers, &body)
+        self.send(on_throttle, operation, service, &url, &headers, body)
     }
 }
 

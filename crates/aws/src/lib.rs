@@ -1,7 +1,8 @@
 //! Talking to AWS without the SDK: endpoints, signing, retries, transport, and
 //! the Secrets Manager, SSM and STS operations built on them.
 //!
-//! Layers, top down: `secrets_manager`/`ssm`/`sts` (one operation each) → `client`
+//! Layers, top down: `secrets_manager`/`ssm`/`sts` (one operation each) and
+//! `passthrough` (read calls whose input and answer pass through) → `client`
 //! (sign + retry) → `sign` with `identity` (who signs) → `transport` (HTTPS)
 //! with `endpoint` (where) and `error` (what went wrong). Nothing here knows
 //! where credentials come from: `credentials/` implements `identity`'s trait.
@@ -15,6 +16,7 @@ pub mod credentials;
 pub mod endpoint;
 pub mod error;
 pub mod identity;
+pub mod passthrough;
 pub mod retry;
 pub mod secrets_manager;
 pub mod sign;
@@ -24,4 +26,5 @@ pub mod transport;
 pub mod verify;
 
 pub use error::UpstreamError;
+pub use passthrough::ReadCall;
 pub use secrets_manager::{SecretQuery, SecretValue, SecretsManager};

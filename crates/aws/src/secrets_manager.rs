@@ -1,7 +1,13 @@
-//! The two Secrets Manager operations the agent uses, GetSecretValue and
-//! DescribeSecret, over the JSON 1.1 protocol: request bodies, the answer
-//! turned into the body the agent serves, and which versions and stages a
-//! DescribeSecret answer says are still current (the cache's revalidation).
+//! The Secrets Manager operations the agent uses, GetSecretValue,
+//! DescribeSecret and BatchGetSecretValue, over the JSON 1.1 protocol:
+//! request bodies, the answer turned into the body the agent serves, and
+//! which versions and stages a DescribeSecret answer says are still current
+//! (the cache's revalidation). Read calls of an SDK client that the agent
+//! passes through as they are go out here too (`read`, see `passthrough`).
+//!
+//! For the SDK-protocol surface, the served body turned back into
+//! GetSecretValue's own answer ([`sdk_body`], on every cached SDK read), and
+//! BatchGetSecretValue's answer assembled from such bodies ([`batch_body`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +18,7 @@ use zeroize::Zeroize;
 
 use super::client::{Client, OnThrottle};
 use super::error::{json_error, UpstreamError};
+use super::passthrough::{self, ReadCall, Service};
 use secrets_manager_agent_core::secret::SecretBytes;
 
 /// What a client asked for: the cache key and the GetSecretValue input.
@@ -215,6 +222,18 @@ impl SecretsManager {
         Ok(found)
     }
 
+    /// A read call passed through (`passthrough`): `input` (JSON) as its
+    /// body, AWS's answer as it came. A Parameter Store call is refused.
+    pub fn read(&self, call: ReadCall, input: &str) -> Result<SecretValue, UpstreamError> {
+        passthrough::read(
+            &self.client,
+            &self.endpoint,
+            Service::SecretsManager,
+            call,
+            input,
+        )
+    }
+
     fn call(
         &self,
         operation: &str,
@@ -298,6 +317,79 @@ fn render_output(out: &Output) -> Result<SecretValue, UpstreamError> {
         body: SecretBytes::new(body),
         version_id: out.version_id.clone().unwrap_or_default(),
     })
+}
+
+/// How `render` writes `CreatedDate`'s member up to its string's opening
+/// quote. It writes the member last, when the answer has a date.
+const CREATED_DATE: &[u8] = br#""CreatedDate":"#;
+
+/// A served GetSecretValue body (`render`'s) → GetSecretValue's answer as
+/// AWS sends it, for SDK clients: the same members, `CreatedDate` a JSON
+/// number again (`"CreatedDate":"1523477145.713"` →
+/// `"CreatedDate":1523477145.713`). A body without a date is returned as it
+/// is. Sized exactly: the output holds the secret too. Members that `render`
+/// does not keep (null ones, any AWS adds later) are not there: an SDK reads
+/// them as absent.
+///
+/// It runs on every cached SDK read, so it works on the bytes, without a
+/// parse, relying on what `render` writes:
+///
+/// - `CreatedDate` comes last, so a body with a date ends with
+///   `"CreatedDate":"TEXT"}`, and dropping TEXT's two quotes is all there is
+///   to do.
+/// - TEXT is an `f64` as Rust's `Display` prints it: an optional `-`, digits,
+///   optionally a `.` and more digits. `Display` never writes an exponent,
+///   and never `inf` or `NaN` here (serde_json reads no non-finite number);
+///   it writes the shortest digits that read back as the same `f64`. So TEXT
+///   is a JSON number, and an SDK reads it as the date AWS sent, though
+///   perhaps spelled otherwise (`1.795900097E9` comes back as `1795900097`).
+///   The shape is checked anyway (`is_display_number`).
+///
+/// Nothing inside a secret (or a name) can pass for that ending, because in
+/// a JSON string every `"` is escaped as `\"`. Read from the end: the final
+/// `"}` closes the body's last string value and the body. Before it, TEXT
+/// holds no `"`, so the `"` in front of TEXT is that string's opening quote
+/// if it is not preceded by a backslash, and here it is preceded by `:`,
+/// which is then the separator of the last member. The `"` in front of that
+/// `:` closes the member's name; the name's opening `"` is preceded by `,`
+/// or `{`, so it too is unescaped, and the name is `CreatedDate`. Text of a
+/// secret would have `\` in front of each of those quotes.
+pub fn sdk_body(served: &[u8]) -> SecretBytes {
+    let Some((head, number)) = split_created_date(served) else {
+        return SecretBytes::new(served.to_vec());
+    };
+    let mut body = Vec::with_capacity(head.len() + number.len() + 1);
+    body.extend_from_slice(head);
+    body.extend_from_slice(number);
+    body.push(b'}');
+    SecretBytes::new(body)
+}
+
+/// A body ending `"CreatedDate":"TEXT"}` (see [`sdk_body`]) → the body up to
+/// and including `"CreatedDate":`, and TEXT.
+fn split_created_date(served: &[u8]) -> Option<(&[u8], &[u8])> {
+    let inner = served.strip_suffix(b"\"}")?;
+    let start = inner
+        .iter()
+        .rposition(|b| !matches!(b, b'0'..=b'9' | b'.' | b'-'))?
+        + 1;
+    let (before, number) = inner.split_at(start);
+    let head = before.strip_suffix(b"\"")?;
+    let outside = head.strip_suffix(CREATED_DATE)?;
+    (matches!(outside.last(), Some(b',' | b'{')) && is_display_number(number))
+        .then_some((head, number))
+}
+
+/// Whether `text` is a number as `f64`'s `Display` writes a finite one:
+/// `-?(0|[1-9][0-9]*)(\.[0-9]+)?`, which is a JSON number.
+fn is_display_number(text: &[u8]) -> bool {
+    let digits = text.strip_prefix(b"-").unwrap_or(text);
+    let (int, fraction) = match digits.iter().position(|&b| b == b'.') {
+        Some(dot) => (&digits[..dot], Some(&digits[dot + 1..])),
+        None => (digits, None),
+    };
+    let all_digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
+    all_digits(int) && (int.len() == 1 || int[0] != b'0') && fraction.is_none_or(all_digits)
 }
 
 /// The most secret IDs one BatchGetSecretValue call takes.
@@ -430,6 +522,54 @@ impl BatchAnswer {
     }
 }
 
+/// BatchGetSecretValue's answer for an SDK client that listed its secrets
+/// (`SecretIdList`), assembled by the SDK-protocol surface from the cache:
+/// `{"SecretValues":[..],"Errors":[..]}`, `values` being each secret's
+/// GetSecretValue answer ([`sdk_body`]), written as given, and `errors` the
+/// IDs it could not read. Sized exactly: it holds the secrets.
+pub fn batch_body(values: &[&[u8]], errors: &[BatchError]) -> SecretBytes {
+    const HEAD: &[u8] = br#"{"SecretValues":["#;
+    const MIDDLE: &[u8] = br#"],"Errors":"#;
+    let entries: Vec<ErrorEntry> = errors
+        .iter()
+        .map(|e| ErrorEntry {
+            secret_id: &e.secret_id,
+            error_code: &e.code,
+            message: &e.message,
+        })
+        .collect();
+    // Strings only: encoding them cannot fail. Not secret: IDs and AWS's
+    // error texts.
+    let errors = serde_json::to_vec(&entries).unwrap_or_else(|_| b"[]".to_vec());
+    let size = HEAD.len()
+        + values.iter().map(|v| v.len()).sum::<usize>()
+        + values.len().saturating_sub(1)
+        + MIDDLE.len()
+        + errors.len()
+        + 1;
+    let mut body = Vec::with_capacity(size);
+    body.extend_from_slice(HEAD);
+    for (at, value) in values.iter().enumerate() {
+        if at > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(value);
+    }
+    body.extend_from_slice(MIDDLE);
+    body.extend_from_slice(&errors);
+    body.push(b'}');
+    SecretBytes::new(body)
+}
+
+/// One element of BatchGetSecretValue's `Errors`, as AWS writes it.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ErrorEntry<'a> {
+    secret_id: &'a str,
+    error_code: &'a str,
+    message: &'a str,
+}
+
 /// A writer that only counts what it is given.
 struct ByteCounter(usize);
 
@@ -477,6 +617,176 @@ mod tests {
             String::from_utf8(v.body.to_vec()).unwrap(),
             r#"{"Name":"b","SecretBinary":"AAEC","CreatedDate":"1523477145.713"}"#
         );
+    }
+
+    /// `upstream` rendered as the agent serves it, then turned back for an
+    /// SDK.
+    fn sdk(upstream: &str) -> String {
+        let served = render(upstream.as_bytes()).unwrap();
+        let body = sdk_body(&served.body);
+        assert_eq!(body.spare_capacity(), 0, "sized exactly");
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    fn json(text: &str) -> serde_json::Value {
+        serde_json::from_str(text).unwrap()
+    }
+
+    const SECRET_ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:MyTest-tKAqXa";
+
+    #[test]
+    fn sdk_bodies_are_the_upstream_answer() {
+        let upstream = format!(
+            r#"{{"CreatedDate":1523477145.713,"Name":"MyTest","VersionStages":["AWSPREVIOUS","AWSCURRENT"],
+            "SecretString":"{{\"user\":\"admin\"}}","VersionId":"v1","ARN":"{SECRET_ARN}"}}"#
+        );
+        let served = render(upstream.as_bytes()).unwrap();
+        assert!(served
+            .body
+            .ends_with(br#","CreatedDate":"1523477145.713"}"#));
+        let body = sdk(&upstream);
+        assert_eq!(
+            body,
+            format!(
+                r#"{{"ARN":"{SECRET_ARN}","Name":"MyTest","VersionId":"v1","SecretString":"{{\"user\":\"admin\"}}","VersionStages":["AWSPREVIOUS","AWSCURRENT"],"CreatedDate":1523477145.713}}"#
+            )
+        );
+        assert_eq!(
+            json(&body),
+            json(&upstream),
+            "the upstream answer, reordered"
+        );
+    }
+
+    #[test]
+    fn sdk_dates_are_the_numbers_aws_sent() {
+        for date in [
+            "1.795900097E9",
+            "1523477145.713",
+            "0",
+            "-0.0",
+            "-1.5",
+            "1e300",
+            "5e-324",
+            "1.7976931348623157e308",
+            "123456789.123456789",
+        ] {
+            let upstream = format!(r#"{{"Name":"n","SecretString":"s","CreatedDate":{date}}}"#);
+            let body = sdk(&upstream);
+            let number = body
+                .strip_prefix(r#"{"Name":"n","SecretString":"s","CreatedDate":"#)
+                .and_then(|rest| rest.strip_suffix('}'))
+                .unwrap_or_else(|| panic!("{body}"));
+            assert!(is_display_number(number.as_bytes()), "{number}");
+            // Valid JSON, and the very `f64` that was sent, by a correctly
+            // rounding parser. (serde_json's own, without its
+            // `float_roundtrip` feature, overflows on the 309 digits of
+            // f64::MAX; AWS's dates are ten digits.)
+            serde_json::from_str::<serde::de::IgnoredAny>(&body).unwrap();
+            let sent: f64 = date.parse().unwrap();
+            assert_eq!(number.parse::<f64>().map(f64::to_bits), Ok(sent.to_bits()));
+        }
+        let body = sdk(r#"{"CreatedDate":1.795900097E9}"#);
+        assert_eq!(body, r#"{"CreatedDate":1795900097}"#);
+        assert_eq!(json(&body)["CreatedDate"].as_f64(), Some(1.795900097E9));
+    }
+
+    #[test]
+    fn secret_text_never_passes_for_the_date() {
+        // Secrets that end with, or hold, what the date looks like: their
+        // quotes are escaped, so only the real member is turned back.
+        for secret in [
+            r#"x","CreatedDate":"1523477145"#,
+            r#"{"CreatedDate":"1523477145.713"}"#,
+            r#"\"CreatedDate\":\"15"#,
+            r#"\\","CreatedDate":"15"#,
+            "\"CreatedDate\":\"",
+            "1523477145.713",
+        ] {
+            let string = serde_json::to_string(secret).unwrap();
+            let without = format!(r#"{{"Name":"n","SecretString":{string}}}"#);
+            let served = render(without.as_bytes()).unwrap();
+            assert_eq!(
+                sdk(&without).as_bytes(),
+                &*served.body,
+                "{secret}: unchanged"
+            );
+            assert_eq!(json(&sdk(&without))["SecretString"], secret);
+
+            let with = format!(r#"{{"Name":"n","SecretString":{string},"CreatedDate":1.5}}"#);
+            let body = sdk(&with);
+            assert_eq!(json(&body), json(&with), "{secret}");
+            assert!(body.ends_with(r#","CreatedDate":1.5}"#), "{body}");
+        }
+    }
+
+    #[test]
+    fn binary_secrets_and_bodies_without_a_date() {
+        assert_eq!(
+            sdk(r#"{"Name":"b","SecretBinary":"AAEC","CreatedDate":1523477145.713}"#),
+            r#"{"Name":"b","SecretBinary":"AAEC","CreatedDate":1523477145.713}"#
+        );
+        assert_eq!(
+            sdk(r#"{"Name":"b","SecretBinary":"MTIz","VersionStages":["AWSCURRENT"]}"#),
+            r#"{"Name":"b","SecretBinary":"MTIz","VersionStages":["AWSCURRENT"]}"#
+        );
+        assert_eq!(
+            sdk(r#"{"SecretBinary":"MTIz"}"#),
+            r#"{"SecretBinary":"MTIz"}"#
+        );
+        assert_eq!(sdk("{}"), "{}");
+        // Not `render`'s shape: left as it is.
+        for body in [
+            &br#"{"CreatedDate":""}"#[..],
+            br#"{"CreatedDate":"01"}"#,
+            br#"{"CreatedDate":"1."}"#,
+            br#"{"CreatedDate":"1.2.3"}"#,
+            br#"{"CreatedDate":"--1"}"#,
+            br#"{"XCreatedDate":"1"}"#,
+            br#"{"a":"\"CreatedDate\":"1"}"#,
+            br#""}"#,
+            b"",
+        ] {
+            assert_eq!(&*sdk_body(body), body, "{}", String::from_utf8_lossy(body));
+        }
+        assert_eq!(
+            &*sdk_body(br#"{"CreatedDate":"-0"}"#),
+            br#"{"CreatedDate":-0}"#
+        );
+    }
+
+    #[test]
+    fn batch_bodies_are_batch_get_secret_values_answer() {
+        let elements = [
+            format!(
+                r#"{{"ARN":"{SECRET_ARN}","Name":"MyTest","VersionId":"v1","SecretString":"s\"1","VersionStages":["AWSCURRENT"],"CreatedDate":1.5}}"#
+            ),
+            r#"{"Name":"b","SecretBinary":"AAEC","CreatedDate":1523477145.713}"#.to_string(),
+        ];
+        let upstream = format!(
+            r#"{{"SecretValues":[{}],"Errors":[{{"SecretId":"gone\"","ErrorCode":"ResourceNotFoundException","Message":"Secrets Manager can't find the specified secret."}}]}}"#,
+            elements.join(",")
+        );
+        // From the cache: each value as served, turned back, then assembled.
+        let answer = BatchAnswer::parse(upstream.as_bytes()).unwrap();
+        let sdk_bodies: Vec<SecretBytes> = answer
+            .values
+            .iter()
+            .map(|v| sdk_body(&v.value.body))
+            .collect();
+        let values: Vec<&[u8]> = sdk_bodies.iter().map(|b| &**b).collect();
+        let body = batch_body(&values, &answer.errors);
+        assert_eq!(body.spare_capacity(), 0, "sized exactly");
+        let text = std::str::from_utf8(&body).unwrap();
+        assert_eq!(text, upstream);
+        assert_eq!(json(text), json(&upstream));
+
+        let empty = batch_body(&[], &[]);
+        assert_eq!(&*empty, br#"{"SecretValues":[],"Errors":[]}"#);
+        assert_eq!(empty.spare_capacity(), 0);
+        let one = batch_body(&[b"{}"], &[]);
+        assert_eq!(&*one, br#"{"SecretValues":[{}],"Errors":[]}"#);
+        assert_eq!(one.spare_capacity(), 0);
     }
 
     #[test]

@@ -6,7 +6,11 @@
 //! The `Parameter` object is passed on byte for byte (a borrowed raw JSON
 //! value), so every field AWS sends today or adds later reaches the client,
 //! and a decrypted SecureString exists only in the reply buffer and the
-//! served body, both overwritten when dropped.
+//! served body, both overwritten when dropped. For an SDK client the served
+//! body goes back to GetParameter's own answer, `ResultMetadata` dropped
+//! ([`sdk_body`]). Parameter Store calls that an SDK client makes and the
+//! agent passes through as they are go out here too (`read`, see
+//! `passthrough`).
 
 use std::sync::Arc;
 
@@ -15,6 +19,7 @@ use serde_json::value::RawValue;
 
 use super::client::{Client, OnThrottle};
 use super::error::{json_error, UpstreamError};
+use super::passthrough::{self, ReadCall, Service};
 use super::secrets_manager::SecretValue;
 use secrets_manager_agent_core::secret::SecretBytes;
 
@@ -80,6 +85,12 @@ impl Ssm {
         )?);
         render(&reply)
     }
+
+    /// A read call passed through (`passthrough`): `input` (JSON) as its
+    /// body, AWS's answer as it came. A Secrets Manager call is refused.
+    pub fn read(&self, call: ReadCall, input: &str) -> Result<SecretValue, UpstreamError> {
+        passthrough::read(&self.client, &self.endpoint, Service::Ssm, call, input)
+    }
 }
 
 #[derive(Deserialize)]
@@ -116,6 +127,23 @@ pub fn render(reply: &[u8]) -> Result<SecretValue, UpstreamError> {
         body: SecretBytes::new(body),
         version_id: version.version.map(|v| v.to_string()).unwrap_or_default(),
     })
+}
+
+/// A served body (`render`'s) → GetParameter's answer as AWS sends it, for
+/// SDK clients: `{"Parameter":{..}}`, the `Parameter` as it came, without
+/// the `ResultMetadata` that AWS's extension adds. A body not of `render`'s
+/// shape is returned as it is. Sized exactly: the output holds the value.
+pub fn sdk_body(served: &[u8]) -> SecretBytes {
+    let Some(head) = served
+        .strip_suffix(TAIL)
+        .filter(|head| head.starts_with(HEAD))
+    else {
+        return SecretBytes::new(served.to_vec());
+    };
+    let mut body = Vec::with_capacity(head.len() + 1);
+    body.extend_from_slice(head);
+    body.push(b'}');
+    SecretBytes::new(body)
 }
 
 #[cfg(test)]
@@ -163,6 +191,24 @@ mod tests {
         );
         let doc: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(doc["Parameter"]["Value"], "s3cr\"t");
+    }
+
+    #[test]
+    fn sdk_bodies_are_get_parameters_answer() {
+        let reply = br#"{"Parameter":{"ARN":"arn:aws:ssm:us-east-1:123456789012:parameter/app/db","Name":"/app/db","Type":"SecureString","Value":"s3cr\"t,\"ResultMetadata\":{}}","Version":3}}"#;
+        let served = render(reply).unwrap();
+        let body = sdk_body(&served.body);
+        assert_eq!(&*body, &reply[..]);
+        assert_eq!(body.spare_capacity(), 0, "sized exactly");
+        // Not `render`'s shape: left as it is.
+        for other in [
+            &b"{}"[..],
+            br#"{"ResultMetadata":{}}"#,
+            br#"{"Other":1,"ResultMetadata":{}}"#,
+            b"",
+        ] {
+            assert_eq!(&*sdk_body(other), other);
+        }
     }
 
     #[test]

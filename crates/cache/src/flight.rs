@@ -303,6 +303,7 @@ mod tests {
     use super::*;
     use crate::testing::*;
     use crate::Answer;
+    use secrets_manager_agent_aws::ReadCall;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
@@ -324,6 +325,32 @@ mod tests {
         assert!(joined, "{} callers in flight", cache.in_flight(&key("a")));
         for t in threads {
             assert_eq!(t.join().unwrap(), "one");
+        }
+        assert_eq!(cache.gets(), 1);
+    }
+
+    #[test]
+    fn concurrent_calls_passed_through_make_one_call() {
+        let fake = Fake::new("", "answer");
+        fake.hold();
+        let cache = Arc::new(test_cache(fake, settings(TTL)));
+        let call = || {
+            call_key(
+                ReadCall::GetParametersByPath,
+                r#"{"Path":"/app","Recursive":true}"#,
+            )
+        };
+        let threads: Vec<_> = (0..10)
+            .map(|_| {
+                let cache = cache.clone();
+                std::thread::spawn(move || text(cache.get(&call(), false)))
+            })
+            .collect();
+        let joined = eventually(|| cache.in_flight(&call()) == 11);
+        cache.shared.upstream.release();
+        assert!(joined, "{} callers in flight", cache.in_flight(&call()));
+        for t in threads {
+            assert_eq!(t.join().unwrap(), "answer");
         }
         assert_eq!(cache.gets(), 1);
     }

@@ -29,8 +29,11 @@
 //! 4. `refresh`: refresh-ahead on background threads, and (`refresh::batch`)
 //!    entries due together read in one batch call.
 //!
-//! Beside them, the types: `key` (what an answer is cached under), `upstream`
-//! (where the cache fills from), and `roles` (a client per request role).
+//! Beside them, the types: `key` (what an answer is cached under: a secret,
+//! a parameter, or a read call of an SDK client passed through to AWS),
+//! `upstream` (where the cache fills from), and `roles` (a client per
+//! request role). A call passed through has no cheap metadata call: once
+//! expired (or ahead of expiry, when read) it is made again.
 
 #![forbid(unsafe_code)]
 

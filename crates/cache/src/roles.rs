@@ -106,7 +106,7 @@ impl<U: Upstream> Upstream for Roles<U> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrets_manager_agent_aws::SecretQuery;
+    use secrets_manager_agent_aws::{ReadCall, SecretQuery};
     use secrets_manager_agent_core::secret::SecretBytes;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -175,5 +175,26 @@ mod tests {
         // Known roles and the agent's own identity still answer.
         assert_eq!(answer(&roles, Some(b)).unwrap(), b);
         assert_eq!(answer(&roles, None).unwrap(), "own");
+    }
+
+    #[test]
+    fn calls_passed_through_go_to_their_roles_client() {
+        let roles = Roles::new(As("own".into()), 1, |role| As(role.into()));
+        let call = |role: Option<&str>| {
+            let key = Key::Call {
+                call: ReadCall::BatchGetSecretValue,
+                input: r#"{"SecretIdList":["s"]}"#.into(),
+                role: role.map(String::from),
+            };
+            roles
+                .fetch(&key)
+                .map(|v| String::from_utf8(v.body.to_vec()).unwrap())
+        };
+        assert_eq!(call(None).unwrap(), "own");
+        assert_eq!(call(Some("role-a")).unwrap(), "role-a");
+        assert!(matches!(
+            call(Some("role-b")),
+            Err(UpstreamError::Refused { .. })
+        ));
     }
 }

@@ -1,7 +1,8 @@
 //! The table: the cache's shared state, its entries (each with its TTL and
 //! refresh point, the least recently used evicted when the table is full),
 //! and every write to them. A flight's call ends here: an expired entry is
-//! revalidated (kept if its version is still current, else fetched again),
+//! revalidated (kept if its version is still current, else fetched again;
+//! a read call passed through has no version to check and is made again),
 //! a missing one fetched and stored. Values fetched outside a request
 //! (prefetching, a batch refresh) come in here too, under rules that never
 //! let them replace a newer value. The lock is taken after an upstream call
@@ -15,6 +16,7 @@ use crate::flight::Flight;
 use crate::key::Key;
 use crate::lookup::Cache;
 use crate::upstream::{Body, Served, Upstream};
+use secrets_manager_agent_aws::passthrough::Service;
 use secrets_manager_agent_aws::SecretValue;
 use secrets_manager_agent_core::clock::Clock;
 use secrets_manager_agent_core::metrics::{self, CacheEvent};
@@ -23,9 +25,10 @@ use secrets_manager_agent_core::sync::lock;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
-    /// How long a secret is served from memory; zero: not cached.
+    /// How long a secret (and the answer of a Secrets Manager call passed
+    /// through) is served from memory; zero: not cached.
     pub ttl: Duration,
-    /// The same for parameters.
+    /// The same for parameters (and Parameter Store calls passed through).
     pub parameter_ttl: Duration,
     pub capacity: usize,
     pub ignore_transient_errors: bool,
@@ -34,11 +37,15 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The TTL of `key`'s kind.
+    /// The TTL of `key`'s kind: a call passed through has its service's.
     pub fn ttl_of(&self, key: &Key) -> Duration {
         match key {
             Key::Secret { .. } => self.ttl,
             Key::Parameter { .. } => self.parameter_ttl,
+            Key::Call { call, .. } => match call.service() {
+                Service::SecretsManager => self.ttl,
+                Service::Ssm => self.parameter_ttl,
+            },
         }
     }
 }
@@ -243,7 +250,7 @@ impl<U: Upstream + 'static, C: Clock + 'static> Cache<U, C> {
 mod tests {
     use super::*;
     use crate::testing::*;
-    use secrets_manager_agent_aws::UpstreamError;
+    use secrets_manager_agent_aws::{ReadCall, UpstreamError};
     use secrets_manager_agent_core::secret::SecretBytes;
     use std::sync::atomic::Ordering;
     use std::time::Duration;
@@ -265,6 +272,57 @@ mod tests {
         cache.advance(TTL);
         assert_eq!(text(cache.get(&key("a"), false)), "two");
         assert_eq!((cache.gets(), cache.describes()), (2, 2));
+    }
+
+    #[test]
+    fn calls_keep_their_services_ttl_and_are_read_again_after_it() {
+        let settings = Settings {
+            parameter_ttl: TTL * 2,
+            ..settings(TTL)
+        };
+        let cache = test_cache(Fake::new("", "one"), settings);
+        let describe = call_key(ReadCall::DescribeSecret, r#"{"SecretId":"a"}"#);
+        let by_path = call_key(ReadCall::GetParametersByPath, r#"{"Path":"/app"}"#);
+        assert_eq!(text(cache.get(&describe, false)), "one");
+        assert_eq!(text(cache.get(&by_path, false)), "one");
+        assert_eq!((cache.gets(), cache.describes()), (2, 0));
+        cache.shared.upstream.set("", "two");
+        // A Secrets Manager call lives for `ttl`, then is made again, with
+        // no revalidation first.
+        cache.advance(TTL);
+        assert_eq!(text(cache.get(&describe, false)), "two");
+        assert_eq!((cache.gets(), cache.describes()), (3, 0));
+        // A Parameter Store call lives for `parameter_ttl`.
+        assert_eq!(text(cache.get(&by_path, false)), "one");
+        assert_eq!(cache.gets(), 3);
+        cache.advance(TTL);
+        assert_eq!(text(cache.get(&by_path, false)), "two");
+        assert_eq!((cache.gets(), cache.describes()), (4, 0));
+    }
+
+    #[test]
+    fn a_calls_input_and_role_are_part_of_its_key() {
+        let settings = Settings {
+            capacity: 10,
+            ..settings(TTL)
+        };
+        let cache = test_cache(Fake::new("", "one"), settings);
+        let a = call_key(ReadCall::DescribeSecret, r#"{"SecretId":"a"}"#);
+        let b = call_key(ReadCall::DescribeSecret, r#"{"SecretId":"b"}"#);
+        let role = "arn:aws:iam::123456789012:role/r";
+        let a_as_role = Key::Call {
+            call: ReadCall::DescribeSecret,
+            input: r#"{"SecretId":"a"}"#.into(),
+            role: Some(role.into()),
+        };
+        for key in [&a, &b, &a_as_role, &a, &b] {
+            cache.get(key, false).unwrap();
+        }
+        assert_eq!(cache.gets(), 3, "one call each");
+        assert_eq!(
+            lock(&cache.shared.upstream.roles).clone(),
+            [None, None, Some(role.to_string())]
+        );
     }
 
     #[test]

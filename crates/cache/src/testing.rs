@@ -8,14 +8,16 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::{Cache, Key, Served, Settings, Upstream};
-use secrets_manager_agent_aws::{SecretQuery, SecretValue, UpstreamError};
+use secrets_manager_agent_aws::{ReadCall, SecretQuery, SecretValue, UpstreamError};
 use secrets_manager_agent_core::clock::{Clock, TestClock};
 use secrets_manager_agent_core::secret::SecretBytes;
 use secrets_manager_agent_core::sync::lock;
 
 /// A scripted upstream: the current version and value, call counters,
 /// switches that make calls fail, and a gate that holds GetSecretValue
-/// "in flight" for as long as a test needs.
+/// "in flight" for as long as a test needs. A read call passed through
+/// (`Key::Call`) is a GetSecretValue to it, and it is never revalidated, as
+/// with `Clients`.
 #[derive(Default)]
 pub(crate) struct Fake {
     pub(crate) version: Mutex<(String, String)>,
@@ -84,7 +86,12 @@ impl Upstream for Fake {
             version_id: version,
         })
     }
-    fn still_current(&self, _: &Key, cached_version: &str) -> Result<bool, UpstreamError> {
+    fn still_current(&self, key: &Key, cached_version: &str) -> Result<bool, UpstreamError> {
+        // As `Clients` answers for a call passed through: no metadata call,
+        // read it again.
+        if let Key::Call { .. } = key {
+            return Ok(false);
+        }
         self.describes.fetch_add(1, Ordering::SeqCst);
         self.fail_if_down()?;
         if self.denied.load(Ordering::SeqCst) {
@@ -134,6 +141,7 @@ fn id_of(key: &Key) -> &str {
     match key {
         Key::Secret { query, .. } => &query.secret_id,
         Key::Parameter { query, .. } => &query.name,
+        Key::Call { input, .. } => input,
     }
 }
 
@@ -153,6 +161,15 @@ pub(crate) fn role_key(id: &str, role: &str) -> Key {
             version_stage: None,
         },
         role: Some(role.into()),
+    }
+}
+
+/// A read call passed through, with the agent's own credentials.
+pub(crate) fn call_key(call: ReadCall, input: &str) -> Key {
+    Key::Call {
+        call,
+        input: input.into(),
+        role: None,
     }
 }
 

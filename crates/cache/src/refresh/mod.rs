@@ -122,6 +122,7 @@ impl<U: Upstream, C: Clock> Shared<U, C> {
 mod tests {
     use super::*;
     use crate::testing::*;
+    use secrets_manager_agent_aws::ReadCall;
 
     #[test]
     fn reads_near_expiry_refresh_in_the_background() {
@@ -138,6 +139,22 @@ mod tests {
         cache.advance(TTL.mul_f64(0.5));
         assert_eq!(text(cache.get(&key("a"), false)), "one");
         assert_eq!((cache.gets(), cache.describes()), (1, 1));
+    }
+
+    #[test]
+    fn calls_passed_through_are_made_again_ahead_of_expiry() {
+        let cache = test_cache(Fake::new("", "one"), settings(TTL));
+        let describe = call_key(ReadCall::DescribeSecret, r#"{"SecretId":"a"}"#);
+        cache.get(&describe, false).unwrap();
+        cache.shared.upstream.set("", "two");
+        cache.advance(TTL.mul_f64(0.95));
+        assert_eq!(text(cache.get(&describe, false)), "one", "no wait");
+        assert!(eventually(|| !cache.refreshing(&describe)));
+        // Made again behind the reader, no revalidation first.
+        assert_eq!((cache.gets(), cache.describes()), (2, 0));
+        cache.advance(TTL.mul_f64(0.5));
+        assert_eq!(text(cache.get(&describe, false)), "two");
+        assert_eq!(cache.gets(), 2, "the TTL restarted");
     }
 
     #[test]
