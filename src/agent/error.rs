@@ -56,6 +56,17 @@ pub enum Error {
         source: io::Error,
     },
     MetricsThread(io::Error),
+    /// `cloud_extensions_port`'s listener.
+    CloudExtensionsListen {
+        address: SocketAddr,
+        source: io::Error,
+    },
+    CloudExtensionsThread(io::Error),
+    /// `caller_secret_access_key_file` could not be read, or is empty.
+    CallerKey {
+        path: std::path::PathBuf,
+        reason: String,
+    },
     /// The OS would not tell a bound socket's address.
     LocalAddress(io::Error),
     /// The server's loop ended.
@@ -98,6 +109,19 @@ impl fmt::Display for Error {
                 write!(f, "cannot listen on {address} for metrics: {source}")
             }
             Error::MetricsThread(e) => write!(f, "cannot start the metrics listener: {e}"),
+            Error::CloudExtensionsListen { address, source } => write!(
+                f,
+                "cannot listen on {address} for the Cloud Extensions interface \
+                 (cloud_extensions_port): {source}"
+            ),
+            Error::CloudExtensionsThread(e) => {
+                write!(f, "cannot start the Cloud Extensions listener: {e}")
+            }
+            Error::CallerKey { path, reason } => write!(
+                f,
+                "cannot read caller_secret_access_key_file {}: {reason}",
+                path.display()
+            ),
             Error::LocalAddress(e) => write!(
                 f,
                 "cannot read a bound socket's address: {e} (the OS refused getsockname)"

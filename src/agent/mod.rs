@@ -23,9 +23,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::api;
-use crate::config::Config;
+use crate::config::{CallerAuth, Config};
 use crate::logger;
 use crate::token::Token;
+use secrets_manager_agent_aws::callers::{AgentKeys, Callers};
 use secrets_manager_agent_aws::client::Client;
 use secrets_manager_agent_aws::credentials::file::CredentialsFile;
 use secrets_manager_agent_aws::credentials::imds::Imds;
@@ -45,6 +46,7 @@ use secrets_manager_agent_core::random;
 use secrets_manager_agent_http as server;
 use secrets_manager_agent_http::socket::{self, Listener};
 use secrets_manager_agent_os as os;
+use zeroize::Zeroizing;
 
 pub const NAME: &str = "secrets-manager-agent";
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -183,6 +185,8 @@ struct Agent {
     listeners: Vec<Listener>,
     /// `metrics_address`'s listener, if configured.
     metrics: Option<TcpListener>,
+    /// `cloud_extensions_port`'s listener, if configured.
+    cloud_extensions: Option<TcpListener>,
     settings: server::Settings,
     api: Arc<Api>,
 }
@@ -213,6 +217,7 @@ fn start(config: &Config, running: &Running) -> Result<Agent, Error> {
     }
     let prefetched = Arc::new(AtomicBool::new(false));
     let ready = readiness(credentials.clone(), prefetched.clone());
+    let callers = callers(config, credentials.clone())?;
     let upstream = upstream(
         client,
         credentials,
@@ -221,7 +226,7 @@ fn start(config: &Config, running: &Running) -> Result<Agent, Error> {
         timing,
         config.max_roles,
     );
-    let api = Arc::new(build_api(config, &tuning, token, ready, upstream));
+    let api = Arc::new(build_api(config, &tuning, token, ready, callers, upstream));
     running.set(api.clone());
     let address = SocketAddr::from((config.bind_address, config.http_port));
     let listener = server::bind(config.bind_address, config.http_port)
@@ -240,6 +245,16 @@ fn start(config: &Config, running: &Running) -> Result<Agent, Error> {
         listeners.push(Listener::Unix(unix));
         running.set_socket(path.clone());
     }
+    let cloud_extensions = match config.cloud_extensions_port {
+        Some(port) => {
+            let address = SocketAddr::from((config.bind_address, port));
+            Some(
+                server::bind(config.bind_address, port)
+                    .map_err(|source| Error::CloudExtensionsListen { address, source })?,
+            )
+        }
+        None => None,
+    };
     let metrics = match config.metrics_address {
         Some(address) => Some(
             TcpListener::bind(address)
@@ -247,11 +262,19 @@ fn start(config: &Config, running: &Running) -> Result<Agent, Error> {
         ),
         None => None,
     };
-    announce(config, &place, &token_var, tcp_address, metrics.as_ref())?;
+    announce(
+        config,
+        &place,
+        &token_var,
+        tcp_address,
+        metrics.as_ref(),
+        cloud_extensions.as_ref(),
+    )?;
     start_prefetch(config, &api, Done(prefetched));
     Ok(Agent {
         listeners,
         metrics,
+        cloud_extensions,
         settings: server::Settings {
             client_timeout: tuning.client_timeout,
             max_conn: config.max_conn,
@@ -431,8 +454,17 @@ impl Place {
             .get(&profile_name)
             .and_then(|p| p.get("endpoint_url"))
             .map(String::as_str);
+        // The agent's own listeners on loopback, which an endpoint variable
+        // set for the applications may name (0: a port the OS picks, which
+        // no variable can name before it is picked).
+        let own_ports: Vec<u16> = [Some(config.http_port), config.cloud_extensions_port]
+            .into_iter()
+            .flatten()
+            .filter(|port| *port != 0)
+            .collect();
         let resolve = |service| {
-            endpoint::resolve(service, &region, profile_endpoint).map_err(Error::Endpoint)
+            endpoint::resolve(service, &region, profile_endpoint, &own_ports)
+                .map_err(Error::Endpoint)
         };
         let endpoint = resolve(endpoint::SECRETS_MANAGER)?;
         let ssm_endpoint = resolve(endpoint::SSM)?;
@@ -568,12 +600,56 @@ impl Transports {
     }
 }
 
+/// Who may call through the SDK's protocol (`caller_auth`); a key's secret
+/// is read from its file once, here.
+fn callers(config: &Config, credentials: Arc<dyn ProvideCredentials>) -> Result<Callers, Error> {
+    Ok(match config.caller_auth {
+        CallerAuth::Credentials => Callers::Agent(AgentKeys::new(credentials)),
+        CallerAuth::None => {
+            log::warn!(
+                "caller_auth = \"none\": SDK-protocol requests are served unsigned, to any \
+                 process that reaches the listener"
+            );
+            Callers::Anyone
+        }
+        CallerAuth::Key => {
+            let (Some(access_key_id), Some(path)) = (
+                config.caller_access_key_id.clone(),
+                config.caller_secret_access_key_file.clone(),
+            ) else {
+                // The config refuses "key" without both.
+                return Err(Error::CallerKey {
+                    path: Default::default(),
+                    reason: "caller_auth = \"key\" needs both keys".into(),
+                });
+            };
+            let text = std::fs::read_to_string(&path).map_err(|e| Error::CallerKey {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            let secret = Zeroizing::new(text.trim().to_string());
+            drop(Zeroizing::new(text));
+            if secret.is_empty() {
+                return Err(Error::CallerKey {
+                    path,
+                    reason: "the file is empty".into(),
+                });
+            }
+            Callers::Key {
+                access_key_id,
+                secret,
+            }
+        }
+    })
+}
+
 /// The request path below the listener: HTTP surface → cache → Secrets Manager.
 fn build_api(
     config: &Config,
     tuning: &Tuning,
     token: Token,
     ready: api::Readiness,
+    callers: Callers,
     upstream: Roles<Clients>,
 ) -> Api {
     let cache = Cache::new(
@@ -594,6 +670,7 @@ fn build_api(
             max_conn: config.max_conn,
             parameters: config.parameter_store,
             ready,
+            callers,
         },
         cache,
     )
@@ -608,6 +685,7 @@ fn announce(
     token_var: &str,
     address: SocketAddr,
     metrics: Option<&TcpListener>,
+    cloud_extensions: Option<&TcpListener>,
 ) -> Result<(), Error> {
     log::info!(
         "{NAME} {VERSION}: region {}, endpoint {}, token from {token_var}, ttl {}s, cache size {}, max_conn {}",
@@ -641,6 +719,11 @@ fn announce(
         );
         tell(&format!("unix:{}", path.display()), "listening");
     }
+    if let Some(listener) = cloud_extensions {
+        let address = listener.local_addr().map_err(Error::LocalAddress)?;
+        log::info!("Cloud Extensions interface on http://{address}");
+        tell(&format!("http://{address}"), "cloud-extensions");
+    }
     if let Some(metrics) = metrics {
         let address = metrics.local_addr().map_err(Error::LocalAddress)?;
         log::info!("metrics on http://{address}/metrics, without a token: it serves /metrics and /ping only");
@@ -655,11 +738,31 @@ fn serve(agent: Agent) -> Result<(), Error> {
     let Agent {
         listeners,
         metrics,
+        cloud_extensions,
         settings,
         api,
     } = agent;
     if let Some(metrics) = metrics {
         serve_metrics(metrics, &settings, api.clone())?;
+    }
+    if let Some(listener) = cloud_extensions {
+        let api = api.clone();
+        let settings = server::Settings {
+            client_timeout: settings.client_timeout,
+            max_conn: settings.max_conn,
+            ttl_one: settings.ttl_one,
+            max_open: settings.max_open,
+        };
+        std::thread::Builder::new()
+            .name("cloud-extensions".into())
+            .spawn(move || {
+                let handler =
+                    move |request: &server::http::Request| api.reply_cloud_extensions(request);
+                if let Err(e) = server::run(vec![Listener::Tcp(listener)], settings, handler) {
+                    log::error!("Cloud Extensions listener stopped: {e}");
+                }
+            })
+            .map_err(Error::CloudExtensionsThread)?;
     }
     server::run(listeners, settings, move |request| api.reply(request)).map_err(Error::Server)
 }

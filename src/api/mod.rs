@@ -7,10 +7,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+mod cloud_extensions;
+mod sdk;
 mod target;
 mod test_clock;
 
 use crate::token::Token;
+use secrets_manager_agent_aws::callers::Callers;
 use secrets_manager_agent_aws::UpstreamError;
 use secrets_manager_agent_cache::{Answer, Cache, Key, Served, Upstream};
 use secrets_manager_agent_core::metrics::{self, Route};
@@ -46,6 +49,8 @@ pub struct Settings {
     /// Whether `/systemsmanager/parameters/get` serves Parameter Store.
     pub parameters: bool,
     pub ready: Readiness,
+    /// Who may call through the SDK's protocol (`caller_auth`).
+    pub callers: Callers,
 }
 
 /// `/ready`'s check: `Err` while the agent cannot serve secrets yet.
@@ -126,8 +131,15 @@ impl<U: Upstream + 'static> Api<U> {
             .target
             .split_once('?')
             .unwrap_or((request.target, ""));
-        let route = self.route(path);
-        let reply = self.respond(request, route, path, query);
+        let sdk = sdk::target(request);
+        let route = match sdk {
+            Some(_) => Route::Sdk,
+            None => self.route(path),
+        };
+        let reply = match sdk {
+            Some(target) => self.sdk_request(request, target, sdk::Place::Agent),
+            None => self.respond(request, route, path, query),
+        };
         if let Reply::Now(response) = &reply {
             metrics::request(route, response.status);
         }
@@ -146,6 +158,15 @@ impl<U: Upstream + 'static> Api<U> {
             _ if path.starts_with(self.settings.path_prefix.as_str()) => Route::Secret,
             _ => Route::Other,
         }
+    }
+
+    /// An SDK request: in a slot like any other (it may wait on AWS), and
+    /// checked by its signature instead of the SSRF token.
+    fn sdk_request(&self, request: &Request, target: &str, place: sdk::Place) -> Reply {
+        let Some(slot) = self.take_slot(self.settings.max_conn) else {
+            return sdk::aws_error(429, "ThrottlingException", "Connection limit exceeded").into();
+        };
+        self.sdk(request, target, place, slot)
     }
 
     fn respond(&self, request: &Request, route: Route, path: &str, query: &str) -> Reply {
@@ -172,7 +193,8 @@ impl<U: Upstream + 'static> Api<U> {
             Route::Ping => return text(200, "healthy").into(),
             Route::Ready => return self.ready(request).into(),
             Route::Metrics => return self.metrics().into(),
-            Route::Other => return text(404, "Not found").into(),
+            // `Sdk` is answered before: `reply` sends SDK requests to `sdk`.
+            Route::Other | Route::Sdk => return text(404, "Not found").into(),
             Route::Parameter if !self.settings.parameters => {
                 return text(
                     404,
@@ -185,7 +207,7 @@ impl<U: Upstream + 'static> Api<U> {
             Route::Secret => parse_prefixed(&path[self.settings.path_prefix.len()..], query),
         };
         match parsed {
-            Ok((key, refresh_now)) => self.answer(key, refresh_now, route, slot),
+            Ok((key, refresh_now)) => self.answer(key, refresh_now, route, slot, served_response),
             Err(response) => response.into(),
         }
     }
@@ -283,11 +305,20 @@ impl<U: Upstream + 'static> Api<U> {
         }
     }
 
-    fn answer(&self, key: Key, refresh_now: bool, route: Route, slot: Slot<'_>) -> Reply {
+    /// The answer for `key`, rendered by `render` (the GET routes' body, or
+    /// the SDK protocol's): now, or parked until another's call to AWS ends.
+    fn answer(
+        &self,
+        key: Key,
+        refresh_now: bool,
+        route: Route,
+        slot: Slot<'_>,
+        render: Render,
+    ) -> Reply {
         let started = Instant::now();
         match self.cache.answer_or_wait(&key, refresh_now) {
             Answer::Now(served, from_memory) => {
-                Reply::Now(served_response(&key, served, from_memory, started))
+                Reply::Now(render(&key, served, from_memory, started))
             }
             Answer::Later(waiting) => {
                 let slot = slot.keep(&self.in_flight);
@@ -298,7 +329,7 @@ impl<U: Upstream + 'static> Api<U> {
                 Reply::Later(Later {
                     ready: Box::new(move |wake| ready.when_done(wake)),
                     answer: Box::new(move || {
-                        let response = served_response(&key, waiting.result(), false, started);
+                        let response = render(&key, waiting.result(), false, started);
                         metrics::request(route, response.status);
                         drop(slot);
                         response
@@ -308,6 +339,9 @@ impl<U: Upstream + 'static> Api<U> {
         }
     }
 }
+
+/// How a served key becomes a response.
+type Render = fn(&Key, Served, bool, Instant) -> Response;
 
 /// The answer to a request for `key` that the cache `served`: the body, or
 /// the error as AWS's agent tells it (and a warning in the log).
@@ -344,30 +378,43 @@ fn served_response(key: &Key, served: Served, from_memory: bool, started: Instan
 /// failures get the fixed status and body AWS's agent gives them. Every body
 /// is valid JSON.
 pub fn upstream_error(e: &UpstreamError) -> Response {
-    let unexpected;
-    let (status, code, message) = match e {
+    let (status, code, message) = error_parts(e);
+    Response::new(
+        status,
+        JSON,
+        ResponseBody::Owned(error_body(code, message.as_deref())),
+    )
+}
+
+/// A failed upstream call's status, error code and message, as both the GET
+/// routes and the SDK protocol tell it.
+fn error_parts(e: &UpstreamError) -> (u16, &str, Option<std::borrow::Cow<'_, str>>) {
+    use std::borrow::Cow::{Borrowed, Owned};
+    match e {
         UpstreamError::Service {
             status,
             code,
             message,
             ..
-        } => (*status, code.as_str(), Some(message.as_str())),
-        UpstreamError::Timeout => (504, "TimeoutError", Some("Timeout")),
+        } => (*status, code.as_str(), Some(Borrowed(message.as_str()))),
+        UpstreamError::Timeout => (504, "TimeoutError", Some(Borrowed("Timeout"))),
         UpstreamError::Connection(_) | UpstreamError::Tls(_) => {
-            (502, "ConnectionError", Some("Read Error"))
+            (502, "ConnectionError", Some(Borrowed("Read Error")))
         }
-        UpstreamError::Response(_) => (502, "ConnectionError", Some("Response Error")),
-        UpstreamError::UnexpectedStatus(upstream) => {
-            unexpected = format!("Response Error: unexpected upstream HTTP status {upstream}");
-            (502, "ConnectionError", Some(unexpected.as_str()))
-        }
+        UpstreamError::Response(_) => (502, "ConnectionError", Some(Borrowed("Response Error"))),
+        UpstreamError::UnexpectedStatus(upstream) => (
+            502,
+            "ConnectionError",
+            Some(Owned(format!(
+                "Response Error: unexpected upstream HTTP status {upstream}"
+            ))),
+        ),
         // AWS's agents answer InternalFailure here, and clients match on it;
         // the message still says which sources were tried and why each failed.
-        UpstreamError::Credentials(why) => (500, "InternalFailure", Some(why.as_str())),
+        UpstreamError::Credentials(why) => (500, "InternalFailure", Some(Borrowed(why.as_str()))),
         UpstreamError::Internal(_) => (500, "InternalFailure", None),
-        UpstreamError::Refused { code, message } => (400, *code, Some(message.as_str())),
-    };
-    Response::new(status, JSON, ResponseBody::Owned(error_body(code, message)))
+        UpstreamError::Refused { code, message } => (400, *code, Some(Borrowed(message.as_str()))),
+    }
 }
 
 /// `{"__type":code,"message":message}` (no `message` when `None`). A struct
@@ -464,6 +511,7 @@ mod tests {
                 max_conn: 2,
                 parameters: true,
                 ready: Box::new(|| Ok(())),
+                callers: Callers::Anyone,
             },
             cache,
         )

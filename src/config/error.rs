@@ -41,6 +41,10 @@ pub enum ConfigError {
     NotLoopback {
         address: std::net::IpAddr,
     },
+    /// `caller_auth = "none"` on a listener other processes' hosts reach.
+    UnsignedBeyondLoopback {
+        address: std::net::IpAddr,
+    },
     /// A setting that means nothing without another one.
     Needs {
         key: &'static str,
@@ -97,6 +101,11 @@ impl fmt::Display for ConfigError {
                 "bind_address {address} is not a loopback address: clients on the network could \
                  reach the agent, and the token would travel over the network; set \
                  allow_non_loopback = true as well to accept that"
+            ),
+            ConfigError::UnsignedBeyondLoopback { address } => write!(
+                f,
+                "caller_auth = \"none\" serves unsigned SDK requests, so it is allowed only on a \
+                 loopback bind_address, not {address}: use caller_auth = \"credentials\" or \"key\""
             ),
             ConfigError::Needs { key, needs } => {
                 write!(f, "config key `{key}` needs `{needs}` as well")

@@ -19,6 +19,7 @@
 //! This file holds the `Config` type, loading, and the rules between
 //! settings (a non-loopback address, a socket's mode without the socket).
 
+mod callers;
 mod error;
 mod lambda_env;
 mod layout;
@@ -27,6 +28,7 @@ mod settings;
 
 use std::path::{Path, PathBuf};
 
+pub use callers::CallerAuth;
 pub use error::ConfigError;
 pub use prefetch::{is_role_arn, Prefetch, PrefetchSecret, PrefetchTag, ROLE_ARN_FORMAT};
 pub use settings::LogLevel;
@@ -69,6 +71,15 @@ pub struct Config {
     pub parameter_store: bool,
     /// The cache TTL of parameters (`ttl_seconds` is the secrets').
     pub parameter_store_ttl_seconds: u64,
+    /// What an SDK-protocol request must be signed with.
+    pub caller_auth: CallerAuth,
+    /// `caller_auth = "key"`: the access key ID callers sign with, and the
+    /// file holding its secret (read at start).
+    pub caller_access_key_id: Option<String>,
+    pub caller_secret_access_key_file: Option<PathBuf>,
+    /// A second listener speaking AWS's Cloud Extensions interface; none by
+    /// default.
+    pub cloud_extensions_port: Option<u16>,
     /// Sections of other capabilities found in the file (`acm`), which this
     /// agent does not provide and leaves unread.
     pub other_capabilities: Vec<String>,
@@ -135,7 +146,7 @@ impl Config {
                 });
             }
         }
-        Ok(())
+        callers::check(self)
     }
 }
 

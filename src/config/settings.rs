@@ -10,6 +10,10 @@
 
 use std::path::PathBuf;
 
+use super::callers::{
+    set_caller_access_key_id, set_caller_auth, set_caller_secret_access_key_file,
+    set_cloud_extensions_port, CallerAuth,
+};
 use super::error::{invalid, ConfigError};
 use super::prefetch::{set_prefetch, Prefetch};
 use super::Config;
@@ -70,6 +74,10 @@ impl Default for Config {
             metrics_address: None,
             parameter_store: true,
             parameter_store_ttl_seconds: 300,
+            caller_auth: CallerAuth::Credentials,
+            caller_access_key_id: None,
+            caller_secret_access_key_file: None,
+            cloud_extensions_port: None,
             other_capabilities: Vec::new(),
         }
     }
@@ -115,6 +123,10 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting { flat: Some("unix_socket_mode"), nested: "capabilities.secrets_manager.unix_socket_mode", set: set_unix_socket_mode },
     Setting { flat: Some("unix_socket_group"), nested: "capabilities.secrets_manager.unix_socket_group", set: set_unix_socket_group },
     Setting { flat: Some("metrics_address"), nested: "capabilities.secrets_manager.metrics_address", set: set_metrics_address },
+    Setting { flat: Some("caller_auth"), nested: "capabilities.secrets_manager.caller_auth", set: set_caller_auth },
+    Setting { flat: Some("caller_access_key_id"), nested: "capabilities.secrets_manager.caller_access_key_id", set: set_caller_access_key_id },
+    Setting { flat: Some("caller_secret_access_key_file"), nested: "capabilities.secrets_manager.caller_secret_access_key_file", set: set_caller_secret_access_key_file },
+    Setting { flat: Some("cloud_extensions_port"), nested: "capabilities.secrets_manager.cloud_extensions_port", set: set_cloud_extensions_port },
     // Where 3.x would put a second capability.
     Setting { flat: Some("parameter_store_enabled"), nested: "capabilities.parameter_store.enabled", set: set_parameter_store },
     Setting { flat: Some("parameter_store_ttl_seconds"), nested: "capabilities.parameter_store.cache.ttl_seconds", set: set_parameter_store_ttl },

@@ -55,23 +55,35 @@ impl std::error::Error for EndpointError {}
 
 /// Resolves the endpoint URL (no trailing slash) from the process environment.
 /// `profile_endpoint` is the active profile's `endpoint_url`, the weakest override.
+/// `own_ports` are the agent's own listeners on loopback: an override naming
+/// one of them is skipped (see [`resolve_with`]).
 pub fn resolve(
     service: Service,
     region: &str,
     profile_endpoint: Option<&str>,
+    own_ports: &[u16],
 ) -> Result<String, EndpointError> {
     resolve_with(
         service,
         region,
         profile_endpoint,
+        own_ports,
         secrets_manager_agent_core::env::var,
     )
 }
 
+/// `resolve`, reading the environment through `env`.
+///
+/// An application and the agent often share one environment (a container,
+/// a Lambda function), so `AWS_ENDPOINT_URL_SECRETS_MANAGER` set for the
+/// application names the agent itself. Calling it would be a loop: an
+/// override whose host is loopback and whose port is in `own_ports` is
+/// skipped with one INFO line, and the next source applies.
 pub fn resolve_with(
     service: Service,
     region: &str,
     profile_endpoint: Option<&str>,
+    own_ports: &[u16],
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<String, EndpointError> {
     let get = |name: &str| {
@@ -102,6 +114,13 @@ pub fn resolve_with(
         ];
         for (var, url) in candidates {
             if let Some(url) = url.filter(|u| !u.trim().is_empty()) {
+                if names_own_listener(&url, own_ports) {
+                    log::info!(
+                        "{var}={url} names this agent's own listener: skipped, so that the \
+                         agent never calls itself; the next endpoint source applies"
+                    );
+                    continue;
+                }
                 if fips || dual_stack {
                     return Err(EndpointError::CustomWithVariant {
                         var: var.to_string(),
@@ -127,6 +146,27 @@ pub fn resolve_with(
         "https://{}{fips_part}.{region}.{suffix}",
         service.host_prefix
     ))
+}
+
+/// Whether `url` is a loopback address on one of `ports`.
+fn names_own_listener(url: &str, ports: &[u16]) -> bool {
+    let Ok(uri) = url.trim().parse::<ureq::http::Uri>() else {
+        return false;
+    };
+    let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    });
+    let loopback = match uri.host() {
+        Some(host) if host.eq_ignore_ascii_case("localhost") => true,
+        Some(host) => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified()),
+        None => false,
+    };
+    loopback && ports.contains(&port)
 }
 
 fn custom(var: &str, url: &str) -> Result<String, EndpointError> {
@@ -158,11 +198,74 @@ mod tests {
         region: &str,
         vars: &[(&str, &str)],
     ) -> Result<String, EndpointError> {
-        resolve_with(service, region, None, |name| {
+        resolve_with(service, region, None, &[], |name| {
             vars.iter()
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| v.to_string())
         })
+    }
+
+    #[test]
+    fn an_override_naming_the_agent_itself_is_skipped() {
+        let own = |vars: &[(&str, &str)], ports: &[u16]| {
+            resolve_with(
+                SECRETS_MANAGER,
+                "us-east-1",
+                Some("http://127.0.0.1:7"),
+                ports,
+                |n| {
+                    vars.iter()
+                        .find(|(k, _)| *k == n)
+                        .map(|(_, v)| v.to_string())
+                },
+            )
+            .unwrap()
+        };
+        let specific = "AWS_ENDPOINT_URL_SECRETS_MANAGER";
+        for url in [
+            "http://localhost:2773",
+            "http://127.0.0.1:2773/",
+            "http://[::1]:2773",
+            "http://LOCALHOST:2773/secretsmanager",
+        ] {
+            assert_eq!(
+                own(
+                    &[(specific, url), ("AWS_ENDPOINT_URL", "http://127.0.0.1:9")],
+                    &[2773]
+                ),
+                "http://127.0.0.1:9",
+                "{url}: the next source"
+            );
+            assert_eq!(
+                own(&[(specific, url)], &[2773]),
+                "http://127.0.0.1:7",
+                "{url}"
+            );
+        }
+        // Every source is checked, down to the regional endpoint.
+        assert_eq!(
+            own(
+                &[("AWS_ENDPOINT_URL", "http://localhost:5333")],
+                &[2773, 5333]
+            ),
+            "http://127.0.0.1:7"
+        );
+        let all_own = resolve_with(SECRETS_MANAGER, "us-east-1", None, &[80], |n| {
+            (n == "AWS_ENDPOINT_URL").then(|| "http://localhost".to_string())
+        });
+        assert_eq!(
+            all_own.unwrap(),
+            "https://secretsmanager.us-east-1.amazonaws.com"
+        );
+        // Another port, or another host, is someone else.
+        assert_eq!(
+            own(&[(specific, "http://127.0.0.1:2774")], &[2773]),
+            "http://127.0.0.1:2774"
+        );
+        assert_eq!(
+            own(&[(specific, "http://10.0.0.1:2773")], &[2773]),
+            "http://10.0.0.1:2773"
+        );
     }
 
     #[test]
@@ -242,12 +345,12 @@ mod tests {
         let from_profile = Some("http://127.0.0.1:3");
         let env = |_: &str| None;
         assert_eq!(
-            resolve_with(SECRETS_MANAGER, "us-east-1", from_profile, env).unwrap(),
+            resolve_with(SECRETS_MANAGER, "us-east-1", from_profile, &[], env).unwrap(),
             "http://127.0.0.1:3"
         );
         let env = |n: &str| (n == "AWS_ENDPOINT_URL").then(|| "http://127.0.0.1:1".to_string());
         assert_eq!(
-            resolve_with(SECRETS_MANAGER, "us-east-1", from_profile, env).unwrap(),
+            resolve_with(SECRETS_MANAGER, "us-east-1", from_profile, &[], env).unwrap(),
             "http://127.0.0.1:1"
         );
     }

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod arn;
+mod assemble;
 pub mod callers;
 pub mod client;
 pub mod credentials;

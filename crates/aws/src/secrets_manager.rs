@@ -541,24 +541,7 @@ pub fn batch_body(values: &[&[u8]], errors: &[BatchError]) -> SecretBytes {
     // Strings only: encoding them cannot fail. Not secret: IDs and AWS's
     // error texts.
     let errors = serde_json::to_vec(&entries).unwrap_or_else(|_| b"[]".to_vec());
-    let size = HEAD.len()
-        + values.iter().map(|v| v.len()).sum::<usize>()
-        + values.len().saturating_sub(1)
-        + MIDDLE.len()
-        + errors.len()
-        + 1;
-    let mut body = Vec::with_capacity(size);
-    body.extend_from_slice(HEAD);
-    for (at, value) in values.iter().enumerate() {
-        if at > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(value);
-    }
-    body.extend_from_slice(MIDDLE);
-    body.extend_from_slice(&errors);
-    body.push(b'}');
-    SecretBytes::new(body)
+    super::assemble::object(HEAD, values, MIDDLE, &errors)
 }
 
 /// One element of BatchGetSecretValue's `Errors`, as AWS writes it.

@@ -146,9 +146,46 @@ pub fn sdk_body(served: &[u8]) -> SecretBytes {
     SecretBytes::new(body)
 }
 
+/// GetParameters' answer for an SDK client, assembled from the cache:
+/// `{"Parameters":[..],"InvalidParameters":[..]}`, `found` being served
+/// bodies ([`render`]'s; their `Parameter` objects are written as they are)
+/// and `invalid` the names Parameter Store does not have. Sized exactly: it
+/// holds the values.
+pub fn parameters_body(found: &[&[u8]], invalid: &[&str]) -> SecretBytes {
+    const HEAD: &[u8] = br#"{"Parameters":["#;
+    const MIDDLE: &[u8] = br#"],"InvalidParameters":"#;
+    let objects: Vec<&[u8]> = found
+        .iter()
+        .map(|served| {
+            served
+                .strip_prefix(self::HEAD)
+                .and_then(|rest| rest.strip_suffix(TAIL))
+                .unwrap_or(served)
+        })
+        .collect();
+    // Names only: encoding strings cannot fail.
+    let invalid = serde_json::to_vec(invalid).unwrap_or_else(|_| b"[]".to_vec());
+    super::assemble::object(HEAD, &objects, MIDDLE, &invalid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn get_parameters_answer_from_served_bodies() {
+        let a = render(br#"{"Parameter":{"Name":"/a","Value":"x\"y","Version":2}}"#).unwrap();
+        let b = render(br#"{"Parameter":{"Name":"/b","Value":"z","Version":1}}"#).unwrap();
+        let body = parameters_body(&[&a.body, &b.body], &["/missing", "/q\"uote"]);
+        let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(doc["Parameters"][0]["Value"], "x\"y");
+        assert_eq!(doc["Parameters"][1]["Name"], "/b");
+        assert_eq!(doc["InvalidParameters"][1], "/q\"uote");
+        assert_eq!(
+            &parameters_body(&[], &[])[..],
+            br#"{"Parameters":[],"InvalidParameters":[]}"#
+        );
+    }
 
     fn query(selector: Option<Selector>) -> ParameterQuery {
         ParameterQuery {

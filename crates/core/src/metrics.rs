@@ -26,13 +26,23 @@ pub enum Route {
     Ping,
     Ready,
     Metrics,
+    /// The AWS SDK's protocol (`POST` with `X-Amz-Target`).
+    Sdk,
     Other,
 }
 
-const ROUTES: [&str; 6] = ["secret", "parameter", "ping", "ready", "metrics", "other"];
+const ROUTES: [&str; 7] = [
+    "secret",
+    "parameter",
+    "ping",
+    "ready",
+    "metrics",
+    "sdk",
+    "other",
+];
 
 /// The statuses requests are counted by; any other counts as `other`.
-const STATUSES: [u16; 11] = [200, 400, 403, 404, 405, 429, 500, 502, 503, 504, 0];
+const STATUSES: [u16; 12] = [200, 400, 401, 403, 404, 405, 429, 500, 502, 503, 504, 0];
 
 /// What the cache did for one request or on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
