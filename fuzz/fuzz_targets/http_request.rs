@@ -22,6 +22,7 @@ use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use secrets_manager_agent::api::{self, Api};
 use secrets_manager_agent_aws::arn::check_role_arn;
+use secrets_manager_agent_aws::callers::Callers;
 use secrets_manager_agent_aws::{SecretQuery, SecretValue, UpstreamError};
 use secrets_manager_agent_cache::{self as cache, Cache, Key, Upstream};
 use secrets_manager_agent_core::query::{parse_query, percent_decode};
@@ -117,6 +118,8 @@ fn api(prefix: &str) -> Api<Fake> {
             max_conn: 1,
             parameters: true,
             ready: Box::new(|| Ok(())),
+            // Unsigned SDK requests reach the operation parser.
+            callers: Callers::Anyone,
         },
         cache,
     )
@@ -221,6 +224,26 @@ fn model(path: &str, query: &str, prefix: &str) -> Expect {
     Expect::Secret(query, value("roleArn"), refresh_now)
 }
 
+/// An SDK-protocol answer: AWS's content type and request ID; an error is
+/// `{"__type","message"}` with the same type in `X-Amzn-Errortype`.
+fn check_sdk(response: &Response, ctx: &str) {
+    assert_eq!(response.content_type, "application/x-amz-json-1.1", "{ctx}");
+    let header = |name: &str| {
+        response
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    assert!(header("x-amzn-RequestId").is_some(), "{ctx}");
+    if response.status >= 400 {
+        let error: serde_json::Value = serde_json::from_slice(response.body.as_bytes())
+            .unwrap_or_else(|e| panic!("{ctx}: an error body that is not JSON: {e}"));
+        assert_eq!(error["__type"].as_str(), header("x-amzn-errortype"), "{ctx}");
+        assert!(error["message"].is_string(), "{ctx}: {error}");
+    }
+}
+
 /// Runs the request through the API, checks the answer against the contract
 /// and returns it.
 fn check(api: &Api<Fake>, prefix: &str, request: &Request) -> Response {
@@ -247,6 +270,18 @@ fn check(api: &Api<Fake>, prefix: &str, request: &Request) -> Response {
     );
     // max_conn = 1 and one request at a time: the limit is never hit.
     assert_ne!(status, 429, "429 with nothing else in flight: {}", ctx());
+
+    // The SDK's protocol (docs/sdk.md) comes before any route: its answers
+    // are AWS's shapes, its errors name their type twice.
+    let sdk = request.method == "POST"
+        && request
+            .headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("x-amz-target"));
+    if sdk {
+        check_sdk(&response, &ctx());
+        return response;
+    }
 
     let (path, query) = request
         .target

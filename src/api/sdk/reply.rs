@@ -48,9 +48,14 @@ pub fn aws_error(status: u16, code: &str, message: &str) -> Response {
 /// and code as on the GET routes (a 5xx an SDK retries).
 fn upstream(e: &UpstreamError) -> Response {
     let (status, code, message) = error_parts(e);
+    // SDKs show the message: AWS's words for a failure the agent does not
+    // describe (its details stay in the agent's log).
+    let message = message.as_deref().unwrap_or(
+        "The request processing has failed because of an unknown error, exception or failure.",
+    );
     aws_json(
         status,
-        ResponseBody::Owned(error_body(code, message.as_deref())),
+        ResponseBody::Owned(error_body(code, Some(message))),
         Some(code),
     )
 }
