@@ -103,11 +103,12 @@ const OUTCOMES: [&str; 7] = [
 ];
 
 /// The operations upstream calls are counted by; any other counts as `other`.
-const OPERATIONS: [&str; 8] = [
+const OPERATIONS: [&str; 9] = [
     "GetSecretValue",
     "DescribeSecret",
     "BatchGetSecretValue",
     "GetParameter",
+    "GetParametersByPath",
     "AssumeRole",
     "AssumeRoleWithWebIdentity",
     "GetCallerIdentity",
