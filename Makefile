@@ -29,7 +29,7 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 4
 
 .PHONY: bench bench-compare bench-compare-2x bench-compare-3x soak bench-tools bench-floor
-.PHONY: all build venv test unit-test integration-test lint static static-ring musl-build describe size-check demo clean lambda-layer
+.PHONY: all build venv js-deps test unit-test integration-test lint static static-ring musl-build describe size-check demo clean lambda-layer
 .PHONY: static-arm64 cross-venv budget lambda-layer-arm64 unknown-arch
 
 all: build
@@ -47,6 +47,24 @@ $(VENV)/.stamp: tests/requirements.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 	@touch $@
 
+# The AWS SDK for JavaScript v3, a client the integration tests run (tests/js,
+# tests/integration/test_sdk_clients.py): `npm ci` installs exactly what
+# tests/js/package-lock.json pins into tests/js/node_modules, again only when
+# package.json or the lock file changes (stamp file inside node_modules). Needs
+# Node.js 20 or newer with npm, and the npm registry on the first run.
+JS_DIR := tests/js
+
+js-deps: $(JS_DIR)/node_modules/.stamp
+
+$(JS_DIR)/node_modules/.stamp: $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
+	@command -v node >/dev/null && command -v npm >/dev/null || \
+	  { echo "node/npm not found: the integration tests need Node.js 20+ with npm ($(JS_DIR))" >&2; exit 1; }
+	@node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' || \
+	  { echo "Node.js $$(node --version) is too old: $(JS_DIR) needs 20 or newer" >&2; exit 1; }
+	@echo "==> npm ci in $(JS_DIR) (the JavaScript SDK the tests run)"
+	cd $(JS_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 test: unit-test size-check integration-test
 
 unit-test:
@@ -57,7 +75,7 @@ unit-test:
 # (`--dist loadgroup` keeps an xdist_group on one worker), then the `serial`
 # ones (they time answers or count threads) alone.
 # pytest exits 5 when it collects no test; that is reported loudly but is not a failure.
-integration-test: venv
+integration-test: venv js-deps
 	@echo "==> cargo build (debug binary for the integration tests)"
 	$(CARGO) build
 	@echo "==> pytest tests/integration against $(DEBUG_BIN), $(PYTEST_WORKERS) workers"
@@ -193,7 +211,7 @@ demo:
 
 clean:
 	$(CARGO) clean
-	rm -rf $(VENV) $(CROSS_VENV) logs .pytest_cache
+	rm -rf $(VENV) $(CROSS_VENV) logs .pytest_cache $(JS_DIR)/node_modules
 
 # ---- benchmarks and soak (bench/; needs wrk: apt-get install -y wrk) --------
 #   make bench          table: throughput, latency, start-up, memory, coalescing, size
