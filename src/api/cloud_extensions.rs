@@ -9,7 +9,9 @@
 //! SDK's protocol for one service each. The differences from the agent's
 //! own listener are that interface's: every request is signed (SigV4, per
 //! `caller_auth`; unsigned is `401`), the GET routes also carry the SSRF
-//! token, a GET with `X-Forwarded-For` is always `400 BadRequestException`,
+//! token, a GET with `X-Forwarded-For` is always `400 BadRequestException`
+//! (checked in that order: signature, forwarding, token), Parameter Store
+//! serves GetParameter and GetParameters only,
 //! and errors name their type in `X-Amzn-Errortype` with a body of
 //! `{"message": ...}`. Where AWS's pages are silent (a missing route, a
 //! method) the answers are the AWS services' (`404`, `405`).
@@ -61,18 +63,6 @@ impl<U: Upstream + 'static> Api<U> {
     }
 
     fn cloud_extensions_get(&self, request: &Request, path: &str, query: &str) -> Reply {
-        if request
-            .headers
-            .iter()
-            .any(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
-        {
-            return error(
-                400,
-                "BadRequestException",
-                "X-Forwarded-For is not accepted",
-            )
-            .into();
-        }
         let id = if path == "/secretsmanager/get" {
             None
         } else if let Some(id) = path.strip_prefix("/secretsmanager/") {
@@ -94,6 +84,18 @@ impl<U: Upstream + 'static> Api<U> {
                 _ => refusal.status(),
             };
             return error(status, refusal.code(), &refusal.to_string()).into();
+        }
+        if request
+            .headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
+        {
+            return error(
+                400,
+                "BadRequestException",
+                "X-Forwarded-For is not accepted",
+            )
+            .into();
         }
         if self.check_token(request.headers).is_err() {
             return error(403, "InvalidSsrfTokenException", "Bad Token").into();

@@ -67,7 +67,9 @@ impl<U: Upstream + 'static> Api<U> {
             .into();
         };
         if let Place::CloudExtensions(served) = place {
-            if served != service {
+            // That interface's Parameter Store has these two reads only.
+            let ssm_served = matches!(operation, "GetParameter" | "GetParameters");
+            if served != service || (service == Service::Ssm && !ssm_served) {
                 return aws_error(
                     400,
                     "ValidationException",
