@@ -203,10 +203,20 @@ impl<'a> Claim<'a> {
                 "Signature must be 64 hexadecimal digits".into(),
             ));
         }
-        if !signed_headers.split(';').any(|h| h == "host") {
-            return Err(Refusal::Incomplete(
-                "SignedHeaders must include 'host'".into(),
-            ));
+        // The operation is named by `X-Amz-Target`: unsigned, a captured
+        // request could be sent again as another operation.
+        for (name, present) in [
+            ("host", true),
+            (
+                "x-amz-target",
+                request.header("x-amz-target").next().is_some(),
+            ),
+        ] {
+            if present && !signed_headers.split(';').any(|h| h == name) {
+                return Err(Refusal::Incomplete(format!(
+                    "SignedHeaders must include '{name}'"
+                )));
+            }
         }
         let time = parse_amz_date(amz_date).ok_or_else(|| {
             Refusal::Incomplete(format!(

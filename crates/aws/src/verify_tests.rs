@@ -325,6 +325,50 @@ fn malformed_authorization_is_incomplete() {
 }
 
 #[test]
+fn the_target_must_be_signed_when_sent() {
+    // Signed without X-Amz-Target, then sent with one.
+    let mut headers = signed(
+        "POST",
+        "localhost:2773",
+        "/",
+        &[],
+        BODY,
+        "secretsmanager",
+        None,
+    );
+    assert_eq!(
+        verify(
+            "POST",
+            "/",
+            &headers,
+            BODY,
+            "secretsmanager",
+            SECRET,
+            signed_at()
+        ),
+        Ok(())
+    );
+    headers.push((
+        "X-Amz-Target".into(),
+        "secretsmanager.GetSecretValue".into(),
+    ));
+    let refused = verify(
+        "POST",
+        "/",
+        &headers,
+        BODY,
+        "secretsmanager",
+        SECRET,
+        signed_at(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        refused,
+        Refusal::Incomplete("SignedHeaders must include 'x-amz-target'".into())
+    );
+}
+
+#[test]
 fn a_bad_date_is_incomplete() {
     for date in [
         "20260102T030405",
