@@ -79,17 +79,11 @@ impl<U: Upstream + 'static> Api<U> {
             return error(429, "ThrottlingException", "Connection limit exceeded").into();
         };
         if let Err(refusal) = self.check_caller(request, Service::SecretsManager) {
-            let status = match refusal {
-                secrets_manager_agent_aws::verify::Refusal::Missing => 401,
-                _ => refusal.status(),
-            };
+            let status =
+                sdk::refusal_status(&refusal, Place::CloudExtensions(Service::SecretsManager));
             return error(status, refusal.code(), &refusal.to_string()).into();
         }
-        if request
-            .headers
-            .iter()
-            .any(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
-        {
+        if request.header(super::FORWARDED).is_some() {
             return error(
                 400,
                 "BadRequestException",

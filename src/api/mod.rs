@@ -31,6 +31,8 @@ const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// The route of AWS's Parameters and Secrets Lambda Extension.
 const PARAMETERS: &str = "/systemsmanager/parameters/get";
 const TEXT: &str = "text/plain; charset=utf-8";
+/// A request relayed by a proxy: refused on every route that reads.
+const FORWARDED: &str = "x-forwarded-for";
 
 fn text(status: u16, body: &'static str) -> Response {
     Response::new(status, TEXT, ResponseBody::Static(body))
@@ -287,7 +289,7 @@ impl<U: Upstream + 'static> Api<U> {
     fn check_token(&self, headers: &[httparse::Header]) -> Result<(), Response> {
         if headers
             .iter()
-            .any(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
+            .any(|h| h.name.eq_ignore_ascii_case(FORWARDED))
         {
             return Err(text(400, "Forwarded"));
         }

@@ -109,15 +109,25 @@ impl AgentKeys {
     }
 
     /// The credentials whose access key ID is `access_key_id`, if the agent
-    /// has them now or had them last.
+    /// has them now or had them last and they have not expired. An unknown
+    /// key makes the agent ask its source for newer ones, at most once per
+    /// [`RERESOLVE_EVERY`] whatever the source answered; that call runs on
+    /// the worker that serves the request, which is bounded by the same
+    /// interval.
     fn find(&self, access_key_id: &str) -> Option<Arc<Credentials>> {
-        let named = |c: &Arc<Credentials>| {
+        let now = SystemTime::now();
+        let usable = |c: &&Arc<Credentials>| {
             bool::from(c.access_key_id.as_bytes().ct_eq(access_key_id.as_bytes()))
+                && c.expiry.is_none_or(|expiry| expiry > now)
         };
-        if let Ok(current) = self.source.credentials() {
+        // Asked outside the lock: the source may call IMDS or STS.
+        let current = self.source.credentials();
+        {
             let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-            seen.note(current);
-            if let Some(found) = seen.current.iter().chain(&seen.previous).find(|c| named(c)) {
+            if let Ok(current) = current {
+                seen.note(current);
+            }
+            if let Some(found) = seen.current.iter().chain(&seen.previous).find(usable) {
                 return Some(found.clone());
             }
             let due = seen
@@ -128,14 +138,13 @@ impl AgentKeys {
             }
             seen.reresolved_at = Some(Instant::now());
         }
-        // Outside the lock: the source may call STS or IMDS.
         let fresh = self.source.refresh().ok()?;
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         seen.note(fresh);
         seen.current
             .iter()
             .chain(&seen.previous)
-            .find(|c| named(c))
+            .find(usable)
             .cloned()
     }
 }
@@ -213,6 +222,22 @@ mod tests {
         assert!(keys.find("Z").is_none());
         assert!(keys.find("Y").is_none());
         assert_eq!(source.refreshes.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn an_expired_set_is_not_accepted() {
+        let mut expired = (*creds("OLD")).clone();
+        expired.expiry = Some(SystemTime::now() - Duration::from_secs(1));
+        let source = Arc::new(Rotating {
+            current: Mutex::new(Arc::new(expired)),
+            next: Mutex::new(None),
+            refreshes: AtomicUsize::new(0),
+        });
+        let keys = AgentKeys::new(source.clone());
+        assert!(keys.find("OLD").is_none());
+        *source.current.lock().unwrap() = creds("NEW");
+        assert!(keys.find("NEW").is_some());
+        assert!(keys.find("OLD").is_none(), "the previous set, expired");
     }
 
     #[test]

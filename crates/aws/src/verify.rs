@@ -23,6 +23,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use secrets_manager_agent_core::query::query_pairs;
+
 /// How far a request's `X-Amz-Date` may be from the agent's clock, either
 /// way: AWS's window for a signature. A captured request can be replayed
 /// only within it.
@@ -220,7 +222,8 @@ impl<'a> Claim<'a> {
         }
         let time = parse_amz_date(amz_date).ok_or_else(|| {
             Refusal::Incomplete(format!(
-                "X-Amz-Date must have the form YYYYMMDDTHHMMSSZ, not '{amz_date}'"
+                "X-Amz-Date must have the form YYYYMMDDTHHMMSSZ, not '{}'",
+                clip(amz_date)
             ))
         })?;
         Ok(Claim {
@@ -250,15 +253,16 @@ impl<'a> Claim<'a> {
                 "Credential should be scoped to correct service: '{service}'."
             )));
         }
-        if !self.amz_date.starts_with(self.date) {
+        // `amz_date` parsed as YYYYMMDDTHHMMSSZ: its first 8 bytes are ASCII.
+        let day = self.amz_date.get(..8).unwrap_or_default();
+        if self.date != day {
             return Err(Refusal::WrongScope(format!(
-                "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '{}' != '{}'",
-                self.date,
-                &self.amz_date[..8]
+                "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '{}' != '{day}'",
+                clip(self.date),
             )));
         }
         check_time(self.amz_date, self.time, now)?;
-        let expected = self.signature_with(request, secret);
+        let expected = self.signature_with(request, secret)?;
         if bool::from(expected.ct_eq(&self.signature)) {
             Ok(())
         } else {
@@ -267,8 +271,8 @@ impl<'a> Claim<'a> {
     }
 
     /// The signature `secret` makes for this request under this claim.
-    fn signature_with(&self, request: &Request<'_>, secret: &str) -> [u8; 32] {
-        let canonical = canonical_request(request, self.signed_headers);
+    fn signature_with(&self, request: &Request<'_>, secret: &str) -> Result<[u8; 32], Refusal> {
+        let canonical = canonical_request(request, self.signed_headers)?;
         let mut string_to_sign = String::with_capacity(160);
         string_to_sign.push_str(ALGORITHM);
         string_to_sign.push('\n');
@@ -286,7 +290,7 @@ impl<'a> Claim<'a> {
         }
         string_to_sign.push_str(&hex::encode(Sha256::digest(canonical.as_bytes())));
         let key = signing_key(secret, self.date, self.region, self.service);
-        hmac(&key, string_to_sign.as_bytes())
+        Ok(hmac(&key, string_to_sign.as_bytes()))
     }
 }
 
@@ -378,14 +382,16 @@ fn check_time(amz_date: &str, signed: SystemTime, now: SystemTime) -> Result<(),
 }
 
 /// SigV4's canonical request: method, path, query, the signed headers and
-/// their names, and the body's hash, one per line.
-fn canonical_request(request: &Request<'_>, signed_headers: &str) -> String {
+/// their names, and the body's hash, one per line. Refused when what was
+/// signed could be read two ways: a signed header that is not UTF-8, a
+/// query that does not decode or names a key twice.
+fn canonical_request(request: &Request<'_>, signed_headers: &str) -> Result<String, Refusal> {
     let mut out = String::with_capacity(256 + request.path.len() + request.query.len());
     out.push_str(request.method);
     out.push('\n');
     canonical_path(request.path, &mut out);
     out.push('\n');
-    canonical_query(request.query, &mut out);
+    canonical_query(request.query, &mut out)?;
     out.push('\n');
     for name in signed_headers.split(';') {
         out.push_str(name);
@@ -394,6 +400,9 @@ fn canonical_request(request: &Request<'_>, signed_headers: &str) -> String {
             if i > 0 {
                 out.push(',');
             }
+            let value = std::str::from_utf8(value).map_err(|_| {
+                Refusal::Incomplete(format!("signed header '{}' is not UTF-8", clip(name)))
+            })?;
             push_header_value(value, &mut out);
         }
         out.push('\n');
@@ -402,12 +411,19 @@ fn canonical_request(request: &Request<'_>, signed_headers: &str) -> String {
     out.push_str(signed_headers);
     out.push('\n');
     out.push_str(&hex::encode(Sha256::digest(request.body)));
-    out
+    Ok(out)
+}
+
+/// At most 64 characters of `text`, for messages that quote the caller.
+fn clip(text: &str) -> &str {
+    match text.char_indices().nth(64) {
+        Some((at, _)) => &text[..at],
+        None => text,
+    }
 }
 
 /// A header value trimmed, with each run of spaces and tabs as one space.
-fn push_header_value(value: &[u8], out: &mut String) {
-    let text = String::from_utf8_lossy(value);
+fn push_header_value(text: &str, out: &mut String) {
     let mut first = true;
     for word in text.split([' ', '\t']).filter(|w| !w.is_empty()) {
         if !first {
@@ -457,25 +473,32 @@ fn canonical_path(path: &str, out: &mut String) {
     }
 }
 
-/// The query's pairs, each name and value decoded and encoded again
-/// strictly, sorted.
-fn canonical_query(query: &str, out: &mut String) {
+/// The query's pairs, decoded as the agent's routes decode them (so what
+/// was signed is what is read), encoded again strictly, sorted. A key given
+/// twice is refused: the routes read one of the values, and which one would
+/// not be signed.
+fn canonical_query(query: &str, out: &mut String) -> Result<(), Refusal> {
     if query.is_empty() {
-        return;
+        return Ok(());
     }
-    let mut pairs: Vec<(String, String)> = query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+    let decoded = query_pairs(query)
+        .map_err(|_| Refusal::Incomplete("the query does not percent-decode to UTF-8".into()))?;
+    let mut pairs: Vec<(String, String)> = decoded
+        .map(|(k, v)| {
             let mut key = String::new();
             let mut value = String::new();
-            encode(&decode(k), &mut key);
-            encode(&decode(v), &mut value);
+            encode(k.as_bytes(), &mut key);
+            encode(v.as_bytes(), &mut value);
             (key, value)
         })
         .collect();
     pairs.sort();
+    if let Some(twice) = pairs.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(Refusal::Incomplete(format!(
+            "the query names '{}' more than once",
+            clip(&twice[0].0)
+        )));
+    }
     for (i, (k, v)) in pairs.iter().enumerate() {
         if i > 0 {
             out.push('&');
@@ -484,10 +507,7 @@ fn canonical_query(query: &str, out: &mut String) {
         out.push('=');
         out.push_str(v);
     }
-}
-
-fn decode(text: &str) -> Vec<u8> {
-    percent_encoding::percent_decode_str(text).collect()
+    Ok(())
 }
 
 /// Percent-encodes all but SigV4's unreserved characters.

@@ -127,7 +127,7 @@ fn what_the_signer_signs_passes() {
         "/secretsmanager/prod%2Fdb",
         "/secretsmanager/prod/db/pass%20word",
         "/secretsmanager/get?secretId=prod%2Fdb&versionStage=AWS%20PREVIOUS",
-        "/secretsmanager/get?b=2&a=1&a=0&empty=",
+        "/secretsmanager/get?b=2&a=1&empty=",
         "/v1/a~b.c-d_e",
     ] {
         let headers = signed(
@@ -321,6 +321,36 @@ fn malformed_authorization_is_incomplete() {
         missing_both.to_string(),
         "Authorization header requires 'Credential' parameter. \
          Authorization header requires 'Signature' parameter."
+    );
+}
+
+#[test]
+fn a_query_key_given_twice_is_refused() {
+    // The routes read one of the values; the signature would cover both in
+    // either order.
+    let target = "/secretsmanager/get?secretId=a&secretId=b";
+    let headers = signed(
+        "GET",
+        "localhost:5333",
+        target,
+        &[],
+        b"",
+        "secretsmanager",
+        None,
+    );
+    let refused = verify(
+        "GET",
+        target,
+        &headers,
+        b"",
+        "secretsmanager",
+        SECRET,
+        signed_at(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        refused,
+        Refusal::Incomplete("the query names 'secretId' more than once".into())
     );
 }
 

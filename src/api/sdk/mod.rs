@@ -22,6 +22,7 @@ mod reply;
 use super::{Api, Slot};
 use operation::{service_of, Operation};
 pub use reply::{aws_error, aws_json};
+use secrets_manager_agent_aws::callers::Callers;
 use secrets_manager_agent_aws::passthrough::Service;
 use secrets_manager_agent_aws::verify::{self, Refusal};
 use secrets_manager_agent_cache::{Answer, Key, Served, Upstream};
@@ -43,10 +44,59 @@ pub fn target<'r>(request: &Request<'r>) -> Option<&'r str> {
         return None;
     }
     request
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("x-amz-target"))
-        .map(|h| std::str::from_utf8(h.value).unwrap_or(""))
+        .header("x-amz-target")
+        .map(|value| std::str::from_utf8(value).unwrap_or(""))
+}
+
+/// The status of a refused signature: AWS's, but `401` for an unsigned
+/// request on the Cloud Extensions interface, as that interface answers.
+pub fn refusal_status(refusal: &Refusal, place: Place) -> u16 {
+    match (refusal, place) {
+        (Refusal::Missing, Place::CloudExtensions(_)) => 401,
+        _ => refusal.status(),
+    }
+}
+
+/// At most 64 characters of what a caller sent, for a log line.
+fn clip(text: &str) -> &str {
+    match text.char_indices().nth(64) {
+        Some((at, _)) => &text[..at],
+        None => text,
+    }
+}
+
+/// Why a request that a signature would not protect is refused whatever it
+/// carries: one relayed by a proxy (`X-Forwarded-For`, refused on the GET
+/// routes too), one a browser sends for a web page (`Origin`: SDKs never
+/// send it), and, with `caller_auth = "none"`, one whose `Host` is not a
+/// loopback name (a DNS-rebinding page names its own host).
+fn unprotected(request: &Request, unsigned: bool) -> Option<&'static str> {
+    if request.header(super::FORWARDED).is_some() {
+        return Some("a request relayed by a proxy (X-Forwarded-For) is refused");
+    }
+    if request.header("origin").is_some() {
+        return Some("a request from a web page (Origin) is refused");
+    }
+    let loopback_host = || {
+        let host = request
+            .header("host")
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .unwrap_or("");
+        let name = match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        };
+        name.eq_ignore_ascii_case("localhost")
+            || name
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    };
+    if unsigned && !loopback_host() {
+        return Some("with caller_auth = \"none\", only a loopback Host (localhost, 127.0.0.1, [::1]) is served");
+    }
+    None
 }
 
 impl<U: Upstream + 'static> Api<U> {
@@ -78,17 +128,19 @@ impl<U: Upstream + 'static> Api<U> {
                 .into();
             }
         }
+        let unsigned = matches!(self.settings.callers, Callers::Anyone);
+        if let Some(why) = unprotected(request, unsigned) {
+            return aws_error(400, "BadRequestException", why).into();
+        }
         if let Err(refusal) = self.check_caller(request, service) {
-            let status = match (&refusal, place) {
-                // Cloud Extensions answers an unsigned request 401.
-                (Refusal::Missing, Place::CloudExtensions(_)) => 401,
-                _ => refusal.status(),
-            };
             log::warn!(
                 code = refusal.code();
-                "refused an SDK request for {target}: {}: {refusal}",
-                refusal.code()
+                "refused an SDK request for {}: {}: {}",
+                clip(target),
+                refusal.code(),
+                clip(&refusal.to_string())
             );
+            let status = refusal_status(&refusal, place);
             return aws_error(status, refusal.code(), &refusal.to_string()).into();
         }
         let operation = match operation::parse(service, operation, request.body) {

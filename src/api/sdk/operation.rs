@@ -96,10 +96,13 @@ pub fn parse(service: Service, operation: &str, body: &[u8]) -> Result<Operation
                     names.len()
                 )));
             }
-            let mut queries = Vec::with_capacity(names.len());
+            let mut queries: Vec<ParameterQuery> = Vec::with_capacity(names.len());
             for name in names {
                 let name = required("Names", Some(name), 2048)?;
-                queries.push(parameter(name, input.with_decryption));
+                // A name given twice is answered once, as Parameter Store does.
+                if !queries.iter().any(|q| q.name == name) {
+                    queries.push(parameter(name, input.with_decryption));
+                }
             }
             Ok(Operation::GetParameters(queries))
         }

@@ -27,7 +27,14 @@ pub fn aws_json(status: u16, body: ResponseBody, error_type: Option<&str>) -> Re
     let mut headers = Vec::with_capacity(2);
     headers.push(("x-amzn-RequestId", request_id()));
     if let Some(code) = error_type {
-        headers.push(("X-Amzn-Errortype", code.to_string()));
+        // A code comes from AWS's answer (or whatever answered at its
+        // endpoint): only the characters codes are made of reach a header.
+        let code: String = code
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '#' | '-'))
+            .take(128)
+            .collect();
+        headers.push(("X-Amzn-Errortype", code));
     }
     let mut response = Response::new(status, AWS_JSON, body);
     response.headers = headers;
@@ -152,4 +159,32 @@ pub fn parameters(results: Vec<(Key, Served)>) -> Response {
     }
     let body = ssm::parameters_body(&found, &invalid);
     aws_json(200, ResponseBody::Shared(Arc::new(body)), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_code_cannot_break_the_head() {
+        let response = aws_error(400, "Bad\r\nSet-Cookie: x=1", "m");
+        let header = response
+            .headers
+            .iter()
+            .find(|(n, _)| *n == "X-Amzn-Errortype")
+            .map(|(_, v)| v.as_str());
+        assert_eq!(header, Some("BadSet-Cookie:x1"), "no CR, LF or space");
+        let ok = aws_error(400, "com.amazonaws#ResourceNotFoundException:x", "m");
+        assert!(ok
+            .headers
+            .iter()
+            .any(|(_, v)| v == "com.amazonaws#ResourceNotFoundException:x"));
+    }
+
+    #[test]
+    fn request_ids_differ() {
+        let (a, b) = (request_id(), request_id());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+    }
 }

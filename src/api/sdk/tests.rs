@@ -348,9 +348,70 @@ fn callers_must_sign_with_the_key() {
     assert_eq!(a.error_type.as_deref(), Some("SignatureDoesNotMatch"));
     assert_eq!(upstream.load(Ordering::SeqCst), 0);
     let (open, _) = self::api(Callers::Anyone);
+    let local = [
+        unsigned[0].clone(),
+        ("Host".to_string(), "127.0.0.1:2773".to_string()),
+    ];
     assert_eq!(
-        call(&open, "POST", "/", &unsigned, body.as_bytes(), false).status,
+        call(&open, "POST", "/", &local, body.as_bytes(), false).status,
         200
+    );
+}
+
+#[test]
+fn proxies_browsers_and_rebound_hosts_are_refused() {
+    let body = br#"{"SecretId":"s1"}"#;
+    let target = (
+        "X-Amz-Target".to_string(),
+        "secretsmanager.GetSecretValue".to_string(),
+    );
+    let host = |h: &str| ("Host".to_string(), h.to_string());
+    let (open, upstream) = api(Callers::Anyone);
+    for headers in [
+        vec![target.clone(), host("evil.example:2773")],
+        vec![target.clone()],
+        vec![
+            target.clone(),
+            host("localhost:2773"),
+            ("Origin".into(), "http://evil.example".into()),
+        ],
+        vec![
+            target.clone(),
+            host("localhost"),
+            ("X-Forwarded-For".into(), "10.0.0.1".into()),
+        ],
+    ] {
+        let a = call(&open, "POST", "/", &headers, body, false);
+        assert_eq!(
+            (a.status, a.error_type.as_deref()),
+            (400, Some("BadRequestException")),
+            "{headers:?}"
+        );
+    }
+    for ok in ["localhost", "LOCALHOST:1", "[::1]:2773", "127.0.0.2"] {
+        let a = call(&open, "POST", "/", &[target.clone(), host(ok)], body, false);
+        assert_eq!(a.status, 200, "{ok}");
+    }
+    assert_eq!(upstream.load(Ordering::SeqCst), 1);
+    // Signed requests may name any host (a pod IP with allow_non_loopback),
+    // but never come from a page or through a proxy.
+    let (signed_api, _) = api(key_pair());
+    let mut headers = signed(
+        "POST",
+        "/",
+        &[("X-Amz-Target", "secretsmanager.GetSecretValue")],
+        body,
+        "secretsmanager",
+        SECRET,
+    );
+    assert_eq!(
+        call(&signed_api, "POST", "/", &headers, body, false).status,
+        200
+    );
+    headers.push(("Origin".into(), "http://evil.example".into()));
+    assert_eq!(
+        call(&signed_api, "POST", "/", &headers, body, false).status,
+        400
     );
 }
 
