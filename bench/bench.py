@@ -27,6 +27,7 @@ Settings (flag or environment variable):
   --fleet-periods BENCH_FLEET_PERIODS  TTLs the fleet run counts calls for (default 6)
   --floor         BENCH_FLOOR          the floor server (bench/floor.rs, built by `make bench`);
                                        runs in the keep-alive and one-CPU rounds, lines under the table
+  --sdk-calls     BENCH_SDK_CALLS      sequential boto3 calls for the SDK latency lines (default 200)
 
 The keep-alive rows are medians over the rounds. All agents are started and
 filled first, then wrk runs against each in turn, round after round (one round:
@@ -45,6 +46,17 @@ Then each agent runs once more, started on one CPU (taskset), while wrk runs
 with one thread on another: the figure of an agent that has a CPU of its own,
 which the client does not share. On a machine with fewer than two CPUs these
 rows stay empty.
+
+The SDK protocol (with boto3 importable): ours answering the AWS SDK's
+GetSecretValue (POST /, X-Amz-Target, JSON 1.1, SigV4) in the same keep-alive
+rounds, right after the floor: a request boto3 signed just before each wrk run,
+replayed by wrk with the same settings, against two more of ours started and
+filled like the first, one with caller_auth = "credentials" (the signature
+checked) and one with "none" (not checked). Lines under the table: requests/s,
+latency and CPU a request of both against the GET route's, and the ratio of CPU
+a request signed SDK / GET. Then the latency of sequential boto3 calls through
+the signed agent (a cache hit) and straight to a fake upstream that answers
+after 20 ms.
 
 The fleet row: upstream calls an hour that keep 100 hot secrets fresh with
 ttl_seconds = 300 (unchanged secrets, each read every TTL/20). Nobody waits an
@@ -67,6 +79,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+import sdk  # noqa: E402
 
 WRK_THREADS = 2
 WRK_CONNECTIONS = 32
@@ -79,6 +92,10 @@ SM_OPERATIONS = ("GetSecretValue", "DescribeSecret", "BatchGetSecretValue")
 # The secret of the throughput runs: one of the last cached.
 HOT_SECRET = "bench-%04d" % (SECRETS_TO_CACHE - 1)
 FLOOR = "floor"
+# Ours in the SDK's protocol: (name, caller_auth), measured in the keep-alive rounds.
+SDK_AGENTS = (("sdk", "credentials"), ("sdk-none", "none"))
+SDK_SLOW_UPSTREAM_MS = 20  # the fake upstream of the boto3 latency lines
+SDK_CPU_GOAL = 1.20  # CPU a request, signed SDK over GET: at most this
 STATIC_BIN = os.path.join(common.REPO, "target/x86_64-unknown-linux-musl/release/secrets-manager-agent")
 
 
@@ -119,7 +136,20 @@ def main():
                 # Next to ours in every round, so that drift within a round
                 # moves their ratio least.
                 measured.insert(1, FLOOR)
-            keep_alive_rounds(measured, running, results, token, workdir, opts)
+            clients = {}
+            why = sdk.available()
+            if why:
+                print("==> the SDK protocol: skipped, no boto3 (%s): pip install boto3" % why, flush=True)
+            else:
+                clients, env = start_sdk_agents(binaries[0], upstream, token, workdir, running, results)
+                # After the floor: next to ours, whose GET route they are held against.
+                at = 2 if opts.floor else 1
+                measured[at:at] = [name for name, _ in SDK_AGENTS]
+            keep_alive_rounds(measured, running, results, token, workdir, opts, clients)
+            if clients:
+                results["sdk"].update(sdk_latency(clients["sdk"], env, workdir, opts))
+                for name, _ in SDK_AGENTS:
+                    common.stop(running.pop(name)[0])
             one_cpu_rounds(binaries, floor if opts.floor else None, upstream, results, token, workdir, opts)
             if opts.floor:
                 common.stop(running.pop(FLOOR)[0])
@@ -133,6 +163,8 @@ def main():
         print_table(results, binaries)
         if opts.floor:
             print_floor(results, binaries, opts.floor)
+        if "sdk" in results:
+            print_sdk(results)
         ok = True
     finally:
         if ok and not opts.keep:
@@ -159,19 +191,20 @@ def parse_args():
     p.add_argument("--fleet-ttl", type=int, default=int(env("BENCH_FLEET_TTL", "4")))
     p.add_argument("--fleet-periods", type=int, default=int(env("BENCH_FLEET_PERIODS", "6")))
     p.add_argument("--floor", default=env("BENCH_FLOOR") or None)
+    p.add_argument("--sdk-calls", type=int, default=int(env("BENCH_SDK_CALLS", "200")))
     p.add_argument("--keep", action="store_true", help="keep the logs directory")
     return p.parse_args()
 
 
-def launcher(name, binary, args, upstream, token, workdir, cpu=None):
-    """Starts the agent, on CPU `cpu` alone if given."""
+def launcher(name, binary, args, upstream, token, workdir, cpu=None, **settings):
+    """Starts the agent, on CPU `cpu` alone if given; `settings` are added to its config."""
     env = common.agent_env(token, upstream.port)
     pin = common.on_cpu(cpu)
 
     def launch():
         port = common.free_port()
         config = os.path.join(workdir, "%s-%d.toml" % (name, port))
-        common.write_config(config, port)
+        common.write_config(config, port, **settings)
         proc, t0, ping_s = common.start_agent(pin + common.agent_command(binary, args, config), env, workdir, port)
         return proc, port, t0, ping_s
     return launch, env
@@ -212,9 +245,10 @@ def start_and_fill(name, binary, args, upstream, token, workdir, opts):
     return r, (proc, port)
 
 
-def keep_alive_rounds(names, running, results, token, workdir, opts):
+def keep_alive_rounds(names, running, results, token, workdir, opts, clients):
     """wrk against each running server in turn, `opts.rounds` times; medians,
-    and each other one's requests/s over ours within a round, the median."""
+    and each other one's requests/s over ours within a round, the median.
+    Those in `clients` (sdk.Sdk) get an SDK request signed just before their run."""
     runs = {name: [] for name in names}
     for n in range(opts.rounds):
         order = names if n % 2 == 0 else names[::-1]
@@ -222,7 +256,11 @@ def keep_alive_rounds(names, running, results, token, workdir, opts):
               % (n + 1, opts.rounds, opts.seconds, WRK_THREADS, WRK_CONNECTIONS, common.load()), flush=True)
         for name in order:
             proc, port = running[name]
-            runs[name].append(throughput(proc.pid, port, token, opts.seconds, workdir, "%s-%d" % (name, n)))
+            script = None
+            if name in clients:
+                script = clients[name].wrk_script(HOT_SECRET, os.path.join(workdir, "wrk-%s-%d.lua" % (name, n)))
+            runs[name].append(throughput(proc.pid, port, token, opts.seconds, workdir, "%s-%d" % (name, n),
+                                         script=script))
     for name in names:
         got = runs[name]
         median = {k: statistics.median(run[k] for run in got) for k in ("rps", "ka_p50_ms", "ka_p99_ms", "cpu_us")}
@@ -236,6 +274,7 @@ def keep_alive_rounds(names, running, results, token, workdir, opts):
         results[name]["threads_peak"] = max((r["threads_peak"] for r in got if r["threads_peak"]), default=None)
         results[name]["rss_end"], results[name]["anon_end"] = got[-1]["rss_end"], got[-1]["anon_end"]
         results[name]["rps_rounds"] = [r["rps"] for r in got]
+        results[name]["cpu_rounds"] = [r["cpu_us"] for r in got]
     for name in names:
         results[name]["rps_paired"] = paired(results, name, "ours")
 
@@ -335,6 +374,78 @@ def start_floor(binary, answer, token, workdir):
         common.stop(proc)
         raise RuntimeError("the floor did not listen within 10 s, see %s/floor-%d.log" % (workdir, port))
     return launch
+
+
+def start_sdk_agents(ours, upstream, token, workdir, running, results):
+    """Ours twice more for the SDK rows, as SDK_AGENTS says, each with the same
+    secrets cached as the first; returns ({name: sdk.Sdk on it}, the agents' environment)."""
+    _, binary, args = ours
+    clients = {}
+    for name, auth in SDK_AGENTS:
+        print('==> ours in the SDK\'s protocol, caller_auth = "%s" (%s)' % (auth, common.load()), flush=True)
+        launch, env = launcher(name, binary, args, upstream, token, workdir, caller_auth=auth)
+        proc, port, _, _ = launch()
+        running[name] = (proc, port)
+        results[name] = {"caller_auth": auth}
+        print("    caching %d secrets" % SECRETS_TO_CACHE, flush=True)
+        fill_cache(port, token)
+        clients[name] = sdk.Sdk("http://127.0.0.1:%d" % port, env)
+        clients[name].get(HOT_SECRET)
+    return clients, env
+
+
+def sdk_latency(client, env, workdir, opts):
+    """p50 and p99 of sequential boto3 calls through the agent (a cache hit),
+    then straight to a fake upstream that answers after SDK_SLOW_UPSTREAM_MS."""
+    print("    boto3: %d calls through the agent, then %d to a fake upstream answering after %d ms (%s)"
+          % (opts.sdk_calls, opts.sdk_calls, SDK_SLOW_UPSTREAM_MS, common.load()), flush=True)
+    r = {"boto3_calls": opts.sdk_calls}
+    r["boto3_agent_p50_ms"], r["boto3_agent_p99_ms"] = sdk.latency(client, HOT_SECRET, opts.sdk_calls)
+    slow_dir = os.path.join(workdir, "slow-upstream")
+    os.makedirs(slow_dir, exist_ok=True)
+    slow = common.FakeUpstream(slow_dir, "--delay-ms", str(SDK_SLOW_UPSTREAM_MS))
+    try:
+        direct = sdk.Sdk(slow.url, env)
+        r["boto3_direct_p50_ms"], r["boto3_direct_p99_ms"] = sdk.latency(direct, HOT_SECRET, opts.sdk_calls)
+    finally:
+        common.stop(slow.proc)
+    return r
+
+
+def print_sdk(results):
+    get, signed, unsigned = results["ours"], results["sdk"], results["sdk-none"]
+    print()
+    print("the SDK protocol: ours answering GetSecretValue (POST /, X-Amz-Target, JSON 1.1) for the same cached")
+    print("secret, a request boto3 signed just before each run replayed by wrk -t2 -c32, in the same rounds;")
+    print("each its own agent with %d secrets cached:" % SECRETS_TO_CACHE)
+    rows = [["", "requests/s", "p50 ms", "p99 ms", "CPU us a request", "requests/s over GET's"],
+            ["GET route hit (ours above)", "{:,.0f}".format(get["rps"]), "%.3f" % get["ka_p50_ms"],
+             "%.3f" % get["ka_p99_ms"], "%.2f" % get["cpu_us"], ""]]
+    for name, auth in SDK_AGENTS:
+        r = results[name]
+        if r["ka_errors"]:
+            raise RuntimeError('the SDK runs with caller_auth = "%s" had %d errors or non-2xx answers; see the wrk '
+                               "and agent logs" % (auth, r["ka_errors"]))
+        rows.append(['SDK GetSecretValue, caller_auth = "%s"' % auth, "{:,.0f}".format(r["rps"]),
+                     "%.3f" % r["ka_p50_ms"], "%.3f" % r["ka_p99_ms"], "%.2f" % r["cpu_us"],
+                     "%.2f" % r["rps_paired"]])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  " + "  ".join([row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]).rstrip())
+    ratio = signed["cpu_us"] / get["cpu_us"]
+    within = statistics.median(s / g for s, g in zip(signed["cpu_rounds"], get["cpu_rounds"]))
+    print('CPU a request, SDK (caller_auth = "credentials") over GET: %.2f (medians; within each round, median %.2f);'
+          % (ratio, within))
+    print("  goal at most %.2f: %s" % (SDK_CPU_GOAL, "holds" if ratio <= SDK_CPU_GOAL
+                                           else "NOT MET, %.0f %% over GET's CPU" % ((ratio - 1) * 100)))
+    print("  of the %.2f us a request more than GET: the signature's check %.2f us (credentials - none), the rest"
+          % (signed["cpu_us"] - get["cpu_us"], signed["cpu_us"] - unsigned["cpu_us"]))
+    print("  of the SDK route %.2f us (none - GET)" % (unsigned["cpu_us"] - get["cpu_us"]))
+    print("boto3 get_secret_value, %d sequential calls on one client: through the agent (a cache hit) p50 %.3f ms,"
+          % (signed["boto3_calls"], signed["boto3_agent_p50_ms"]))
+    print("p99 %.3f ms; straight to a fake upstream answering after %d ms, p50 %.3f ms, p99 %.3f ms"
+          % (signed["boto3_agent_p99_ms"], SDK_SLOW_UPSTREAM_MS, signed["boto3_direct_p50_ms"],
+             signed["boto3_direct_p99_ms"]))
 
 
 def paired(results, a, b):
@@ -511,14 +622,18 @@ def fill_cache(port, token, clients=8):
         raise RuntimeError("filling the cache failed: %s" % errors[:5])
 
 
-def throughput(pid, port, token, seconds, workdir, name, threads=WRK_THREADS, cpu=None):
+def throughput(pid, port, token, seconds, workdir, name, threads=WRK_THREADS, cpu=None, script=None):
     """wrk on one cached secret (its `threads` on CPU `cpu` alone if given);
-    samples RSS and threads while it runs."""
-    url = "http://127.0.0.1:%d%s" % (port, common.secret_path(HOT_SECRET))
+    samples RSS and threads while it runs. The request is GET with the token,
+    or the one `script` sets (sdk.Sdk.wrk_script's: POST / in the SDK's protocol)."""
+    if script:
+        url, request = "http://127.0.0.1:%d/" % port, ["-s", script]
+    else:
+        url = "http://127.0.0.1:%d%s" % (port, common.secret_path(HOT_SECRET))
+        request = ["-s", os.path.join(common.HERE, "report.lua"), "-H", "%s: %s" % (common.TOKEN_HEADER, token)]
     pin = common.on_cpu(cpu)
     cmd = pin + ["wrk", "-t%d" % threads, "-c%d" % WRK_CONNECTIONS, "-d%ds" % seconds, "--latency",
-           "--timeout", "5s", "-s", os.path.join(common.HERE, "report.lua"),
-           "-H", "%s: %s" % (common.TOKEN_HEADER, token), url]
+                 "--timeout", "5s"] + request + [url]
     samples = []
     cpu_before = cpu_seconds(pid)
     out = common.run_sampling(cmd, seconds + 60, 0.25, lambda _: samples.append(common.proc_status(pid)),
