@@ -304,8 +304,56 @@ fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-/// SigV4's derived key: the secret narrowed to one day, region and service.
+/// SigV4's derived key for `secret` and a scope, from the last one this
+/// thread derived when it is the same: an SDK signs every request of a day
+/// with one key, and deriving it is four HMACs, about a third of a check
+/// (`bench_verify`: 1.6 of 4.3 us). The secret is known by its SHA-256 (one
+/// block, compared in constant time), never kept.
 fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> [u8; 32] {
+    let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+    LAST_KEY.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some(cached) = last.as_ref() {
+            let same_scope =
+                cached.date == date && cached.region == region && cached.service == service;
+            if same_scope && bool::from(cached.secret.ct_eq(&digest)) {
+                return cached.key;
+            }
+        }
+        let key = derive_key(secret, date, region, service);
+        *last = Some(CachedKey {
+            date: date.to_string(),
+            region: region.to_string(),
+            service: service.to_string(),
+            secret: digest,
+            key,
+        });
+        key
+    })
+}
+
+thread_local! {
+    static LAST_KEY: std::cell::RefCell<Option<CachedKey>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A derived key and what it was derived from; overwritten when dropped.
+struct CachedKey {
+    date: String,
+    region: String,
+    service: String,
+    secret: [u8; 32],
+    key: [u8; 32],
+}
+
+impl Drop for CachedKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.secret);
+        zeroize::Zeroize::zeroize(&mut self.key);
+    }
+}
+
+/// SigV4's derived key: the secret narrowed to one day, region and service.
+fn derive_key(secret: &str, date: &str, region: &str, service: &str) -> [u8; 32] {
     let mut k_secret = Vec::with_capacity(4 + secret.len());
     k_secret.extend_from_slice(b"AWS4");
     k_secret.extend_from_slice(secret.as_bytes());

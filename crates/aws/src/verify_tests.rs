@@ -156,6 +156,32 @@ fn what_the_signer_signs_passes() {
 }
 
 #[test]
+fn the_thread_s_last_key_serves_only_its_own_secret_and_scope() {
+    let headers = sdk_post(None);
+    let check = |secret: &str, service: &str| {
+        verify("POST", "/", &headers, BODY, service, secret, signed_at())
+    };
+    for _ in 0..2 {
+        assert_eq!(check(SECRET, "secretsmanager"), Ok(()));
+        assert_eq!(
+            check("other secret", "secretsmanager"),
+            Err(Refusal::Mismatch)
+        );
+        assert_eq!(
+            check(&format!("{SECRET} "), "secretsmanager"),
+            Err(Refusal::Mismatch)
+        );
+    }
+    let ssm = signed("POST", "localhost:2773", "/", &[], BODY, "ssm", None);
+    assert_eq!(
+        verify("POST", "/", &ssm, BODY, "ssm", SECRET, signed_at()),
+        Ok(()),
+        "another scope, the same secret"
+    );
+    assert_eq!(check(SECRET, "secretsmanager"), Ok(()));
+}
+
+#[test]
 fn aws_published_example_passes() {
     // AWS's SigV4 test suite, "get-vanilla".
     let headers: Vec<(String, String)> = [

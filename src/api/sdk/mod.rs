@@ -186,6 +186,9 @@ impl<U: Upstream + 'static> Api<U> {
     }
 
     pub(super) fn check_caller(&self, request: &Request, service: Service) -> Result<(), Refusal> {
+        if matches!(self.settings.callers, Callers::Anyone) {
+            return Ok(());
+        }
         let (path, query) = request
             .target
             .split_once('?')
