@@ -187,11 +187,20 @@ impl<'a> Claim<'a> {
             signed_headers.unwrap_or_default(),
             signature.unwrap_or_default(),
         );
-        let scope: Vec<&str> = credential.split('/').collect();
-        let [access_key_id, date, region, service, "aws4_request"] = scope[..] else {
+        let mut scope = credential.split('/');
+        let mut part = || scope.next();
+        let (
+            Some(access_key_id),
+            Some(date),
+            Some(region),
+            Some(service),
+            Some("aws4_request"),
+            None,
+        ) = (part(), part(), part(), part(), part(), part())
+        else {
             return Err(Refusal::Incomplete(format!(
                 "Credential must have the form ACCESS_KEY_ID/YYYYMMDD/REGION/SERVICE/aws4_request, not {} parts",
-                scope.len()
+                credential.split('/').count()
             )));
         };
         if access_key_id.is_empty() || region.is_empty() || service.is_empty() {
@@ -272,36 +281,65 @@ impl<'a> Claim<'a> {
 
     /// The signature `secret` makes for this request under this claim.
     fn signature_with(&self, request: &Request<'_>, secret: &str) -> Result<[u8; 32], Refusal> {
-        let canonical = canonical_request(request, self.signed_headers)?;
-        let mut string_to_sign = String::with_capacity(160);
-        string_to_sign.push_str(ALGORITHM);
-        string_to_sign.push('\n');
-        string_to_sign.push_str(self.amz_date);
-        string_to_sign.push('\n');
-        for part in [
-            self.date,
-            "/",
-            self.region,
-            "/",
-            self.service,
-            "/aws4_request\n",
-        ] {
-            string_to_sign.push_str(part);
-        }
-        string_to_sign.push_str(&hex::encode(Sha256::digest(canonical.as_bytes())));
+        let canonical = CANONICAL.with(|buffer| {
+            let mut buffer = buffer.borrow_mut();
+            buffer.clear();
+            let built = canonical_request(request, self.signed_headers, &mut buffer);
+            let digest = hex32(&Sha256::digest(buffer.as_bytes()).into());
+            // It holds the session token when the caller signed it.
+            zeroize::Zeroize::zeroize(&mut *buffer);
+            built.map(|()| digest)
+        })?;
         let key = signing_key(secret, self.date, self.region, self.service);
-        Ok(hmac(&key, string_to_sign.as_bytes()))
+        // The string to sign, fed to the HMAC piece by piece.
+        let mut mac = hmac_with(&key);
+        for part in [
+            ALGORITHM.as_bytes(),
+            b"\n",
+            self.amz_date.as_bytes(),
+            b"\n",
+            self.date.as_bytes(),
+            b"/",
+            self.region.as_bytes(),
+            b"/",
+            self.service.as_bytes(),
+            b"/aws4_request\n",
+            &canonical,
+        ] {
+            mac.update(part);
+        }
+        Ok(mac.finalize().into_bytes().into())
     }
 }
 
 fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
-    // HMAC takes a key of any length: this cannot fail.
-    let mut mac = match <Hmac<Sha256> as KeyInit>::new_from_slice(key) {
-        Ok(mac) => mac,
-        Err(_) => return [0; 32],
-    };
+    let mut mac = hmac_with(key);
     mac.update(data);
     mac.finalize().into_bytes().into()
+}
+
+fn hmac_with(key: &[u8]) -> Hmac<Sha256> {
+    // HMAC takes a key of any length: `new_from_slice` cannot fail, and
+    // `new` takes only a fixed-size one.
+    <Hmac<Sha256> as KeyInit>::new_from_slice(key)
+        .unwrap_or_else(|_| <Hmac<Sha256> as KeyInit>::new(&Default::default()))
+}
+
+/// Lower-case hex of a digest, without an allocation.
+fn hex32(digest: &[u8; 32]) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    for (i, b) in digest.iter().enumerate() {
+        out[2 * i] = b"0123456789abcdef"[usize::from(b >> 4)];
+        out[2 * i + 1] = b"0123456789abcdef"[usize::from(b & 15)];
+    }
+    out
+}
+
+thread_local! {
+    /// The canonical request being hashed: one buffer a thread, grown to the
+    /// longest request it checked, instead of one allocation a check;
+    /// overwritten after each.
+    static CANONICAL: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
 /// SigV4's derived key for `secret` and a scope, from the last one this
@@ -433,13 +471,16 @@ fn check_time(amz_date: &str, signed: SystemTime, now: SystemTime) -> Result<(),
 /// their names, and the body's hash, one per line. Refused when what was
 /// signed could be read two ways: a signed header that is not UTF-8, a
 /// query that does not decode or names a key twice.
-fn canonical_request(request: &Request<'_>, signed_headers: &str) -> Result<String, Refusal> {
-    let mut out = String::with_capacity(256 + request.path.len() + request.query.len());
+fn canonical_request(
+    request: &Request<'_>,
+    signed_headers: &str,
+    out: &mut String,
+) -> Result<(), Refusal> {
     out.push_str(request.method);
     out.push('\n');
-    canonical_path(request.path, &mut out);
+    canonical_path(request.path, out);
     out.push('\n');
-    canonical_query(request.query, &mut out)?;
+    canonical_query(request.query, out)?;
     out.push('\n');
     for name in signed_headers.split(';') {
         out.push_str(name);
@@ -451,15 +492,17 @@ fn canonical_request(request: &Request<'_>, signed_headers: &str) -> Result<Stri
             let value = std::str::from_utf8(value).map_err(|_| {
                 Refusal::Incomplete(format!("signed header '{}' is not UTF-8", clip(name)))
             })?;
-            push_header_value(value, &mut out);
+            push_header_value(value, out);
         }
         out.push('\n');
     }
     out.push('\n');
     out.push_str(signed_headers);
     out.push('\n');
-    out.push_str(&hex::encode(Sha256::digest(request.body)));
-    Ok(out)
+    let body = hex32(&Sha256::digest(request.body).into());
+    // Hex digits are ASCII.
+    out.push_str(std::str::from_utf8(&body).unwrap_or_default());
+    Ok(())
 }
 
 /// At most 64 characters of `text`, for messages that quote the caller.
