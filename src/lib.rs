@@ -12,4 +12,5 @@ pub mod api;
 pub mod config;
 pub mod logger;
 pub mod probe;
+pub mod reference;
 pub mod token;

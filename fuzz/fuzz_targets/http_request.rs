@@ -152,9 +152,9 @@ fn model(path: &str, query: &str, prefix: &str) -> Expect {
     let get_route = path == "/secretsmanager/get";
     let mut errors = Vec::new();
     let known: &[&str] = if get_route {
-        &["secretId", "versionId", "versionStage", "refreshNow", "roleArn"]
+        &["secretId", "versionId", "versionStage", "refreshNow", "roleArn", "jsonKey"]
     } else {
-        &["versionId", "versionStage", "refreshNow", "roleArn"]
+        &["versionId", "versionStage", "refreshNow", "roleArn", "jsonKey"]
     };
     if let Some((key, _)) = pairs.iter().find(|(k, _)| !known.contains(&k.as_str())) {
         errors.push(format!("unknown parameter: {key}"));
@@ -199,6 +199,10 @@ fn model(path: &str, query: &str, prefix: &str) -> Expect {
             false
         }
     };
+    // Every `jsonKey` given must be non-empty (checked as it is read).
+    if pairs.iter().any(|(k, v)| k == "jsonKey" && v.is_empty()) {
+        errors.push("empty jsonKey".into());
+    }
     // Every `roleArn` given is checked (the agent checks each as it reads it).
     for (_, arn) in pairs.iter().filter(|(k, _)| k == "roleArn") {
         if let Err(why) = check_role_arn(arn) {
@@ -213,7 +217,9 @@ fn model(path: &str, query: &str, prefix: &str) -> Expect {
             Expect::BadRequest(errors)
         };
     }
-    if duplicated {
+    // One key of the secret: the fake's echoes are no JSON, so what comes
+    // back is an error the unit tests check (docs/http-api.md, jsonKey).
+    if duplicated || value("jsonKey").is_some() {
         return Expect::Unchecked;
     }
     let query = SecretQuery {

@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
 
     // The parameter route's query: an accepted one names a parameter, and a
     // version it selects is a real one (versions start at 1).
-    if let Ok((key, _)) = parse_parameter(text) {
+    if let Ok(secrets_manager_agent::api::Asked { key, .. }) = parse_parameter(text) {
         let Key::Parameter { query, role } = key else {
             panic!("the parameter route made a secret key");
         };

@@ -99,13 +99,7 @@ impl<U: Upstream + 'static> Api<U> {
             Some(id) => parse_prefixed(id, query),
         };
         match parsed {
-            Ok((key, refresh_now)) => self.answer(
-                key,
-                refresh_now,
-                Route::Secret,
-                slot,
-                super::served_response,
-            ),
+            Ok(asked) => self.answer_asked(asked, Route::Secret, slot),
             Err(response) => response.into(),
         }
     }

@@ -14,7 +14,17 @@ use secrets_manager_agent_cache::Key;
 use secrets_manager_agent_core::query::{percent_decode, query_pairs};
 use secrets_manager_agent_http::http::Response;
 
-pub type Parsed = Result<(Key, bool), Response>;
+/// What a GET request asks for.
+#[derive(Debug)]
+pub struct Asked {
+    pub key: Key,
+    /// `refreshNow`: skip the cache.
+    pub refresh_now: bool,
+    /// `jsonKey`: one top-level key of a secret that is a JSON object.
+    pub json_key: Option<String>,
+}
+
+pub type Parsed = Result<Asked, Response>;
 
 /// `/secretsmanager/get?secretId=...`
 pub fn parse_get(query: &str) -> Parsed {
@@ -49,6 +59,7 @@ struct Options {
     refresh_now: Option<String>,
     /// `roleArn`: the IAM role to read the secret as, checked.
     role: Option<String>,
+    json_key: Option<String>,
 }
 
 /// Reads the query keys both routes share; `extra` claims route-specific keys.
@@ -62,6 +73,7 @@ fn parse_options(
         version_stage: None,
         refresh_now: None,
         role: None,
+        json_key: None,
     };
     for (key, value) in pairs {
         let non_empty = |v: Cow<str>| Some(v.into_owned()).filter(|v| !v.is_empty());
@@ -70,6 +82,8 @@ fn parse_options(
             "versionStage" => options.version_stage = non_empty(value),
             "refreshNow" => options.refresh_now = Some(value.into_owned()),
             "roleArn" => options.role = Some(role_arn(value.into_owned())?),
+            "jsonKey" if value.is_empty() => return Err(text(400, "empty jsonKey")),
+            "jsonKey" => options.json_key = Some(value.into_owned()),
             _ if extra(&key, value.into_owned()) => {}
             _ => return Err(owned_text(400, format!("unknown parameter: {key}"))),
         }
@@ -84,13 +98,14 @@ fn finish(secret_id: String, options: Options) -> Parsed {
         version_id: options.version_id,
         version_stage: options.version_stage,
     };
-    Ok((
-        Key::Secret {
+    Ok(Asked {
+        key: Key::Secret {
             query,
             role: options.role,
         },
         refresh_now,
-    ))
+        json_key: options.json_key,
+    })
 }
 
 /// `/systemsmanager/parameters/get?name=...`: `version` or `label` (the
@@ -140,7 +155,11 @@ pub fn parse_parameter(query: &str) -> Parsed {
         selector,
         with_decryption: decrypt,
     };
-    Ok((Key::Parameter { query, role }, refresh(refresh_now)?))
+    Ok(Asked {
+        key: Key::Parameter { query, role },
+        refresh_now: refresh(refresh_now)?,
+        json_key: None,
+    })
 }
 
 /// `true`/`false` in any case, or `1`/`0`.

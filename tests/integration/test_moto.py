@@ -266,3 +266,27 @@ def test_largest_binary_secret(ag, sm):
     status, _, body = ag.secret(name)
     assert status == 200, body[:200]
     assert base64.b64decode(json.loads(body)["SecretBinary"]) == data
+
+
+def test_one_json_key_of_a_real_secret(ag, sm):
+    """`jsonKey` against moto: a string key as text, a number as JSON, a missing key
+    named (and nothing else of the secret)."""
+    name = unique("jsonkey")
+    sm.create_secret(Name=name, SecretString='{"user":"admin","pw":"p\\"w ü","port":5432}')
+    status, headers, body = ag.secret(name, jsonKey="pw")
+    assert status == 200, body
+    assert headers["content-type"].startswith("text/plain")
+    assert body.decode() == 'p"w ü'
+    status, headers, body = ag.get("/v1/" + quote(name, safe="") + "?jsonKey=port")
+    assert (status, headers["content-type"], body) == (200, "application/json", b"5432")
+    status, _, body = ag.secret(name, jsonKey="password")
+    assert status == 404, body
+    doc = json.loads(body)
+    assert doc["__type"] == "JsonKeyNotFound"
+    assert '"password"' in doc["message"]
+    assert b"admin" not in body and b"user" not in body
+    plain = unique("plain")
+    sm.create_secret(Name=plain, SecretString="hunter2")
+    status, _, body = ag.secret(plain, jsonKey="pw")
+    assert status == 400 and json.loads(body)["__type"] == "SecretNotAJsonObject", body
+    assert b"hunter2" not in body
