@@ -13,4 +13,5 @@ pub mod config;
 pub mod logger;
 pub mod probe;
 pub mod reference;
+pub mod template;
 pub mod token;

@@ -25,6 +25,7 @@ mod lambda_env;
 mod layout;
 mod prefetch;
 mod settings;
+mod templates;
 
 use std::path::{Path, PathBuf};
 
@@ -32,6 +33,7 @@ pub use callers::CallerAuth;
 pub use error::ConfigError;
 pub use prefetch::{is_role_arn, Prefetch, PrefetchSecret, PrefetchTag, ROLE_ARN_FORMAT};
 pub use settings::LogLevel;
+pub use templates::{Template, TemplateText};
 
 use settings::SETTINGS;
 
@@ -80,6 +82,8 @@ pub struct Config {
     /// A second listener speaking AWS's Cloud Extensions interface; none by
     /// default.
     pub cloud_extensions_port: Option<u16>,
+    /// Files rendered from secrets (`[[templates]]`).
+    pub templates: Vec<Template>,
     /// Sections of other capabilities found in the file (`acm`), which this
     /// agent does not provide and leaves unread.
     pub other_capabilities: Vec<String>,

@@ -16,6 +16,7 @@ use super::callers::{
 };
 use super::error::{invalid, ConfigError};
 use super::prefetch::{set_prefetch, Prefetch};
+use super::templates::set_templates;
 use super::Config;
 
 /// `log_level`: the least severe event logged; `None` logs nothing.
@@ -78,6 +79,7 @@ impl Default for Config {
             caller_access_key_id: None,
             caller_secret_access_key_file: None,
             cloud_extensions_port: None,
+            templates: Vec::new(),
             other_capabilities: Vec::new(),
         }
     }
@@ -127,6 +129,7 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting { flat: Some("caller_access_key_id"), nested: "capabilities.secrets_manager.caller_access_key_id", set: set_caller_access_key_id },
     Setting { flat: Some("caller_secret_access_key_file"), nested: "capabilities.secrets_manager.caller_secret_access_key_file", set: set_caller_secret_access_key_file },
     Setting { flat: Some("cloud_extensions_port"), nested: "capabilities.secrets_manager.cloud_extensions_port", set: set_cloud_extensions_port },
+    Setting { flat: Some("templates"), nested: "capabilities.secrets_manager.templates", set: set_templates },
     // Where 3.x would put a second capability.
     Setting { flat: Some("parameter_store_enabled"), nested: "capabilities.parameter_store.enabled", set: set_parameter_store },
     Setting { flat: Some("parameter_store_ttl_seconds"), nested: "capabilities.parameter_store.cache.ttl_seconds", set: set_parameter_store_ttl },

@@ -127,6 +127,10 @@ pub fn hop_limit(socket: &impl AsRawFd) -> io::Result<i32> {
     Ok(value)
 }
 
+/// `open(2)`'s flag that refuses a symlink as the last component (its value
+/// differs between x86_64 and aarch64), for `OpenOptionsExt::custom_flags`.
+pub const NO_FOLLOW: i32 = libc::O_NOFOLLOW;
+
 #[cfg(test)]
 mod tests {
     use super::*;
