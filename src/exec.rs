@@ -103,6 +103,8 @@ pub enum Error {
     },
     /// Blocking the signals, the subreaper flag, or the fetching thread.
     Signals(io::Error),
+    /// The fetching thread ended without an answer (it panicked).
+    NoAnswer,
     /// A signal to stop came before the program started.
     Stopped(i32),
     /// The program could not be started.
@@ -148,6 +150,10 @@ impl fmt::Display for Error {
                  variable cannot; the command was not started"
             ),
             Error::Signals(e) => write!(f, "cannot set up signal handling: {e}"),
+            Error::NoAnswer => f.write_str(
+                "fetching the values failed without an answer (a bug: please report it); \
+                 the command was not started",
+            ),
             Error::Stopped(signal) => write!(
                 f,
                 "signal {signal} came before the command started; it was not started"
@@ -266,7 +272,7 @@ fn parse_all(env: &[(String, String)]) -> Result<Vec<Variable>, Error> {
 
 /// The values, fetched on a thread of their own while this one takes the
 /// signals: a stop signal during a slow fetch ends `exec` at once. The
-/// fetching thread wakes this one with a SIGCHLD to itself when done.
+/// fetching thread wakes this one with a SIGCHLD to the process when done.
 fn fetch_while_listening(
     signals: &SignalSet,
     config: Config,
@@ -280,6 +286,9 @@ fn fetch_while_listening(
     std::thread::Builder::new()
         .name("fetch".into())
         .spawn(move || {
+            // Dropped last, after the answer is sent, or when the thread
+            // panics: the waiting thread wakes either way.
+            let _wake = WakeOnDrop;
             let values = agent::cache_for(&config)
                 .map_err(Error::Setup)
                 .and_then(|cache| {
@@ -288,17 +297,27 @@ fn fetch_while_listening(
                     values
                 });
             let _ = done.send(values);
-            let _ = supervise::send_self(SIGCHLD);
         })
         .map_err(Error::Signals)?;
     loop {
         let signal = signals.wait();
-        if let Ok(values) = fetched.try_recv() {
-            return values;
+        match fetched.try_recv() {
+            Ok(values) => return values,
+            Err(mpsc::TryRecvError::Disconnected) => return Err(Error::NoAnswer),
+            Err(mpsc::TryRecvError::Empty) => {}
         }
         if STOP_BEFORE_START.contains(&signal) {
             return Err(Error::Stopped(signal));
         }
+    }
+}
+
+/// Wakes the thread taking the signals with a SIGCHLD to this process.
+struct WakeOnDrop;
+
+impl Drop for WakeOnDrop {
+    fn drop(&mut self) {
+        let _ = supervise::send_self(SIGCHLD);
     }
 }
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import MINIMAL_CONFIG, agent_bin, agent_env, children, unique, wait_until
+from conftest import DUMMY_CREDS, MINIMAL_CONFIG, agent_bin, agent_env, children, hang, unique, wait_until
 
 RUN_TIMEOUT = 60
 
@@ -155,6 +155,28 @@ def test_statuses_of_the_command(exec_env, tmp_path):
     r = run(argv() + ["no-such-command-" + unique("x")], env, tmp_path)
     assert r.returncode == 127
     assert "command not found" in r.stderr
+
+
+def test_a_stop_during_the_fetch_starts_nothing(exec_env, fake_upstream, tmp_path):
+    argv, env = exec_env
+    env = dict(env, AWS_ENDPOINT_URL_SECRETS_MANAGER=fake_upstream.url,
+               AWS_ACCESS_KEY_ID=DUMMY_CREDS[0], AWS_SECRET_ACCESS_KEY=DUMMY_CREDS[1])
+    fake_upstream.set_default("GetSecretValue", hang(30))
+    marker = tmp_path / "started"
+    proc = subprocess.Popen(argv("SLOW=slow-secret") + script(tmp_path, PRINT_ENV) + [str(marker)], env=env,
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        wait_until(lambda: fake_upstream.calls, timeout=10, what="the fetch to reach the upstream")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)  # not the 30 s the upstream hangs
+        assert proc.returncode == 128 + signal.SIGTERM, err
+        assert not marker.exists(), "the command must not start"
+        assert err.splitlines() == ["secrets-manager-agent: error: signal 15 came before the command started; it was not started"]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
 
 
 def _lines(path):
