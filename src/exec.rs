@@ -223,6 +223,13 @@ pub fn run(
     env: &[(String, String)],
     command: &[String],
 ) -> Result<u8, Error> {
+    let Some((program, arguments)) = command.split_first() else {
+        // The command line refuses an empty command; this is for other callers.
+        return Err(Error::Spawn {
+            program: String::new(),
+            error: io::Error::from(io::ErrorKind::NotFound),
+        });
+    };
     let variables = parse_all(env)?;
     let config = Config::load_with_env(config_path, env::var).map_err(Error::Config)?;
     // Warnings and errors only, on stderr: the program's output is shared
@@ -235,9 +242,8 @@ pub fn run(
     signals.block().map_err(Error::Signals)?;
     supervise::become_subreaper().map_err(Error::Signals)?;
     let values = fetch_while_listening(&signals, config, variables)?;
-    let program = &command[0];
     let mut child = Command::new(program);
-    child.args(&command[1..]);
+    child.args(arguments);
     supervise::unblock_signals_in_child(&mut child);
     for (name, value) in &values {
         child.env(name, OsStr::from_bytes(value));
