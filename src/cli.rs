@@ -32,6 +32,15 @@ Usage: secrets-manager-agent [--config FILE]
                                        SecretBinary) or a parameter's Value,
                                        fetched through the running agent with
                                        the token from the token variables
+       secrets-manager-agent exec [--config FILE] --env NAME=REF [--env NAME=REF ...]
+                   -- COMMAND [ARGS...]
+                                       Run COMMAND with secrets in its
+                                       environment, fetched with the agent's
+                                       config and credentials (REF: ID, ID#KEY,
+                                       ssm:NAME or ECS's ARN form); passes
+                                       signals on, reaps zombies (fit to be a
+                                       container's PID 1) and exits with
+                                       COMMAND's status (docs/programs.md)
        secrets-manager-agent lambda-extension [--config FILE]
                                        Run as an AWS Lambda extension (automatic
                                        when started from /opt/extensions/)
@@ -79,6 +88,14 @@ pub enum Command {
         target: Target,
         json: bool,
     },
+    /// `exec`: COMMAND with each `--env NAME=REF`'s value in its environment.
+    Exec {
+        config: Option<PathBuf>,
+        /// (NAME, REF) in the order given; names checked and unique.
+        env: Vec<(String, String)>,
+        /// The program and its arguments; never empty.
+        command: Vec<String>,
+    },
     Help,
     Version,
 }
@@ -100,6 +117,16 @@ pub enum UsageError {
     GetBoth,
     /// A secret's flag with `--parameter`, or `--with-decryption` with a secret.
     GetMixed,
+    /// `exec` without `--` before its command.
+    ExecNoSeparator,
+    /// `exec ... --` and nothing after it.
+    ExecNoCommand,
+    /// `--env` whose value has no `=`.
+    EnvNoEquals(String),
+    /// `--env NAME=REF` whose NAME is no variable name.
+    EnvBadName(String),
+    /// The same NAME in two `--env`s.
+    EnvTwice(String),
 }
 
 impl fmt::Display for UsageError {
@@ -126,6 +153,30 @@ impl fmt::Display for UsageError {
                 "--version-id and --version-stage are for secrets, \
                  --with-decryption for parameters",
             ),
+            UsageError::ExecNoSeparator => f.write_str(
+                "exec needs `--` before the command: exec --env NAME=REF -- COMMAND [ARGS...]",
+            ),
+            UsageError::ExecNoCommand => f.write_str("exec needs a command after `--`"),
+            UsageError::EnvNoEquals(value) => {
+                write!(
+                    f,
+                    "--env {value}: expected NAME=REF, e.g. --env DB_PASSWORD=prod/db#password"
+                )
+            }
+            UsageError::EnvBadName(name) if name.is_empty() => {
+                f.write_str("--env =...: the variable name before `=` is empty")
+            }
+            UsageError::EnvBadName(name) => write!(
+                f,
+                "--env {name}=...: {name:?} is not a variable name (letters, digits and _, \
+                 not starting with a digit)"
+            ),
+            UsageError::EnvTwice(name) => {
+                write!(
+                    f,
+                    "--env {name}=... is given twice: give each variable once"
+                )
+            }
         }
     }
 }
@@ -137,6 +188,10 @@ impl std::error::Error for UsageError {}
 /// `token` stands alone; `--help` and `--version` win wherever they come.
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, UsageError> {
     let mut args = args.into_iter().peekable();
+    if args.peek().map(String::as_str) == Some("exec") {
+        args.next();
+        return parse_exec(args);
+    }
     if let Some(which @ ("ping" | "get")) = args.peek().map(String::as_str) {
         let get = which == "get";
         args.next();
@@ -230,6 +285,61 @@ fn parse_client(get: bool, mut args: impl Iterator<Item = String>) -> Result<Com
         target,
         json,
     })
+}
+
+/// `exec`'s arguments: options up to `--`, the command after it.
+fn parse_exec(mut args: impl Iterator<Item = String>) -> Result<Command, UsageError> {
+    let (mut config, mut env) = (None, Vec::<(String, String)>::new());
+    loop {
+        let Some(arg) = args.next() else {
+            return Err(UsageError::ExecNoSeparator);
+        };
+        let mut value = || args.next().ok_or_else(|| UsageError::NoValue(arg.clone()));
+        let assignment = match arg.as_str() {
+            "--" => break,
+            "-h" | "--help" => return Ok(Command::Help),
+            "--config" | "-c" => {
+                config = Some(PathBuf::from(value()?));
+                continue;
+            }
+            "--env" | "-e" => value()?,
+            _ => match (arg.strip_prefix("--config="), arg.strip_prefix("--env=")) {
+                (Some(path), _) => {
+                    config = Some(PathBuf::from(path));
+                    continue;
+                }
+                (_, Some(assignment)) => assignment.to_string(),
+                _ => return Err(UsageError::Unknown(arg)),
+            },
+        };
+        let Some((name, reference)) = assignment.split_once('=') else {
+            return Err(UsageError::EnvNoEquals(assignment));
+        };
+        if !is_variable_name(name) {
+            return Err(UsageError::EnvBadName(name.to_string()));
+        }
+        if env.iter().any(|(seen, _)| seen == name) {
+            return Err(UsageError::EnvTwice(name.to_string()));
+        }
+        env.push((name.to_string(), reference.to_string()));
+    }
+    let command: Vec<String> = args.collect();
+    if command.is_empty() {
+        return Err(UsageError::ExecNoCommand);
+    }
+    Ok(Command::Exec {
+        config,
+        env,
+        command,
+    })
+}
+
+/// `[A-Za-z_][A-Za-z0-9_]*`: what a shell takes as a name, and so what a
+/// program can read back from its environment by name.
+fn is_variable_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b'A'..=b'Z' | b'a'..=b'z' | b'_'))
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// `sm start`'s config: the one named, else 3.x's default file if it exists.
@@ -430,5 +540,141 @@ mod tests {
             path(SM_DEFAULT_CONFIG)
         );
         assert_eq!(sm_config(None, |_| false), None);
+    }
+
+    fn exec(config: Option<&str>, env: &[(&str, &str)], command: &[&str]) -> Command {
+        Command::Exec {
+            config: config.map(PathBuf::from),
+            env: env
+                .iter()
+                .map(|(n, r)| (n.to_string(), r.to_string()))
+                .collect(),
+            command: command.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn exec_arguments() {
+        for (list, want) in [
+            (
+                &[
+                    "exec",
+                    "--env",
+                    "DB=prod/db#password",
+                    "--",
+                    "app",
+                    "--port",
+                    "80",
+                ][..],
+                exec(
+                    None,
+                    &[("DB", "prod/db#password")],
+                    &["app", "--port", "80"],
+                ),
+            ),
+            (
+                &[
+                    "exec",
+                    "--config",
+                    "a.toml",
+                    "--env=A=x",
+                    "-e",
+                    "_b9=ssm:/p=q",
+                    "--",
+                    "sh",
+                    "-c",
+                    "env",
+                ],
+                exec(
+                    Some("a.toml"),
+                    &[("A", "x"), ("_b9", "ssm:/p=q")],
+                    &["sh", "-c", "env"],
+                ),
+            ),
+            (
+                &["exec", "-c", "b.toml", "--", "app"],
+                exec(Some("b.toml"), &[], &["app"]),
+            ),
+            (
+                &["exec", "--config=c.toml", "--env", "K=", "--", "app"],
+                exec(Some("c.toml"), &[("K", "")], &["app"]),
+            ),
+            // After `--` everything is the command's, flags and `--` included.
+            (
+                &["exec", "--", "app", "--env", "X=y", "--", "--help"],
+                exec(None, &[], &["app", "--env", "X=y", "--", "--help"]),
+            ),
+            (&["exec", "--help", "--", "app"], Command::Help),
+        ] {
+            assert_eq!(args(list), Ok(want), "{list:?}");
+        }
+        for (list, expected) in [
+            (
+                &["exec", "--env", "A=b", "app"][..],
+                "unknown argument `app`",
+            ),
+            (
+                &["exec", "--env", "A=b"],
+                "exec needs `--` before the command: exec --env NAME=REF -- COMMAND [ARGS...]",
+            ),
+            (
+                &["exec"],
+                "exec needs `--` before the command: exec --env NAME=REF -- COMMAND [ARGS...]",
+            ),
+            (
+                &["exec", "--env", "A=b", "--"],
+                "exec needs a command after `--`",
+            ),
+            (
+                &["exec", "--env", "A", "--", "app"],
+                "--env A: expected NAME=REF, e.g. --env DB_PASSWORD=prod/db#password",
+            ),
+            (
+                &["exec", "--env", "=x", "--", "app"],
+                "--env =...: the variable name before `=` is empty",
+            ),
+            (
+                &["exec", "--env", "9A=x", "--", "app"],
+                "--env 9A=...: \"9A\" is not a variable name (letters, digits and _, \
+                 not starting with a digit)",
+            ),
+            (
+                &["exec", "--env", "A-B=x", "--", "app"],
+                "--env A-B=...: \"A-B\" is not a variable name (letters, digits and _, \
+                 not starting with a digit)",
+            ),
+            (
+                &["exec", "--env", "É=x", "--", "app"],
+                "--env É=...: \"É\" is not a variable name (letters, digits and _, \
+                 not starting with a digit)",
+            ),
+            (
+                &["exec", "--env", "A=x", "--env=A=y", "--", "app"],
+                "--env A=... is given twice: give each variable once",
+            ),
+            (&["exec", "--env"], "--env needs a value"),
+            (&["exec", "--config"], "--config needs a value"),
+            (
+                &["exec", "--bogus", "--", "app"],
+                "unknown argument `--bogus`",
+            ),
+        ] {
+            assert_eq!(error(list), expected, "{list:?}");
+        }
+        // `exec` only as the first word.
+        assert_eq!(
+            error(&["--config", "a.toml", "exec"]),
+            "unknown argument `exec`"
+        );
+    }
+
+    #[test]
+    fn variable_names() {
+        for good in ["A", "_", "a_1", "_9", "PATH"] {
+            assert!(is_variable_name(good), "{good}");
+        }
+        for bad in ["", "1A", "A-B", "A B", "A.B", "Ä"] {
+            assert!(!is_variable_name(bad), "{bad}");
+        }
     }
 }

@@ -2,9 +2,10 @@
 //! http://127.0.0.1:2773, as a drop-in replacement for AWS's agent.
 //!
 //! This file only starts: it takes the command `cli` reads and hands over to
-//! the library (`agent::run`, `agent::run_lambda`, `probe`), then turns the
-//! outcome into an exit status: 0, 1 for a failure, 2 for a command line it
-//! does not take. docs/design.md's "Code map" follows a request from there.
+//! the library (`agent::run`, `agent::run_lambda`, `probe`, `exec`), then turns
+//! the outcome into an exit status: 0, 1 for a failure, 2 for a command line
+//! it does not take (`exec`: its program's status, docs/programs.md).
+//! docs/design.md's "Code map" follows a request from there.
 
 #![forbid(unsafe_code)]
 
@@ -17,7 +18,7 @@ use std::process::ExitCode;
 use cli::Command;
 use secrets_manager_agent::agent::{self, lambda, NAME, VERSION};
 use secrets_manager_agent::config::Config;
-use secrets_manager_agent::{logger, probe, token};
+use secrets_manager_agent::{exec, logger, probe, token};
 use secrets_manager_agent_core::env;
 
 fn main() -> ExitCode {
@@ -72,6 +73,17 @@ fn main() -> ExitCode {
             let agent = probe::address(config, port);
             probe::get(config, agent, &target, json, &mut std::io::stdout().lock())
         }),
+        Command::Exec {
+            config,
+            env,
+            command,
+        } => match exec::run(config.as_deref(), &env, &command) {
+            Ok(status) => ExitCode::from(status),
+            Err(e) => {
+                eprint!("{}", logger::fatal_line(NAME, &e.to_string()));
+                ExitCode::from(e.status())
+            }
+        },
         Command::Lambda { config } => report(agent::run_lambda(config.as_deref(), &argv0)),
         Command::Run { config } => report(agent::run(config.as_deref())),
         Command::SmStart { config } => {

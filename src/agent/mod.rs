@@ -198,35 +198,16 @@ fn start(config: &Config, running: &Running) -> Result<Agent, Error> {
         log::log!(level, "{line}");
     }
     let (token, token_var) = Token::from_env(&config.ssrf_env_variables).map_err(Error::Token)?;
-    let tuning = Tuning::from_env(env::var).map_err(Error::Tuning)?;
-    let place = Place::find(config)?;
-    let roots = transport::roots_from_env().map_err(Error::CaBundle)?;
-    let transports = Transports::new(&tuning, roots);
-    let transport = transports.base.clone();
-    let timing = refresh::Timing::from_env().map_err(Error::RefreshTiming)?;
-    let credentials = credentials_provider(config, &place, &transport, timing);
-    let client = Arc::new(Client::new(
-        transport.clone(),
-        place.region.clone(),
-        credentials.clone(),
-    ));
-    // The file may legitimately appear later (a rotation tool writes it), so
-    // AWS's agent skips the check when it is configured; so do we.
-    if config.validate_credentials && config.credentials_file_path.is_none() {
-        validate_credentials(&client, &place.sts_endpoint, config.ignore_transient_errors)?;
-    }
+    let CacheParts {
+        cache,
+        credentials,
+        place,
+        tuning,
+    } = build_upstream(config, config.validate_credentials)?;
     let prefetched = Arc::new(AtomicBool::new(false));
     let ready = readiness(credentials.clone(), prefetched.clone());
-    let callers = callers(config, credentials.clone())?;
-    let upstream = upstream(
-        client,
-        credentials,
-        &transports,
-        &place,
-        timing,
-        config.max_roles,
-    );
-    let api = Arc::new(build_api(config, &tuning, token, ready, callers, upstream));
+    let callers = callers(config, credentials)?;
+    let api = Arc::new(build_api(config, token, ready, callers, cache));
     running.set(api.clone());
     let address = SocketAddr::from((config.bind_address, config.http_port));
     let listener = server::bind(config.bind_address, config.http_port)
@@ -283,6 +264,72 @@ fn start(config: &Config, running: &Running) -> Result<Agent, Error> {
         },
         api,
     })
+}
+
+/// The cache and what start-up needs of its making: the credentials (for
+/// `/ready` and the SDK protocol's callers), the place (for the start-up
+/// line) and the tuning (for the server).
+struct CacheParts {
+    cache: Cache<Roles<Clients>>,
+    credentials: Arc<dyn ProvideCredentials>,
+    place: Place,
+    tuning: Tuning,
+}
+
+/// The cache over Secrets Manager and Parameter Store, as the agent serves
+/// from it: tuning, region, endpoints, credentials, checked with STS when
+/// `validate`, roles and TTLs.
+fn build_upstream(config: &Config, validate: bool) -> Result<CacheParts, Error> {
+    let tuning = Tuning::from_env(env::var).map_err(Error::Tuning)?;
+    let place = Place::find(config)?;
+    let roots = transport::roots_from_env().map_err(Error::CaBundle)?;
+    let transports = Transports::new(&tuning, roots);
+    let transport = transports.base.clone();
+    let timing = refresh::Timing::from_env().map_err(Error::RefreshTiming)?;
+    let credentials = credentials_provider(config, &place, &transport, timing);
+    let client = Arc::new(Client::new(
+        transport.clone(),
+        place.region.clone(),
+        credentials.clone(),
+    ));
+    // The file may legitimately appear later (a rotation tool writes it), so
+    // AWS's agent skips the check when it is configured; so do we.
+    if validate && config.credentials_file_path.is_none() {
+        validate_credentials(&client, &place.sts_endpoint, config.ignore_transient_errors)?;
+    }
+    let upstream = upstream(
+        client,
+        credentials.clone(),
+        &transports,
+        &place,
+        timing,
+        config.max_roles,
+    );
+    let cache = Cache::new(
+        upstream,
+        cache::Settings {
+            ttl: Duration::from_secs(config.ttl_seconds),
+            parameter_ttl: Duration::from_secs(config.parameter_store_ttl_seconds),
+            capacity: config.cache_size,
+            ignore_transient_errors: config.ignore_transient_errors,
+            refresh_batch: tuning.refresh_batch,
+        },
+    );
+    Ok(CacheParts {
+        cache,
+        credentials,
+        place,
+        tuning,
+    })
+}
+
+/// The agent's cache, built from `config` as `start` builds it (the same
+/// credentials chain, region, endpoints, retries and TTLs), without a token,
+/// listeners or start-up lines: for `exec`, which fetches a few values and
+/// serves nobody. No STS check either: each fetch checks the credentials,
+/// and its error names the value it was for.
+pub fn cache_for(config: &Config) -> Result<Cache<Roles<Clients>>, Error> {
+    build_upstream(config, false).map(|built| built.cache)
 }
 
 /// `/ready`'s check: the agent's own credentials resolve (a call to the
@@ -646,22 +693,11 @@ fn callers(config: &Config, credentials: Arc<dyn ProvideCredentials>) -> Result<
 /// The request path below the listener: HTTP surface → cache → Secrets Manager.
 fn build_api(
     config: &Config,
-    tuning: &Tuning,
     token: Token,
     ready: api::Readiness,
     callers: Callers,
-    upstream: Roles<Clients>,
+    cache: Cache<Roles<Clients>>,
 ) -> Api {
-    let cache = Cache::new(
-        upstream,
-        cache::Settings {
-            ttl: Duration::from_secs(config.ttl_seconds),
-            parameter_ttl: Duration::from_secs(config.parameter_store_ttl_seconds),
-            capacity: config.cache_size,
-            ignore_transient_errors: config.ignore_transient_errors,
-            refresh_batch: tuning.refresh_batch,
-        },
-    );
     api::Api::new(
         api::Settings {
             token,

@@ -120,6 +120,15 @@ def wait_until(pred, timeout: float = 10.0, interval: float = 0.02, what: str = 
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def children(pid):
+    """The pids of a process's children (zombies included), [] once it is gone."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
 def http_request(port, path, headers=None, method="GET", body=None, timeout=HTTP_TIMEOUT):
     """One request on a fresh connection. Returns (status, headers(lower-case dict), body bytes)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)

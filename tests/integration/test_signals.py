@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from conftest import LISTEN_RE, spawn_wrapped_agent, wait_until
+from conftest import LISTEN_RE, children, spawn_wrapped_agent, wait_until
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -19,21 +19,13 @@ def test_signal_exits_zero(agent, fake_upstream, sig):
     assert "received: exiting" in ag.stderr
 
 
-def _children(pid):
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:
-        return []
-
-
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare")
 def test_sigterm_as_pid_one(tmp_path, fake_upstream):
     proc = spawn_wrapped_agent(["unshare", "--pid", "--fork", "--kill-child"], tmp_path, fake_upstream.url)
     try:
         line = proc.stdout.readline().decode()
         assert LISTEN_RE.search(line), line
-        child = wait_until(lambda: _children(proc.pid), timeout=5, what="the agent under unshare")[0]
+        child = wait_until(lambda: children(proc.pid), timeout=5, what="the agent under unshare")[0]
         with open(f"/proc/{child}/status") as f:
             nspid = [l for l in f if l.startswith("NSpid:")][0].split()
         assert nspid[-1] == "1", nspid  # PID 1 inside its namespace

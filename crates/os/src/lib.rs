@@ -12,3 +12,4 @@ pub mod io;
 pub mod process;
 pub mod signals;
 pub mod stack;
+pub mod supervise;
