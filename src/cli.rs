@@ -41,6 +41,10 @@ Usage: secrets-manager-agent [--config FILE]
                                        signals on, reaps zombies (fit to be a
                                        container's PID 1) and exits with
                                        COMMAND's status (docs/programs.md)
+       secrets-manager-agent render [--config FILE]
+                                       Render the config's [[templates]] into
+                                       their files once, then exit (non-zero
+                                       if any could not be rendered)
        secrets-manager-agent lambda-extension [--config FILE]
                                        Run as an AWS Lambda extension (automatic
                                        when started from /opt/extensions/)
@@ -87,6 +91,10 @@ pub enum Command {
         port: Option<u16>,
         target: Target,
         json: bool,
+    },
+    /// `render`: every `[[templates]]` of the config rendered once.
+    Render {
+        config: Option<PathBuf>,
     },
     /// `exec`: COMMAND with each `--env NAME=REF`'s value in its environment.
     Exec {
@@ -197,12 +205,13 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, UsageErr
         args.next();
         return parse_client(get, args);
     }
-    let (mut config, mut lambda, mut sm_start) = (None, false, false);
+    let (mut config, mut lambda, mut sm_start, mut render) = (None, false, false, false);
     let mut first = true;
     while let Some(arg) = args.next() {
         let is_first = std::mem::replace(&mut first, false);
         match arg.as_str() {
             "lambda-extension" if is_first => lambda = true,
+            "render" if is_first => render = true,
             // AWS's 3.x agent: `sm start`, the only action of `sm` there.
             "sm" if is_first => match args.next() {
                 Some(action) if action == "start" => sm_start = true,
@@ -222,6 +231,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, UsageErr
     let config = config.map(PathBuf::from);
     Ok(if lambda {
         Command::Lambda { config }
+    } else if render {
+        Command::Render { config }
     } else if sm_start {
         Command::SmStart { config }
     } else {
@@ -403,6 +414,14 @@ mod tests {
             })
         );
         assert!(args(&["--config", "c.toml", "lambda-extension"]).is_err());
+        assert_eq!(
+            args(&["render", "--config", "t.toml"]),
+            Ok(Command::Render {
+                config: path("t.toml")
+            })
+        );
+        assert_eq!(args(&["render"]), Ok(Command::Render { config: None }));
+        assert!(args(&["--config", "t.toml", "render"]).is_err());
         assert!(args(&["token", "extra"]).is_err());
         assert!(args(&["--config", "c.toml", "token"]).is_err());
         assert_eq!(error(&["--config"]), "--config needs a file path");

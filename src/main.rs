@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use cli::Command;
 use secrets_manager_agent::agent::{self, lambda, NAME, VERSION};
 use secrets_manager_agent::config::Config;
-use secrets_manager_agent::{exec, logger, probe, token};
+use secrets_manager_agent::{exec, logger, probe, template, token};
 use secrets_manager_agent_core::env;
 
 fn main() -> ExitCode {
@@ -83,6 +83,11 @@ fn main() -> ExitCode {
                 eprint!("{}", logger::fatal_line(NAME, &e.to_string()));
                 ExitCode::from(e.status())
             }
+        },
+        Command::Render { config } => match template::run::run(config.as_deref()) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(why) => failed(&why),
         },
         Command::Lambda { config } => report(agent::run_lambda(config.as_deref(), &argv0)),
         Command::Run { config } => report(agent::run(config.as_deref())),

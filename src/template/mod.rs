@@ -15,6 +15,7 @@ pub mod write;
 
 use std::sync::Arc;
 
+use minijinja::syntax::SyntaxConfig;
 use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior};
 use zeroize::Zeroizing;
 
@@ -58,6 +59,11 @@ pub fn render(
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_fuel(Some(FUEL));
+    // A config file's last line ends with a line break, as written. The
+    // default delimiters always build.
+    if let Ok(syntax) = SyntaxConfig::builder().keep_trailing_newline(true).build() {
+        env.set_syntax(syntax);
+    }
     filters::add(&mut env);
     let for_secret = resolve.clone();
     env.add_function(
@@ -155,6 +161,11 @@ mod tests {
             "user=admin host=db.internal port=5432"
         );
         assert_eq!(run("{{ secret('plain') }}").unwrap(), "hunter2");
+        assert_eq!(
+            run("a={{ secret('plain') }}\n").unwrap(),
+            "a=hunter2\n",
+            "the last line break kept"
+        );
         assert_eq!(
             run("PASS={{ secret('db', 'pass') | shell_quote }}").unwrap(),
             r#"PASS='it'\''s "q"'"#

@@ -13,9 +13,15 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use std::path::Path;
+use std::sync::Arc;
+
 use super::write::{self, Owner, Written};
-use super::Resolve;
-use crate::config::{Template, TemplateText};
+use super::{Failure, Resolve};
+use crate::config::{Config, Template, TemplateText};
+use crate::reference::{pick, Reference};
+use crate::{agent, logger};
+use secrets_manager_agent_core::env;
 
 /// What became of one template.
 pub struct Outcome {
@@ -49,6 +55,46 @@ impl fmt::Display for Failed {
             Failed::Command(why) => write!(f, "written, but its command failed: {why}"),
         }
     }
+}
+
+/// `render [--config FILE]`: every template of the config once, one line per
+/// template on stdout (what was written) or stderr (why not). `Ok(false)`
+/// when any failed; `Err` when nothing could be tried.
+pub fn run(config_path: Option<&Path>) -> Result<bool, String> {
+    let config = Config::load_with_env(config_path, env::var).map_err(|e| e.to_string())?;
+    // Warnings and errors only, on stderr (no log file in the caller's
+    // directory): `render` runs in init containers and ExecStartPre=.
+    let level = config.log_level.to_filter().min(log::LevelFilter::Warn);
+    logger::init(level, false, config.log_json).map_err(|e| e.to_string())?;
+    if config.templates.is_empty() {
+        return Err("the config has no [[templates]]: nothing to render (docs/programs.md)".into());
+    }
+    let cache = Arc::new(agent::cache_for(&config).map_err(|e| e.to_string())?);
+    let from_cache = cache.clone();
+    let resolve: Resolve = Arc::new(move |reference: &Reference| {
+        let served = from_cache
+            .get(&reference.key, false)
+            .map_err(|e| Failure::Other(e.to_string()))?;
+        pick(&reference.key, &served, reference.json_key.as_deref()).map_err(Failure::from)
+    });
+    let outcomes = render_all(&config.templates, &resolve);
+    cache.wipe();
+    let mut all_ok = true;
+    for outcome in outcomes {
+        let dest = outcome.destination.display();
+        match outcome.result {
+            Ok(Written::Changed) => println!("rendered {dest}"),
+            Ok(Written::Unchanged) => println!("unchanged {dest}"),
+            Err(why) => {
+                all_ok = false;
+                eprintln!(
+                    "{}",
+                    logger::one_line(&format!("cannot render {dest}: {why}"))
+                );
+            }
+        }
+    }
+    Ok(all_ok)
 }
 
 /// Renders every template, in order.
