@@ -215,8 +215,11 @@ mod tests {
         );
         assert!(run("{% include 'x' %}").is_err(), "no files");
         assert!(run("{{ secret(").is_err());
-        let endless =
-            run("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}");
+        let hundred = format!("[{}]", vec!["0"; 100].join(","));
+        let endless = run(&format!(
+            "{{% for a in {hundred} %}}{{% for b in {hundred} %}}{{% for c in {hundred} %}}\
+             {{% endfor %}}{{% endfor %}}{{% endfor %}}"
+        ));
         assert!(endless.unwrap_err().contains("fuel"), "bounded");
     }
 }
