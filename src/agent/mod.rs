@@ -25,6 +25,7 @@ use std::time::Duration;
 use crate::api;
 use crate::config::{CallerAuth, Config};
 use crate::logger;
+use crate::template;
 use crate::token::Token;
 use secrets_manager_agent_aws::callers::{AgentKeys, Callers};
 use secrets_manager_agent_aws::client::Client;
@@ -252,6 +253,7 @@ fn start(config: &Config, running: &Running) -> Result<Agent, Error> {
         cloud_extensions.as_ref(),
     )?;
     start_prefetch(config, &api, Done(prefetched));
+    start_templates(config, &api);
     Ok(Agent {
         listeners,
         metrics,
@@ -394,6 +396,15 @@ fn start_prefetch(config: &Config, api: &Arc<Api>, done: Done) {
             "cannot start the prefetch thread ({e}); each secret is fetched on its first request"
         );
     }
+}
+
+/// Renders the config's `[[templates]]` now and keeps them fresh, on a
+/// thread of its own, through the API's cache.
+fn start_templates(config: &Config, api: &Arc<Api>) {
+    let api = api.clone();
+    let resolve: template::Resolve =
+        Arc::new(move |reference| template::run::resolve_in(api.cache(), reference));
+    template::keep::start(config.templates.clone(), resolve);
 }
 
 /// What the config asks for that this agent does not do, so that nobody

@@ -10,6 +10,7 @@
 //! place.
 
 mod filters;
+pub mod keep;
 pub mod run;
 pub mod write;
 

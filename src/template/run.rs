@@ -19,8 +19,9 @@ use std::sync::Arc;
 use super::write::{self, Owner, Written};
 use super::{Failure, Resolve};
 use crate::config::{Config, Template, TemplateText};
-use crate::reference::{pick, Reference};
+use crate::reference::{pick, Picked, Reference};
 use crate::{agent, logger};
+use secrets_manager_agent_cache::{Cache, Upstream};
 use secrets_manager_agent_core::env;
 
 /// What became of one template.
@@ -71,12 +72,8 @@ pub fn run(config_path: Option<&Path>) -> Result<bool, String> {
     }
     let cache = Arc::new(agent::cache_for(&config).map_err(|e| e.to_string())?);
     let from_cache = cache.clone();
-    let resolve: Resolve = Arc::new(move |reference: &Reference| {
-        let served = from_cache
-            .get(&reference.key, false)
-            .map_err(|e| Failure::Other(e.to_string()))?;
-        pick(&reference.key, &served, reference.json_key.as_deref()).map_err(Failure::from)
-    });
+    let resolve: Resolve =
+        Arc::new(move |reference: &Reference| resolve_in(&from_cache, reference));
     let outcomes = render_all(&config.templates, &resolve);
     cache.wipe();
     let mut all_ok = true;
@@ -95,6 +92,18 @@ pub fn run(config_path: Option<&Path>) -> Result<bool, String> {
         }
     }
     Ok(all_ok)
+}
+
+/// A reference's value through `cache`: the template functions' way to the
+/// cache, in `render` and in the running agent alike.
+pub fn resolve_in<U: Upstream + 'static>(
+    cache: &Cache<U>,
+    reference: &Reference,
+) -> Result<Picked, Failure> {
+    let served = cache
+        .get(&reference.key, false)
+        .map_err(|e| Failure::Other(e.to_string()))?;
+    pick(&reference.key, &served, reference.json_key.as_deref()).map_err(Failure::from)
 }
 
 /// Renders every template, in order.

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import MINIMAL_CONFIG, agent_bin, agent_env, unique
+from conftest import MINIMAL_CONFIG, agent_bin, agent_env, unique, wait_until
 
 RUN_TIMEOUT = 60
 
@@ -139,3 +139,49 @@ def test_without_templates_render_says_so(render):
     result = render("")
     assert result.returncode == 1
     assert "no [[templates]]" in result.stderr
+
+
+def test_the_running_agent_keeps_files_fresh(agent, moto, tmp_path):
+    """The agent renders [[templates]] at start and again as its cache refreshes:
+    a rotation reaches the file once the TTL has passed (the test clock steps
+    past it), its command runs once per change, and an unchanged render leaves
+    the file alone."""
+    sm = moto.client()
+    db = unique("db")
+    sm.create_secret(Name=db, SecretString=json.dumps({"password": "pw-one-7f3a"}))
+    dest, marker = tmp_path / "db.env", tmp_path / "changes"
+    contents = toml_string("PASSWORD={{ secret('%s', 'password') }}\n" % db)
+    raw = MINIMAL_CONFIG + "ttl_seconds = 60\n" + f"""
+[[templates]]
+contents = {contents}
+destination = "{dest}"
+command = ["sh", "-c", "echo change >> {marker}"]
+"""
+    ag = agent(moto.url, raw_config=raw, creds=moto.admin)
+
+    def content():
+        try:
+            return dest.read_text()
+        except FileNotFoundError:
+            return None
+
+    def changes():
+        return marker.read_text().count("change") if marker.exists() else 0
+
+    wait_until(lambda: content() == "PASSWORD=pw-one-7f3a\n", what="the first render")
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o600
+    wait_until(lambda: changes() == 1, what="its command")
+    inode = dest.stat().st_ino
+
+    # Renders within the TTL come from the cache and change nothing.
+    before = ag.metric("cache_hits_total")
+    ag.advance(11)
+    wait_until(lambda: ag.metric("cache_hits_total") > before, what="a render from the cache")
+    assert dest.stat().st_ino == inode and changes() == 1
+
+    sm.put_secret_value(SecretId=db, SecretString=json.dumps({"password": "pw-two-9c1b"}))
+    ag.advance(75)
+    wait_until(lambda: content() == "PASSWORD=pw-two-9c1b\n", what="the rotation in the file")
+    wait_until(lambda: changes() == 2, what="its command, once more")
+    assert changes() == 2
+    assert "pw-one" not in ag.stderr and "pw-two" not in ag.stderr, "no value in the log"
