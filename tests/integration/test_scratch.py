@@ -34,6 +34,7 @@ import shutil
 import socket
 import ssl
 import stat
+import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -618,6 +619,35 @@ def test_static_binary_in_empty_root_fetches_over_tls_with_ca_bundle(scratch, tl
     ag.stop()
     assert tree(root) == before, "the agent created or changed files in its root with log_to_file = false"
     assert "listening on" in ag.stdout
+
+
+def test_render_in_an_empty_root(scratch, tls_upstream):
+    """`render` from the static binary in a root holding only itself, its config and
+    the CA (the scratch image's init container): the file written with its mode and
+    a numeric owner (there is no /etc/passwd to name one), nothing else created."""
+    name = unique("render")
+    templates = (
+        "[[templates]]\n"
+        f'contents = "secret={{{{ secret(\'{name}\') }}}}\\n"\n'
+        'destination = "/out/app.env"\n'
+        'perms = "0640"\n'
+        'user = "1234"\n'
+        'group = "5678"\n'
+    )
+    root = scratch.root(config=CHROOT_CONFIG + templates)
+    (root / "out").mkdir()
+    env = chroot_env(tls_upstream.url, token(), {"AWS_CA_BUNDLE": "/ca.pem"})
+    argv = [shutil.which("chroot"), str(root), IN_ROOT_BIN, "render", "--config", "/agent.toml"]
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=START_TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["rendered /out/app.env"]
+    out = root / "out" / "app.env"
+    assert out.read_text() == f"secret=value-of-{name}\n"
+    st = out.stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o640, 1234, 5678)
+    assert sorted(os.listdir(root / "out")) == ["app.env"]
+    assert set(tree(root)) == {"secrets-manager-agent", "agent.toml", "ca.pem", "out", "out/app.env"}
+    assert tls_upstream.count(name=name) == 1
 
 
 # =========================================================================== chroot: embedded roots
