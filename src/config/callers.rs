@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use super::error::{invalid, ConfigError};
-use super::settings::{non_empty, ranged};
+use super::settings::{non_empty, port};
 use super::Config;
 
 /// `caller_auth`: what an SDK-protocol request must be signed with.
@@ -66,12 +66,7 @@ pub(super) fn set_cloud_extensions_port(
     value: &toml::Value,
     key: &str,
 ) -> Result<(), ConfigError> {
-    let allowed = "an integer from 1024 to 65535, or 0 to let the OS pick";
-    let port = ranged(value, 0, 65535, key, allowed)?;
-    if port != 0 && port < 1024 {
-        return Err(invalid(key, allowed));
-    }
-    c.cloud_extensions_port = Some(port as u16);
+    c.cloud_extensions_port = Some(port(value, key)?);
     Ok(())
 }
 

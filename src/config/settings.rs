@@ -187,13 +187,18 @@ fn set_validate_credentials(
 }
 
 fn set_http_port(c: &mut Config, value: &toml::Value, key: &str) -> Result<(), ConfigError> {
-    let allowed = "an integer from 1024 to 65535, or 0 to let the OS pick";
-    let port = integer(value).ok_or_else(|| invalid(key, allowed))?;
-    if port != 0 && !(1024..=65535).contains(&port) {
-        return Err(invalid(key, allowed));
-    }
-    c.http_port = port as u16;
+    c.http_port = port(value, key)?;
     Ok(())
+}
+
+/// A listener's port: unprivileged, or 0 for one the OS picks.
+pub(super) fn port(value: &toml::Value, key: &str) -> Result<u16, ConfigError> {
+    let allowed = "an integer from 1024 to 65535, or 0 to let the OS pick";
+    match integer(value) {
+        Some(0) => Ok(0),
+        Some(port) if (1024..=65535).contains(&port) => Ok(port as u16),
+        _ => Err(invalid(key, allowed)),
+    }
 }
 
 fn set_ttl_seconds(c: &mut Config, value: &toml::Value, key: &str) -> Result<(), ConfigError> {

@@ -191,20 +191,12 @@ fn user_id(user: &str) -> Result<u32, String> {
     }
     let table = std::fs::read_to_string("/etc/passwd")
         .map_err(|e| format!("cannot look up user {user:?} in /etc/passwd: {e}; give a number"))?;
-    id_in(&table, user).ok_or_else(|| format!("no user {user:?} in /etc/passwd; give a number"))
+    secrets_manager_agent_http::socket::id_in(&table, user)
+        .ok_or_else(|| format!("no user {user:?} in /etc/passwd; give a number"))
 }
 
 fn group_id(group: &str) -> Result<u32, String> {
     secrets_manager_agent_http::socket::group_id(group).map_err(|e| e.to_string())
-}
-
-/// The id of `name` in the text of an `/etc/passwd` file (the third field).
-fn id_in(table: &str, name: &str) -> Option<u32> {
-    table.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        (fields.next()? == name).then_some(())?;
-        fields.nth(1)?.trim().parse().ok()
-    })
 }
 
 #[cfg(test)]
@@ -214,6 +206,7 @@ mod tests {
     #[test]
     fn users_by_name_or_number() {
         let table = "root:x:0:0:root:/root:/bin/sh\napp:x:1001:1001::/home/app:/bin/sh\n";
+        let id_in = secrets_manager_agent_http::socket::id_in;
         assert_eq!(id_in(table, "app"), Some(1001));
         assert_eq!(id_in(table, "root"), Some(0));
         assert_eq!(id_in(table, "nobody"), None);

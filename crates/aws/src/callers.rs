@@ -68,11 +68,7 @@ impl Callers {
             Callers::Agent(keys) => {
                 let claim = Claim::parse(request)?;
                 let creds = keys.find(claim.access_key_id).ok_or(Refusal::UnknownKey)?;
-                let sent = request
-                    .headers
-                    .iter()
-                    .find(|(name, _)| name.eq_ignore_ascii_case("x-amz-security-token"))
-                    .map(|(_, value)| *value);
+                let sent = request.header("x-amz-security-token").next();
                 let token_matches = match (&creds.session_token, sent) {
                     (Some(expected), Some(sent)) => bool::from(expected.as_bytes().ct_eq(sent)),
                     (None, None) => true,

@@ -157,16 +157,24 @@ fn names_own_listener(url: &str, ports: &[u16]) -> bool {
         Some("https") => 443,
         _ => 80,
     });
-    let loopback = match uri.host() {
-        Some(host) if host.eq_ignore_ascii_case("localhost") => true,
-        Some(host) => host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified()),
-        None => false,
-    };
-    loopback && ports.contains(&port)
+    let own_host = uri.host().is_some_and(|host| {
+        is_loopback_host(host) || ip_of(host).is_some_and(|ip| ip.is_unspecified())
+    });
+    own_host && ports.contains(&port)
+}
+
+/// Whether `host` (a URL's or a `Host` header's, without the port) names
+/// this machine's loopback: `localhost`, or a loopback address (`[::1]`
+/// with or without its brackets).
+pub fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost") || ip_of(host).is_some_and(|ip| ip.is_loopback())
+}
+
+fn ip_of(host: &str) -> Option<std::net::IpAddr> {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
 }
 
 fn custom(var: &str, url: &str) -> Result<String, EndpointError> {

@@ -46,7 +46,7 @@ pub struct Request<'a> {
 
 impl<'a> Request<'a> {
     /// The values of header `name`, in order.
-    fn header(&self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + '_ {
+    pub(crate) fn header(&self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + '_ {
         self.headers
             .iter()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
@@ -328,10 +328,8 @@ fn hmac_with(key: &[u8]) -> Hmac<Sha256> {
 /// Lower-case hex of a digest, without an allocation.
 fn hex32(digest: &[u8; 32]) -> [u8; 64] {
     let mut out = [0u8; 64];
-    for (i, b) in digest.iter().enumerate() {
-        out[2 * i] = b"0123456789abcdef"[usize::from(b >> 4)];
-        out[2 * i + 1] = b"0123456789abcdef"[usize::from(b & 15)];
-    }
+    // 64 bytes is exactly room for 32 in hex: this cannot fail.
+    let _ = hex::encode_to_slice(digest, &mut out);
     out
 }
 
@@ -505,8 +503,9 @@ fn canonical_request(
     Ok(())
 }
 
-/// At most 64 characters of `text`, for messages that quote the caller.
-fn clip(text: &str) -> &str {
+/// At most 64 characters of `text`, for messages and log lines that quote
+/// what a caller sent.
+pub fn clip(text: &str) -> &str {
     match text.char_indices().nth(64) {
         Some((at, _)) => &text[..at],
         None => text,

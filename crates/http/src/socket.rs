@@ -286,13 +286,14 @@ pub fn group_id(group: &str) -> Result<u32, GroupError> {
         group: group.to_owned(),
         source,
     })?;
-    gid_in(&table, group).ok_or_else(|| GroupError::Unknown {
+    id_in(&table, group).ok_or_else(|| GroupError::Unknown {
         group: group.to_owned(),
     })
 }
 
-/// The id of `name` in the text of an `/etc/group` file.
-fn gid_in(table: &str, name: &str) -> Option<u32> {
+/// The id of `name` in the text of an `/etc/group` or `/etc/passwd` file:
+/// both keep it in the third field (templates look users up with it).
+pub fn id_in(table: &str, name: &str) -> Option<u32> {
     table.lines().find_map(|line| {
         let mut fields = line.split(':');
         (fields.next()? == name).then_some(())?;
@@ -379,10 +380,10 @@ mod tests {
     #[test]
     fn groups_by_number_or_name() {
         let table = "root:x:0:\n# comment\nbroken\napp:x:1001:alice,bob\nweird:x:notanumber:\n";
-        assert_eq!(gid_in(table, "app"), Some(1001));
-        assert_eq!(gid_in(table, "root"), Some(0));
-        assert_eq!(gid_in(table, "weird"), None);
-        assert_eq!(gid_in(table, "ap"), None);
+        assert_eq!(id_in(table, "app"), Some(1001));
+        assert_eq!(id_in(table, "root"), Some(0));
+        assert_eq!(id_in(table, "weird"), None);
+        assert_eq!(id_in(table, "ap"), None);
         assert_eq!(group_id("4242").ok(), Some(4242));
     }
 

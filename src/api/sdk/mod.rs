@@ -24,7 +24,7 @@ use operation::{service_of, Operation};
 pub use reply::{aws_error, aws_json};
 use secrets_manager_agent_aws::callers::Callers;
 use secrets_manager_agent_aws::passthrough::Service;
-use secrets_manager_agent_aws::verify::{self, Refusal};
+use secrets_manager_agent_aws::verify::{self, clip, Refusal};
 use secrets_manager_agent_cache::{Answer, Key, Served, Upstream};
 use secrets_manager_agent_core::clock::{Clock, SystemClock};
 use secrets_manager_agent_core::metrics::{self, Route};
@@ -57,14 +57,6 @@ pub fn refusal_status(refusal: &Refusal, place: Place) -> u16 {
     }
 }
 
-/// At most 64 characters of what a caller sent, for a log line.
-fn clip(text: &str) -> &str {
-    match text.char_indices().nth(64) {
-        Some((at, _)) => &text[..at],
-        None => text,
-    }
-}
-
 /// Why a request that a signature would not protect is refused whatever it
 /// carries: one relayed by a proxy (`X-Forwarded-For`, refused on the GET
 /// routes too), one a browser sends for a web page (`Origin`: SDKs never
@@ -86,12 +78,7 @@ fn unprotected(request: &Request, unsigned: bool) -> Option<&'static str> {
             Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
             _ => host,
         };
-        name.eq_ignore_ascii_case("localhost")
-            || name
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
+        secrets_manager_agent_aws::endpoint::is_loopback_host(name)
     };
     if unsigned && !loopback_host() {
         return Some("with caller_auth = \"none\", only a loopback Host (localhost, 127.0.0.1, [::1]) is served");
